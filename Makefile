@@ -1,0 +1,66 @@
+# MiniMind Book — every target a reader, a teacher or CI needs. `make help` lists them.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHAPTERS_PY := $(sort $(wildcard chapters/[0-9][0-9]_*.py))
+CHAPTERS_NB := $(CHAPTERS_PY:.py=.ipynb)
+export PYTHONHASHSEED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help venv data notebooks sync check-sync unit nbval test book vendor bench ci clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, minimind, tokenizers, jupytext, nbval, transformers"
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install requirements + the package (editable)
+
+data: $(STAMP)  ## regenerate the synthetic datasets in data/
+	$(PY) -m minimind.data.synthetic --out data
+
+sync: $(STAMP)  ## regenerate every chapter .ipynb from its .py (keeps stored outputs)
+	$(BIN)/jupytext -q --to ipynb --update $(CHAPTERS_PY)
+
+notebooks: sync  ## regenerate and re-execute every chapter so stored outputs are fresh
+	@for nb in $(CHAPTERS_NB); do echo "executing $$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=1200 --ExecutePreprocessor.record_timing=False \
+	    --ExecutePreprocessor.store_widget_state=True $$nb || exit 1; done
+
+check-sync: $(STAMP)  ## fail if any chapter .ipynb differs from its .py source
+	$(PY) scripts/check_sync.py $(CHAPTERS_PY)
+
+vendor:  ## vendor MathJax and the widget manager (no CDN at view time)
+	bash scripts/vendor_assets.sh
+
+book: $(STAMP) vendor  ## build the website into _build/html (offline, warnings are errors)
+	$(BIN)/jupyter-book build --all -W -n --keep-going --builder html .
+
+unit: $(STAMP)  ## unit tests only
+	$(BIN)/pytest -q tests
+
+nbval: $(STAMP)  ## execute every chapter and compare with its stored outputs
+	$(BIN)/pytest -q --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
+	  --nbval-cell-timeout 1200 -p no:cacheprovider $(CHAPTERS_NB)
+
+test: $(STAMP) check-sync book  ## every test: sync check, book build, unit tests, nbval over every chapter
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 tests \
+	  --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 1200 \
+	  $(CHAPTERS_NB)
+
+bench: $(STAMP)  ## speed and memory benchmarks (prints tables and ratios)
+	$(PY) -m benchmarks
+
+ci: test  ## what .ci/run runs
+
+clean:  ## remove build outputs (keeps .venv and the artefact cache)
+	rm -rf _build .pytest_cache
