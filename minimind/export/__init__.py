@@ -1,0 +1,1 @@
+"""Export trained models: a transformers folder (`export.transformers`) and GGUF (`export.gguf`)."""
