@@ -1,0 +1,48 @@
+"""The `minimind` command: one entry point dispatching to each module's own `main(argv)`.
+
+    minimind tokenizer …          train a byte-level BPE tokenizer
+    minimind train <stage> …      pretrain | sft | dpo | lora | reason | distill
+    minimind chat …               interactive or one-shot chat with a checkpoint
+    minimind serve …              OpenAI-compatible HTTP server (127.0.0.1:8998)
+    minimind web …                Streamlit web demo
+    minimind export …             transformers folder or GGUF (+ Ollama Modelfile)
+    minimind data …               prepare corpora: clean, dedup, convert, stats, pipeline
+    minimind synthetic …          regenerate the book's synthetic datasets
+"""
+import importlib
+import sys
+
+COMMANDS = {
+    "tokenizer": "minimind.tokenizer",
+    "chat": "minimind.chat",
+    "serve": "minimind.serve",
+    "web": "minimind.web",
+    "export": "minimind.export.__main__",
+    "data": "minimind.data.prepare",
+    "synthetic": "minimind.data.synthetic",
+}
+STAGES = ("pretrain", "sft", "dpo", "lora", "reason", "distill")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__.strip())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        if not rest or rest[0] not in STAGES:
+            print(f"usage: minimind train {{{','.join(STAGES)}}} [options]", file=sys.stderr)
+            return 2
+        module_name, rest = f"minimind.train.{rest[0]}", rest[1:]
+    elif command in COMMANDS:
+        module_name = COMMANDS[command]
+    else:
+        print(f"minimind: unknown command {command!r}; run `minimind --help`", file=sys.stderr)
+        return 2
+    result = importlib.import_module(module_name).main(rest)
+    return 0 if result is None else int(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
