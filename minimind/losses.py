@@ -14,3 +14,100 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
         labels[:, 1:].reshape(-1),
         ignore_index=ignore_index,
     )
+
+
+def sequence_logps(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss_mask: torch.Tensor | None = None,
+    average: bool = False,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Log-probability of each sequence's supervised tokens: log π(response | prompt), shape (B,).
+
+    Labels are unshifted token ids (labels[t] is the target of logits[t-1]). A position is
+    supervised when its label is not `ignore_index` and, if `loss_mask` (one entry per id, as
+    `render_conversation` returns it) is given, the mask marks it. So both calling styles work:
+    `sequence_logps(logits, labels_with_minus_100)` and `sequence_logps(logits, ids, mask)`.
+
+    average=False sums the token log-probs (the DPO paper's log π(y|x)); average=True divides
+    by the number of supervised tokens (length-normalised, as upstream MiniMind2 and SimPO).
+    A row with no supervised token is an error: it would score an empty response.
+    logits: (B, T, V); labels, loss_mask: (B, T).
+    """
+    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
+    if loss_mask is not None and loss_mask.shape != labels.shape:
+        raise ValueError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of labels {tuple(labels.shape)}")
+    targets = labels[:, 1:]  # (B, T-1): the token each position predicts
+    supervised = targets != ignore_index
+    if loss_mask is not None:
+        supervised = supervised & loss_mask[:, 1:].bool()
+    n_tokens = supervised.sum(dim=1)
+    empty = (n_tokens == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"rows {empty} have no supervised token: a preference pair needs a non-empty response")
+    logits = logits[:, :-1].float()
+    safe_targets = targets.masked_fill(~supervised, 0).unsqueeze(-1)
+    # log softmax at the target only: logit[target] - logsumexp(logits); never builds a (B, T, V) log-prob tensor.
+    token_logps = torch.gather(logits, -1, safe_targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    total = (token_logps * supervised).sum(dim=1)
+    return total / n_tokens if average else total
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+):
+    """Direct Preference Optimization loss (Rafailov et al. 2023, Eq. 7), averaged over pairs.
+
+    The implicit reward of a response is r = β·(log π(y|x) − log π_ref(y|x)); the loss is
+    −log σ(r_chosen − r_rejected). With label_smoothing ε > 0 it is the conservative DPO of
+    Mitchell (2023), which assumes each label is flipped with probability ε:
+    −(1 − ε)·log σ(Δ) − ε·log σ(−Δ).
+    All four inputs are per-pair sequence log-probs of shape (B,) (see `sequence_logps`).
+    Returns (loss, metrics); metrics are detached scalars: reward_margin, preference_accuracy
+    (share of pairs whose chosen reward beats the rejected one), chosen_reward, rejected_reward,
+    chosen_logps, rejected_logps (policy log-probs).
+    """
+    inputs = {
+        "policy_chosen_logps": policy_chosen_logps,
+        "policy_rejected_logps": policy_rejected_logps,
+        "reference_chosen_logps": reference_chosen_logps,
+        "reference_rejected_logps": reference_rejected_logps,
+    }
+    for name, tensor in inputs.items():
+        if tensor.dim() != 1:
+            raise ValueError(f"{name} must have shape (B,), got {tuple(tensor.shape)}")
+        if tensor.shape != policy_chosen_logps.shape:
+            raise ValueError(
+                f"{name} has {tensor.numel()} pairs but policy_chosen_logps has {policy_chosen_logps.numel()}: "
+                "chosen and rejected must come in pairs"
+            )
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} contains NaN or infinite log-probs")
+    if policy_chosen_logps.numel() == 0:
+        raise ValueError("dpo_loss needs at least one preference pair")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must lie in [0, 0.5), got {label_smoothing}")
+    chosen_logratios = policy_chosen_logps - reference_chosen_logps.detach()
+    rejected_logratios = policy_rejected_logps - reference_rejected_logps.detach()
+    margin = beta * (chosen_logratios - rejected_logratios)  # r_chosen − r_rejected
+    losses = -(1.0 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)
+    chosen_rewards = beta * chosen_logratios.detach()
+    rejected_rewards = beta * rejected_logratios.detach()
+    metrics = {
+        "reward_margin": (chosen_rewards - rejected_rewards).mean(),
+        "preference_accuracy": (chosen_rewards > rejected_rewards).float().mean(),
+        "chosen_reward": chosen_rewards.mean(),
+        "rejected_reward": rejected_rewards.mean(),
+        "chosen_logps": policy_chosen_logps.detach().mean(),
+        "rejected_logps": policy_rejected_logps.detach().mean(),
+    }
+    return losses.mean(), metrics
