@@ -16,6 +16,108 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
     )
 
 
+def reasoning_weighted_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    tag_ids,
+    tag_weight: float = 10.0,
+    normalize: str = "weighted",
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Next-token cross-entropy in which the targets that are format tags weigh `tag_weight`.
+
+    Only positions whose *target* id is in `tag_ids` (the single special tokens `<think>`,
+    `</think>`, `<answer>`, `</answer>`) are up-weighted; every other supervised token
+    weighs 1, unsupervised ones (`ignore_index`) weigh 0. Labels are unshifted.
+
+    normalize="weighted" (default): sum(w·ce) / sum(w) — a weighted mean, so the loss stays
+        on the scale of a cross-entropy whatever the weight; with weight 1 it equals
+        `masked_cross_entropy` exactly.
+    normalize="tokens": sum(w·ce) / (number of supervised tokens) — upstream MiniMind2's
+        choice (UPSTREAM_SPEC §8.14); the loss (and its gradient) grows with the weight and
+        with the share of tags in the batch.
+    logits: (B, T, V); labels: (B, T). Returns a scalar.
+    """
+    if normalize not in ("weighted", "tokens"):
+        raise ValueError(f"normalize must be 'weighted' or 'tokens', got {normalize!r}")
+    if tag_weight < 0:
+        raise ValueError(f"tag_weight must be >= 0, got {tag_weight}")
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
+    targets = labels[:, 1:]
+    per_token = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+        targets.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view_as(targets)  # (B, T-1), zero where ignored
+    supervised = (targets != ignore_index).float()
+    tag_ids = torch.as_tensor(list(tag_ids), dtype=targets.dtype, device=targets.device)
+    is_tag = torch.isin(targets, tag_ids)
+    weights = supervised * torch.where(is_tag, float(tag_weight), 1.0)
+    total = (per_token * weights).sum()
+    denominator = weights.sum() if normalize == "weighted" else supervised.sum()
+    # An empty batch (nothing supervised) gives 0 with a graph, not NaN.
+    return total / denominator.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    reverse: bool = False,
+    ignore_index: int = -100,
+):
+    """Knowledge distillation: alpha·CE(labels) + (1 − alpha)·T²·KL on supervised tokens.
+
+    KL is taken between the temperature-softened distributions softmax(z/T) of teacher and
+    student, averaged over the supervised target positions only (as upstream MiniMind).
+    Forward KL(teacher‖student) by default — the student must cover every token the
+    teacher deems likely; reverse=True gives KL(student‖teacher), which lets the student
+    concentrate on the teacher's main mode. The T² factor keeps the gradient of the KL term
+    on the same scale across temperatures (the softened gradient shrinks like 1/T²).
+    The teacher's logits are detached: no gradient flows into the teacher.
+    student_logits, teacher_logits: (B, T, V) with the same V; labels: (B, T), unshifted.
+    Returns (loss, metrics) where metrics holds the detached "ce" and "kl" terms.
+    """
+    if student_logits.size(-1) != teacher_logits.size(-1):
+        raise ValueError(
+            f"student vocabulary ({student_logits.size(-1)}) differs from teacher vocabulary "
+            f"({teacher_logits.size(-1)}): distillation needs both models on the same tokenizer"
+        )
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape"
+        )
+    if student_logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(student_logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    vocab = student_logits.size(-1)
+    supervised = labels[:, 1:] != ignore_index  # (B, T-1)
+    student = student_logits[:, :-1][supervised].float()  # (N, V): supervised positions only
+    teacher = teacher_logits[:, :-1][supervised].detach().float()
+    n_tokens = student.size(0)
+    if n_tokens == 0:
+        zero = student_logits.sum() * 0.0
+        return zero, {"ce": zero.detach(), "kl": zero.detach()}
+    targets = labels[:, 1:][supervised]
+    ce = F.cross_entropy(student.reshape(-1, vocab), targets)
+    student_logp = F.log_softmax(student / temperature, dim=-1)
+    teacher_logp = F.log_softmax(teacher / temperature, dim=-1)
+    if reverse:  # KL(student‖teacher) = Σ p_s (log p_s − log p_t)
+        kl = (student_logp.exp() * (student_logp - teacher_logp)).sum(-1).mean()
+    else:  # KL(teacher‖student) = Σ p_t (log p_t − log p_s)
+        kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1).mean()
+    loss = alpha * ce + (1.0 - alpha) * temperature**2 * kl
+    return loss, {"ce": ce.detach(), "kl": kl.detach()}
+
+
 def sequence_logps(
     logits: torch.Tensor,
     labels: torch.Tensor,

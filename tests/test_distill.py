@@ -1,0 +1,142 @@
+"""Distillation loss: its limits (alpha=1, student=teacher), the T² scaling, masks, errors,
+and agreement with torch's own KL divergence."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minimind.losses import distillation_loss, masked_cross_entropy
+
+VOCAB = 37
+
+
+def _batch(seed=0, batch=3, length=9, vocab=VOCAB):
+    gen = torch.Generator().manual_seed(seed)
+    student = torch.randn(batch, length, vocab, generator=gen)
+    teacher = torch.randn(batch, length, vocab, generator=gen) * 2.0
+    labels = torch.randint(3, vocab, (batch, length), generator=gen)
+    labels[:, :3] = -100  # a prompt that is not supervised
+    labels[1, 6:] = -100  # padding after a short reply
+    return student, teacher, labels
+
+
+def test_kl_is_zero_when_student_equals_teacher():
+    student, _, labels = _batch()
+    for reverse in (False, True):
+        for temperature in (0.5, 1.0, 4.0):
+            _, metrics = distillation_loss(student, student.clone(), labels, 0.5, temperature, reverse=reverse)
+            assert metrics["kl"].abs().item() < 1e-6
+
+
+def test_kl_is_positive_when_student_differs_from_teacher():
+    student, teacher, labels = _batch()
+    for reverse in (False, True):
+        _, metrics = distillation_loss(student, teacher, labels, 0.5, 2.0, reverse=reverse)
+        assert metrics["kl"].item() > 0.01
+
+
+def test_alpha_one_reduces_to_masked_cross_entropy():
+    student, teacher, labels = _batch()
+    loss, metrics = distillation_loss(student, teacher, labels, alpha=1.0, temperature=3.0)
+    expected = masked_cross_entropy(student, labels)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(metrics["ce"], expected)
+
+
+def test_alpha_zero_is_temperature_squared_kl_matching_torch_kl_div():
+    student, teacher, labels = _batch()
+    temperature = 2.5
+    loss, _ = distillation_loss(student, teacher, labels, alpha=0.0, temperature=temperature)
+    supervised = labels[:, 1:] != -100
+    s = student[:, :-1][supervised] / temperature
+    t = teacher[:, :-1][supervised] / temperature
+    # torch's kl_div(input=log q, target=p) computes KL(p‖q); batchmean divides by the rows = tokens.
+    reference = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="batchmean", log_target=True)
+    torch.testing.assert_close(loss, temperature**2 * reference)
+
+
+def test_reverse_kl_swaps_the_arguments():
+    student, teacher, labels = _batch()
+    supervised = labels[:, 1:] != -100
+    s = F.log_softmax(student[:, :-1][supervised], -1)
+    t = F.log_softmax(teacher[:, :-1][supervised], -1)
+    _, metrics = distillation_loss(student, teacher, labels, 0.5, 1.0, reverse=True)
+    expected = F.kl_div(t, s, reduction="batchmean", log_target=True)  # KL(student‖teacher)
+    torch.testing.assert_close(metrics["kl"], expected)
+    _, forward = distillation_loss(student, teacher, labels, 0.5, 1.0, reverse=False)
+    assert abs(forward["kl"].item() - metrics["kl"].item()) > 1e-3
+
+
+def _kl_gradient_norm(student, teacher, labels, temperature, scale_by_t_squared):
+    student = student.clone().requires_grad_(True)
+    loss, _ = distillation_loss(student, teacher, labels, alpha=0.0, temperature=temperature)
+    if not scale_by_t_squared:
+        loss = loss / temperature**2
+    (grad,) = torch.autograd.grad(loss, student)
+    return grad.norm().item()
+
+
+def test_t_squared_factor_keeps_gradient_scale_across_temperatures():
+    student, teacher, labels = _batch(length=12)
+    teacher = teacher / 2.0  # logits of a scale where T=2..16 are all "soft"
+    temperatures = (2.0, 4.0, 8.0, 16.0)
+    with_factor = [_kl_gradient_norm(student, teacher, labels, t, True) for t in temperatures]
+    without = [_kl_gradient_norm(student, teacher, labels, t, False) for t in temperatures]
+    # With T²: the gradient tends to a finite limit (it changes by well under 2x over an 8x range of T).
+    assert max(with_factor) / min(with_factor) < 1.3
+    # Without it: the gradient falls like 1/T², i.e. ~64x over the same range.
+    assert without[0] / without[-1] > 40
+    # The high-temperature limit is known in closed form: T·(softmax(s/T) − softmax(t/T)) →
+    # (centred s − centred t) / V per token, divided by the number of supervised tokens.
+    supervised = labels[:, 1:] != -100
+    s = student[:, :-1][supervised]
+    t = teacher[:, :-1][supervised]
+    centred = (s - s.mean(-1, keepdim=True)) - (t - t.mean(-1, keepdim=True))
+    limit = (centred / VOCAB / supervised.sum()).norm().item()
+    assert abs(with_factor[-1] - limit) / limit < 0.02
+
+
+def test_only_supervised_positions_contribute():
+    student, teacher, labels = _batch()
+    loss, _ = distillation_loss(student, teacher, labels, alpha=0.3, temperature=2.0)
+    # Changing any logit that predicts an unsupervised target must not change the loss.
+    unsupervised = torch.nn.functional.pad(labels[:, 1:] == -100, (0, 1), value=True)  # last position predicts nothing
+    noisy_student, noisy_teacher = student.clone(), teacher.clone()
+    noisy_student[unsupervised] += 5.0 * torch.randn_like(noisy_student[unsupervised])
+    noisy_teacher[unsupervised] += 5.0 * torch.randn_like(noisy_teacher[unsupervised])
+    loss_noisy, _ = distillation_loss(noisy_student, noisy_teacher, labels, alpha=0.3, temperature=2.0)
+    torch.testing.assert_close(loss, loss_noisy)
+    # And the gradient there is exactly zero.
+    student = student.clone().requires_grad_(True)
+    distillation_loss(student, teacher, labels, alpha=0.3, temperature=2.0)[0].backward()
+    assert student.grad[unsupervised].abs().max().item() == 0.0
+    assert student.grad[~unsupervised].abs().max().item() > 0.0
+
+
+def test_no_gradient_reaches_the_teacher():
+    student, teacher, labels = _batch()
+    teacher = teacher.clone().requires_grad_(True)
+    student = student.clone().requires_grad_(True)
+    distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0)[0].backward()
+    assert teacher.grad is None
+    assert student.grad is not None
+
+
+def test_different_vocabularies_raise_a_clear_error():
+    student, teacher, labels = _batch()
+    with pytest.raises(ValueError, match="vocabulary"):
+        distillation_loss(student, teacher[..., :-5], labels)
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 1.5}, {"alpha": -0.1}, {"temperature": 0.0}])
+def test_bad_hyperparameters_are_rejected(kwargs):
+    student, teacher, labels = _batch()
+    with pytest.raises(ValueError):
+        distillation_loss(student, teacher, labels, **kwargs)
+
+
+def test_a_batch_with_nothing_supervised_gives_zero_not_nan():
+    student, teacher, labels = _batch()
+    labels = torch.full_like(labels, -100)
+    loss, _ = distillation_loss(student.requires_grad_(True), teacher, labels)
+    assert loss.item() == 0.0
+    loss.backward()

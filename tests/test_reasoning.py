@@ -1,0 +1,138 @@
+"""Reasoning training: the tag-weighted loss, the reply parser and scorer."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
+from minimind.reasoning import parse_reasoning, score_answers
+
+VOCAB = 29
+TAG_IDS = (3, 4, 5, 6)  # <think> </think> <answer> </answer>
+
+
+def _batch(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 10, VOCAB, generator=gen)
+    labels = torch.randint(7, VOCAB, (2, 10), generator=gen)
+    labels[:, :3] = -100  # prompt
+    labels[0, 3], labels[0, 6], labels[0, 7], labels[0, 9] = 3, 4, 5, 6  # a reply with its four tags
+    labels[1, 8:] = -100  # padding
+    return logits, labels
+
+
+@pytest.mark.parametrize("normalize", ["weighted", "tokens"])
+def test_weight_one_equals_plain_cross_entropy(normalize):
+    logits, labels = _batch()
+    loss = reasoning_weighted_loss(logits, labels, TAG_IDS, tag_weight=1.0, normalize=normalize)
+    torch.testing.assert_close(loss, masked_cross_entropy(logits, labels))
+
+
+def _per_position_gradient_scale(labels, logits, weight, normalize):
+    logits = logits.clone().requires_grad_(True)
+    reasoning_weighted_loss(logits, labels, TAG_IDS, tag_weight=weight, normalize=normalize).backward()
+    return logits.grad.norm(dim=-1)  # (B, T): how strongly each position is pushed
+
+
+@pytest.mark.parametrize("normalize", ["weighted", "tokens"])
+def test_only_tag_positions_get_the_weight(normalize):
+    logits, labels = _batch()
+    plain = _per_position_gradient_scale(labels, logits, 1.0, normalize)
+    weighted = _per_position_gradient_scale(labels, logits, 10.0, normalize)
+    # Position t-1 predicts labels[t]; compare the gradient ratio position by position.
+    predicts_tag = torch.zeros_like(labels, dtype=torch.bool)
+    predicts_tag[:, :-1] = torch.isin(labels[:, 1:], torch.tensor(TAG_IDS))
+    supervised = torch.zeros_like(predicts_tag)
+    supervised[:, :-1] = labels[:, 1:] != -100
+    ratio = weighted / plain.clamp_min(1e-12)
+    tag_ratio = ratio[predicts_tag]
+    other_ratio = ratio[supervised & ~predicts_tag]
+    # Every tag position moves by the same factor, every other supervised one by another,
+    # and the two factors differ by exactly the weight.
+    torch.testing.assert_close(tag_ratio, tag_ratio[0].expand_as(tag_ratio))
+    torch.testing.assert_close(other_ratio, other_ratio[0].expand_as(other_ratio))
+    torch.testing.assert_close(tag_ratio[0] / other_ratio[0], torch.tensor(10.0))
+    assert weighted[~supervised].abs().max().item() == 0.0
+
+
+def test_weighting_ids_that_never_occur_as_targets_changes_nothing():
+    logits, labels = _batch()
+    torch.testing.assert_close(
+        reasoning_weighted_loss(logits, labels, (VOCAB + 5,), tag_weight=10.0),
+        masked_cross_entropy(logits, labels),
+    )
+
+
+def test_weighted_normalisation_is_a_weighted_mean_and_tokens_is_upstreams():
+    logits, labels = _batch()
+    targets = labels[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), targets.reshape(-1), reduction="none", ignore_index=-100)
+    ce = ce.view_as(targets)
+    supervised = targets != -100
+    weight = torch.where(torch.isin(targets, torch.tensor(TAG_IDS)), 10.0, 1.0) * supervised
+    torch.testing.assert_close(
+        reasoning_weighted_loss(logits, labels, TAG_IDS, 10.0, "weighted"), (ce * weight).sum() / weight.sum()
+    )
+    # Upstream MiniMind2: weighted sum over the *unweighted* token count (UPSTREAM_SPEC §8.14).
+    torch.testing.assert_close(
+        reasoning_weighted_loss(logits, labels, TAG_IDS, 10.0, "tokens"), (ce * weight).sum() / supervised.sum()
+    )
+
+
+def test_bad_arguments_are_rejected():
+    logits, labels = _batch()
+    with pytest.raises(ValueError, match="normalize"):
+        reasoning_weighted_loss(logits, labels, TAG_IDS, normalize="mean")
+    with pytest.raises(ValueError, match="tag_weight"):
+        reasoning_weighted_loss(logits, labels, TAG_IDS, tag_weight=-1.0)
+    with pytest.raises(ValueError, match="disagree"):
+        reasoning_weighted_loss(logits, labels[:, :-1], TAG_IDS)
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("<think>7+7=14</think><answer>14</answer>", ("7+7=14", "14", True)),
+        ("  <think>\n a \n</think>\n<answer> 14 </answer>\n", ("a", "14", True)),
+        ("<think></think><answer>5</answer>", ("", "5", True)),
+        ("<answer>14</answer>", (None, "14", False)),  # no think block
+        ("<think>x</think>", ("x", None, False)),  # no answer
+        ("<think>x</think><answer>14", ("x", None, False)),  # answer never closed
+        ("<answer>14</answer><think>x</think>", ("x", "14", False)),  # wrong order
+        ("so <think>x</think><answer>14</answer>", ("x", "14", False)),  # text before the think block
+        ("<think>x</think><answer>14</answer> and more", ("x", "14", False)),  # text after
+        ("<think>x</think><answer>1</answer><answer>2</answer>", ("x", "1", False)),  # two answers
+        ("<think>x<think>y</think><answer>3</answer>", ("x<think>y", "3", False)),  # tag repeated
+        ("14", (None, None, False)),
+        ("", (None, None, False)),
+    ],
+)
+def test_parse_reasoning_on_crafted_replies(reply, expected):
+    assert parse_reasoning(reply) == expected
+
+
+def test_direct_answers_are_well_formed_only_when_think_is_not_required():
+    assert parse_reasoning("<answer>14</answer>", require_think=False) == (None, "14", True)
+    assert parse_reasoning("<think>a</think><answer>14</answer>", require_think=False)[2] is True
+    assert parse_reasoning("<answer>1</answer><answer>2</answer>", require_think=False)[2] is False
+    assert parse_reasoning("<think>a</think>", require_think=False)[2] is False
+
+
+def test_score_answers_counts_format_and_accuracy_separately():
+    replies = [
+        "<think>2+2=4</think><answer>4</answer>",  # well formed, right
+        "<think>2+3=6</think><answer>6</answer>",  # well formed, wrong
+        "<answer>7</answer>",  # malformed, right
+        "<think>no answer</think>",  # malformed, nothing to grade
+        "<think>x</think><answer> Paris </answer>",  # right up to whitespace and case
+    ]
+    references = ["4", "5", "7", "1", "paris"]
+    score = score_answers(replies, references)
+    assert (score.n, score.well_formed, score.correct) == (5, 3, 3)
+    assert score.format_rate == pytest.approx(0.6) and score.accuracy == pytest.approx(0.6)
+    strict = score_answers(replies, references, require_format=True)
+    assert strict.correct == 2
+    direct = score_answers(replies, references, require_think=False)
+    assert direct.well_formed == 4
+    with pytest.raises(ValueError, match="references"):
+        score_answers(replies, references[:2])
+    assert score_answers([], []).accuracy == 0.0
