@@ -1,0 +1,253 @@
+"""LoRA adapters: exactness at B = 0, merge/unmerge, frozen base, PEFT equivalence, save/load, several adapters."""
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from minimind.config import get_config
+from minimind.lora import (
+    LoRALinear,
+    apply_lora,
+    base_fingerprint,
+    load_lora,
+    lora_layers,
+    merge_lora,
+    save_lora,
+    set_active_adapter,
+    unload_lora,
+    unmerge_lora,
+)
+from minimind.model import MiniMind
+
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def tiny_model(seed: int = 0) -> MiniMind:
+    torch.manual_seed(seed)
+    return MiniMind(get_config("tiny")).eval()
+
+
+def randomise_adapters(model: nn.Module, name: str = "default", seed: int = 1) -> None:
+    """B starts at zero; give it values so the adapter actually changes the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            if name in layer.lora_B:
+                b = layer.lora_B[name]
+                b.copy_(torch.randn(b.shape, generator=generator) * 0.05)
+
+
+def token_batch(seed: int = 0, batch: int = 2, length: int = 12) -> torch.Tensor:
+    return torch.randint(3, 256, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_fresh_adapter_with_zero_B_gives_exactly_the_base_model():
+    model = tiny_model()
+    ids = token_batch()
+    before = model(ids).logits
+    apply_lora(model, rank=4, alpha=8)
+    after = model(ids).logits
+    assert torch.equal(before, after)
+
+
+def test_apply_lora_wraps_every_target_and_keeps_the_base_state_dict_keys():
+    model = tiny_model()
+    base_keys = set(model.state_dict())
+    apply_lora(model, rank=4, alpha=8)
+    layers = lora_layers(model)
+    config = model.config
+    assert len(layers) == config.num_hidden_layers * len(ALL_PROJECTIONS)
+    assert {name.rsplit(".", 1)[-1] for name in layers} == set(ALL_PROJECTIONS)
+    assert "lm_head" not in layers  # the tied head is not a default target
+    adapted_keys = set(model.state_dict())
+    assert base_keys <= adapted_keys
+    assert {k for k in adapted_keys - base_keys if ".lora_" not in k} == set()
+
+
+def test_only_adapter_parameters_are_trainable_and_receive_gradients():
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8)
+    randomise_adapters(model)
+    ids = token_batch()
+    model(ids, labels=ids).loss.backward()
+    for name, parameter in model.named_parameters():
+        is_adapter = ".lora_A." in name or ".lora_B." in name
+        assert parameter.requires_grad == is_adapter, name
+        if is_adapter:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        else:
+            assert parameter.grad is None, name
+
+
+def test_merged_adapter_gives_the_same_outputs_and_unmerge_restores_the_base_weights():
+    model = tiny_model()
+    base_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_lora(model, rank=4, alpha=8)
+    randomise_adapters(model)
+    ids = token_batch()
+    unmerged = model(ids).logits
+    merge_lora(model)
+    assert all(layer.merged_adapter == "default" for layer in lora_layers(model).values())
+    merged = model(ids).logits
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(merged, MiniMind(model.config).eval()(ids).logits)
+    unmerge_lora(model)
+    for key, weight in base_weights.items():
+        torch.testing.assert_close(model.state_dict()[key], weight, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model(ids).logits, unmerged, rtol=1e-5, atol=1e-5)
+
+
+def test_unload_after_merge_is_a_plain_model_with_the_adapted_outputs():
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8)
+    randomise_adapters(model)
+    ids = token_batch()
+    adapted = model(ids).logits
+    merge_lora(model)
+    unload_lora(model)
+    assert not lora_layers(model)
+    plain = MiniMind(model.config).eval()
+    plain.load_state_dict(model.state_dict(), strict=True)
+    torch.testing.assert_close(plain(ids).logits, adapted, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_linear_matches_the_formula_with_alpha_scaling():
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 5)
+    layer = LoRALinear.from_linear(linear)
+    layer.add_adapter("a", rank=2, alpha=6.0)
+    layer.set_active("a")
+    with torch.no_grad():
+        layer.lora_B["a"].normal_()
+    x = torch.randn(3, 6)
+    expected = linear(x) + (6.0 / 2) * x @ layer.lora_A["a"].T @ layer.lora_B["a"].T
+    torch.testing.assert_close(layer(x), expected)
+    assert layer.weight is linear.weight  # wrapping shares the base weight, no copy
+
+
+def test_dropout_acts_on_the_adapter_input_only_in_training():
+    torch.manual_seed(0)
+    layer = LoRALinear.from_linear(nn.Linear(16, 8))
+    layer.add_adapter("a", rank=4, alpha=4.0, dropout=0.5)
+    layer.set_active("a")
+    with torch.no_grad():
+        layer.lora_B["a"].normal_()
+    x = torch.randn(64, 16)
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+    layer.train()
+    assert not torch.equal(layer(x), layer(x))
+    # base path is never dropped: with the adapter off, training mode changes nothing
+    layer.set_active(None)
+    assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_outputs_and_gradients_equal_peft_lora_with_the_same_weights():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    rank, alpha = 4, 12
+    ours = tiny_model()
+    theirs = copy.deepcopy(ours)
+    apply_lora(ours, rank=rank, alpha=alpha, targets=ALL_PROJECTIONS)
+    randomise_adapters(ours)
+    inject_adapter_in_model(
+        LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(ALL_PROJECTIONS)), theirs
+    )
+    theirs_params = dict(theirs.named_parameters())
+    with torch.no_grad():
+        for module_name, layer in lora_layers(ours).items():
+            theirs_params[f"{module_name}.lora_A.default.weight"].copy_(layer.lora_A["default"])
+            theirs_params[f"{module_name}.lora_B.default.weight"].copy_(layer.lora_B["default"])
+    ids = token_batch()
+    ours_out, theirs_out = ours(ids, labels=ids), theirs(ids, labels=ids)
+    torch.testing.assert_close(ours_out.logits, theirs_out.logits, rtol=1e-5, atol=1e-6)
+    ours_out.loss.backward()
+    theirs_out.loss.backward()
+    for module_name, layer in lora_layers(ours).items():
+        for which in ("A", "B"):
+            ours_grad = getattr(layer, f"lora_{which}")["default"].grad
+            theirs_grad = theirs_params[f"{module_name}.lora_{which}.default.weight"].grad
+            torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_save_then_load_reproduces_the_adapted_model(tmp_path):
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8, targets=("q_proj", "o_proj"))
+    randomise_adapters(model)
+    ids = token_batch()
+    expected = model(ids).logits
+    save_lora(model, tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["rank"] == 4 and config["alpha"] == 8 and config["targets"] == ["o_proj", "q_proj"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "adapter" / "adapter.safetensors"))
+    assert all(".lora_" in key for key in saved)  # adapter weights alone, not the base model
+    fresh = tiny_model()
+    assert load_lora(fresh, tmp_path / "adapter") == "default"
+    torch.testing.assert_close(fresh(ids).logits, expected, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in fresh.parameters())
+
+
+def test_loading_an_adapter_onto_a_different_base_model_fails_clearly(tmp_path):
+    model = tiny_model(seed=0)
+    apply_lora(model, rank=4, alpha=8)
+    save_lora(model, tmp_path / "adapter")
+    other = tiny_model(seed=1)
+    with pytest.raises(ValueError, match="different base model"):
+        load_lora(other, tmp_path / "adapter")
+    assert not lora_layers(other)  # nothing was changed on the refused model
+
+
+def test_saving_while_merged_is_refused(tmp_path):
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8)
+    merge_lora(model)
+    with pytest.raises(ValueError, match="unmerge_lora"):
+        save_lora(model, tmp_path / "adapter")
+
+
+def test_two_named_adapters_load_side_by_side_and_switch(tmp_path):
+    ids = token_batch()
+    outputs = {}
+    for name, seed in (("identity", 1), ("domain", 2)):
+        model = tiny_model()
+        apply_lora(model, rank=4, alpha=8, name=name)
+        randomise_adapters(model, name, seed=seed)
+        outputs[name] = model(ids).logits
+        save_lora(model, tmp_path / name, name=name)
+    base_out = tiny_model()(ids).logits
+    model = tiny_model()
+    fingerprint = base_fingerprint(model)
+    load_lora(model, tmp_path / "identity")
+    load_lora(model, tmp_path / "domain")
+    assert base_fingerprint(model) == fingerprint
+    for name in ("identity", "domain"):
+        set_active_adapter(model, name)
+        torch.testing.assert_close(model(ids).logits, outputs[name], rtol=1e-6, atol=1e-6)
+    set_active_adapter(model, None)
+    assert torch.equal(model(ids).logits, base_out)
+    # switching away from a merged adapter unmerges it first
+    set_active_adapter(model, "identity")
+    merge_lora(model)
+    set_active_adapter(model, "domain")
+    torch.testing.assert_close(model(ids).logits, outputs["domain"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(KeyError, match="no adapter named 'missing'"):
+        set_active_adapter(model, "missing")
+
+
+def test_bad_arguments_and_files_give_clear_errors(tmp_path):
+    model = tiny_model()
+    with pytest.raises(ValueError, match="no nn.Linear named \\['qkv'\\]"):
+        apply_lora(model, targets=("qkv",))
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        apply_lora(tiny_model(), rank=0)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_lora(model, tmp_path)
+    apply_lora(model, rank=4, alpha=8)
+    save_lora(model, tmp_path / "a")
+    (tmp_path / "a" / "adapter_config.json").write_text('{"rank": 4,\n  oops}')
+    with pytest.raises(ValueError, match="adapter_config.json:2: not valid JSON"):
+        load_lora(tiny_model(), tmp_path / "a")
