@@ -224,9 +224,9 @@ def _adapter_hyperparameters(model: nn.Module, name: str) -> dict:
 
 def save_lora(model: nn.Module, directory, name: str = "default") -> Path:
     """Write adapter `name` to `directory`: adapter.safetensors (A and B only) + adapter_config.json."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
-    from minimind.checkpoint import atomic_write
+    from minimind.checkpoint import atomic_save_bytes, atomic_write
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -237,8 +237,8 @@ def save_lora(model: nn.Module, directory, name: str = "default") -> Path:
         **_adapter_hyperparameters(model, name),
         "base_fingerprint": base_fingerprint(model),
     }
-    atomic_write(directory / ADAPTER_WEIGHTS, save(state, metadata={"format": "pt"}))
-    atomic_write(directory / ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write(directory / ADAPTER_WEIGHTS, lambda temp: save_file(state, temp, metadata={"format": "pt"}))
+    atomic_save_bytes(directory / ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode())
     return directory
 
 
