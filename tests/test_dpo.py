@@ -252,3 +252,22 @@ def test_label_smoothing_equals_trl_conservative_form():
         trl_loss, _ = _trl_dpo_loss(*args, beta=0.2, loss_types=["aot"], loss_weights=[1.0], label_smoothing=0.2)
         our_loss, _ = _ours(*args, beta=0.2, average=False, label_smoothing=0.2)
         torch.testing.assert_close(our_loss, trl_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_chapter_checks_accept_the_reference_and_reject_common_mistakes():
+    import torch.nn.functional as F
+
+    from minimind.checks.dpo import check_bradley_terry, check_dpo_loss, check_sequence_logps
+
+    check_bradley_terry(lambda a, b: torch.sigmoid(a - b))
+    check_sequence_logps(lambda logits, ids, mask: sequence_logps(logits, ids, mask))
+    check_dpo_loss(lambda *logps_and_beta: dpo_loss(*logps_and_beta))
+    unshifted = lambda logits, ids, mask: (logits.log_softmax(-1).gather(-1, ids[..., None])[..., 0] * mask).sum(1)
+    no_reference = lambda pc, pr, rc, rr, beta: -F.logsigmoid(beta * (pc - pr)).mean()
+    for check, wrong, hint in (
+        (check_bradley_terry, lambda a, b: torch.sigmoid(b - a), "σ"),
+        (check_sequence_logps, unshifted, "shift by one"),
+        (check_dpo_loss, no_reference, "ln 2"),
+    ):
+        with pytest.raises(AssertionError, match=hint):
+            check(wrong)

@@ -252,3 +252,18 @@ def test_bad_arguments_and_files_give_clear_errors(tmp_path):
     (tmp_path / "a" / "adapter_config.json").write_text('{"rank": 4,\n  oops}')
     with pytest.raises(ValueError, match="adapter_config.json:2: not valid JSON"):
         load_lora(tiny_model(), tmp_path / "a")
+
+
+def test_chapter_checks_accept_the_reference_and_reject_common_mistakes():
+    from minimind.checks.lora import check_lora_forward, check_lora_parameter_count, check_merge
+
+    check_lora_parameter_count(lambda fan_in, fan_out, rank: rank * (fan_in + fan_out))
+    check_lora_forward(lambda x, w, a, b, alpha: x @ w.T + alpha / a.shape[0] * (x @ a.T @ b.T))
+    check_merge(lambda w, a, b, alpha: w + alpha / a.shape[0] * b @ a)
+    for check, wrong, hint in (
+        (check_lora_parameter_count, lambda fan_in, fan_out, rank: fan_in * fan_out, "rank"),
+        (check_lora_forward, lambda x, w, a, b, alpha: x @ w.T + alpha * (x @ a.T @ b.T), "alpha / rank"),
+        (check_merge, lambda w, a, b, alpha: w.add_(alpha / a.shape[0] * b @ a), "in place"),
+    ):
+        with pytest.raises(AssertionError, match=hint):
+            check(wrong)
