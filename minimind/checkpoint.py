@@ -199,17 +199,23 @@ _UPSTREAM_MOE_FIELDS = ("use_moe", "n_routed_experts", "num_experts_per_tok", "n
                         "aux_loss_alpha", "seq_aux", "norm_topk_prob")
 
 
-def config_from_transformers(values: dict, source: str) -> MiniMindConfig:
-    """Our config from a transformers `config.json` (Llama, Qwen3, or upstream's own "minimind")."""
+def config_from_transformers(values: dict, source: str, state: Optional[dict] = None) -> MiniMindConfig:
+    """Our config from a transformers `config.json`: Llama, Qwen3 (q/k-norm), GraniteMoeShared
+    (our MoE export), or upstream's own "minimind" (structure read from the weights in `state`)."""
     model_type = values.get("model_type")
-    if model_type not in ("llama", "qwen3", "minimind"):
-        raise ValueError(f"{source}: model_type {model_type!r} is not a MiniMind layout (llama, qwen3, minimind)")
+    if model_type not in ("llama", "qwen3", "granitemoeshared", "minimind"):
+        raise ValueError(
+            f"{source}: model_type {model_type!r} is not a MiniMind layout (llama, qwen3, granitemoeshared, minimind)"
+        )
     for flag in ("attention_bias", "mlp_bias"):
         if values.get(flag):
             raise ValueError(f"{source}: {flag}=true is not part of the MiniMind layout")
     if values.get("hidden_act", "silu") != "silu":
         raise ValueError(f"{source}: hidden_act {values['hidden_act']!r}, MiniMind uses silu")
     fields = {k: values[k] for k in _HF_SHARED_FIELDS if values.get(k) is not None}
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if isinstance(fields.get(name), list):  # transformers allows several stop ids; MiniMind has one
+            fields[name] = fields[name][0]
     rope = values.get("rope_parameters") or {}
     fields["rope_theta"] = values.get("rope_theta", rope.get("rope_theta", 1e6))
     scaling = values.get("rope_scaling") or (rope if rope.get("rope_type") == "yarn" else None)
@@ -219,11 +225,35 @@ def config_from_transformers(values: dict, source: str) -> MiniMindConfig:
             **{k: scaling[k] for k in ("factor", "original_max_position_embeddings", "beta_fast",
                                        "beta_slow", "attention_factor") if k in scaling},
         }
-    fields["qk_norm"] = model_type == "qwen3" or bool(values.get("qk_norm", False))
+    fields["qk_norm"] = model_type == "qwen3"
+    if model_type == "granitemoeshared":
+        head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
+        multipliers = {k: values.get(k, 1.0) for k in ("embedding_multiplier", "residual_multiplier", "logits_scaling")}
+        if any(abs(v - 1.0) > 1e-9 for v in multipliers.values()) or abs(
+            values.get("attention_multiplier", 1.0) - head_dim**-0.5
+        ) > 1e-9:
+            raise ValueError(f"{source}: Granite multipliers other than MiniMind's (all 1, attention 1/sqrt(head_dim))")
+        shared, remainder = divmod(values.get("shared_intermediate_size", 0), values["intermediate_size"])
+        if remainder:
+            raise ValueError(f"{source}: shared_intermediate_size is not a multiple of intermediate_size")
+        fields.update(
+            use_moe=True,
+            n_routed_experts=values["num_local_experts"],
+            num_experts_per_tok=values["num_experts_per_tok"],
+            n_shared_experts=shared,
+            aux_loss_alpha=values.get("router_aux_loss_coef", 0.01),
+            norm_topk_prob=True,
+        )
     if model_type == "minimind":
-        fields.update({k: values[k] for k in _UPSTREAM_MOE_FIELDS if k in values})
+        if state is None:
+            raise ValueError(f"{source}: an upstream minimind config needs the weights to infer its layout")
+        inferred = config_from_state_dict(state, values.get("num_attention_heads", 8)).to_dict()
+        structural = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                      "head_dim", "intermediate_size", "qk_norm", "use_moe", "n_routed_experts", "n_shared_experts")
+        fields.update({k: inferred[k] for k in structural})
+        fields.update({k: values[k] for k in ("num_experts_per_tok", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
+                       if k in values})
         fields.setdefault("tie_word_embeddings", True)
-        fields["qk_norm"] = "head_dim" in values  # upstream minimind-3 has configurable head_dim and q/k norm
     return MiniMindConfig(**fields)
 
 
@@ -245,7 +275,8 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
     """Load a `MiniMind` in eval mode from any of:
 
     - a folder written by `save_model` (model.safetensors + our config.json);
-    - a transformers folder (LlamaForCausalLM / Qwen3ForCausalLM / upstream's MiniMind export);
+    - a transformers folder (LlamaForCausalLM, Qwen3ForCausalLM, GraniteMoeSharedForCausalLM as
+      written by `minimind.export.transformers`, or upstream's own MiniMind export);
     - an upstream MiniMind2 `.pth` file (config inferred from shapes unless given);
     - a bare `.safetensors` file (config required, or inferred from shapes).
     Keys are checked strictly: any missing or unexpected key is an error that lists them.
@@ -265,16 +296,20 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
     config_path = path / CONFIG_FILE
     if not config_path.exists() and config is None:
         raise FileNotFoundError(f"{path}: no {CONFIG_FILE} (pass config= to load bare weights)")
+    state = _read_transformers_weights(path)
     if config is None:
         try:
             values = json.loads(config_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_path}:{err.lineno}: invalid JSON ({err.msg})") from None
         if "model_type" in values or "architectures" in values:
-            config = config_from_transformers(values, str(config_path))
+            config = config_from_transformers(values, str(config_path), state)
+            if values.get("model_type") == "granitemoeshared":
+                from minimind.export.transformers import from_granite_state_dict
+
+                state = from_granite_state_dict(state, config)
         else:
             config = MiniMindConfig.from_dict(values, source=str(config_path))
-    state = _read_transformers_weights(path)
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     model = load_state_dict_strict(MiniMind(config), state, str(path))
     return model.to(device).eval()

@@ -1,0 +1,191 @@
+"""Checkpoints: atomic writes, safetensors round trip, upstream .pth import, strict keys, unsafe pickles."""
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from minimind.checkpoint import (
+    atomic_save_bytes,
+    atomic_write,
+    config_from_state_dict,
+    load_model,
+    load_upstream_pth,
+    save_model,
+)
+from minimind.config import get_config
+from minimind.model import MiniMind
+
+
+def build(name="tiny", seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = MiniMind(get_config(name, **overrides)).eval()
+    with torch.no_grad():  # norms away from 1 so a lost norm weight would show
+        for key, param in model.named_parameters():
+            if "norm" in key:
+                param.uniform_(0.5, 1.5)
+    return model
+
+
+IDS = torch.randint(3, 256, (2, 10), generator=torch.Generator().manual_seed(5))
+
+
+def upstream_state_dict(model):
+    """What upstream's trainer saves: every key (tied weight twice), fp16."""
+    return {k: v.detach().half().cpu() for k, v in model.state_dict().items()}
+
+
+def test_atomic_write_replaces_the_file_only_when_writing_succeeds(tmp_path):
+    target = tmp_path / "weights.bin"
+    atomic_save_bytes(target, b"old")
+
+    def failing_writer(temp):
+        with open(temp, "wb") as f:
+            f.write(b"half a fi")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, failing_writer)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["weights.bin"]  # the temporary file was removed
+    atomic_save_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-moe"])
+def test_save_and_load_round_trip_gives_identical_logits(tmp_path, name):
+    model = build(name, qk_norm=(name == "tiny"))
+    save_model(model, tmp_path / "ckpt")
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["config.json", "model.safetensors"]
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.config == model.config
+    torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, atol=0, rtol=0)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+
+
+def test_tied_embedding_is_stored_once(tmp_path):
+    save_model(build(), tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys
+
+
+def test_untied_model_round_trips_both_matrices(tmp_path):
+    model = build(tie_word_embeddings=False)
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight)
+    assert loaded.lm_head.weight is not loaded.model.embed_tokens.weight
+
+
+def test_bf16_save_loads_back_as_float32_with_bf16_rounding(tmp_path):
+    model = build()
+    save_model(model, tmp_path, dtype=torch.bfloat16)
+    loaded = load_model(tmp_path)
+    assert loaded.model.norm.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.model.norm.weight, model.model.norm.weight.bfloat16().float())
+
+
+def test_upstream_pth_loads_strictly_and_infers_its_config(tmp_path):
+    model = build("minimind2-small", num_hidden_layers=2, vocab_size=300)
+    path = tmp_path / "pretrain_512.pth"
+    torch.save(upstream_state_dict(model), path)
+    loaded = load_model(path)
+    assert loaded.config == model.config  # hidden, layers, kv heads, FFN width all read from shapes
+    reference = MiniMind(model.config).eval()
+    reference.load_state_dict({k: v.float() for k, v in upstream_state_dict(model).items()})
+    torch.testing.assert_close(loaded(IDS).logits, reference(IDS).logits, atol=0, rtol=0)
+
+
+def test_upstream_moe_and_qk_norm_layouts_are_inferred_from_shapes():
+    moe = build("tiny-moe", n_shared_experts=2)
+    inferred = config_from_state_dict(moe.state_dict(), num_attention_heads=4)
+    assert (inferred.use_moe, inferred.n_routed_experts, inferred.n_shared_experts) == (True, 4, 2)
+    v3 = build("tiny", qk_norm=True, num_attention_heads=8, num_key_value_heads=4)
+    inferred = config_from_state_dict(v3.state_dict())
+    assert (inferred.qk_norm, inferred.num_attention_heads, inferred.head_dim, inferred.num_key_value_heads) == (
+        True, 8, 8, 4)
+
+
+def test_upstream_resume_file_and_ddp_prefixes_are_understood(tmp_path):
+    model = build()
+    state = {"module." + k: v for k, v in upstream_state_dict(model).items()}
+    path = tmp_path / "pretrain_64_resume.pth"
+    torch.save({"model": state, "epoch": 0, "step": 10}, path)
+    loaded = load_upstream_pth(path, model.config)
+    torch.testing.assert_close(loaded.model.norm.weight, model.model.norm.weight.half().float())
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model.embed_tokens.weight": _RunsCodeWhenUnpickled(marker)}, f, protocol=2)
+    with pytest.raises(ValueError, match="evil.pth: refused to load"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    model = build()
+    state = upstream_state_dict(model)
+    del state["model.layers.1.mlp.up_proj.weight"]
+    state["model.layers.0.self_attn.q_proj.lora_A.weight"] = torch.zeros(2, 64)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError) as err:
+        load_model(path, config=model.config)
+    message = str(err.value)
+    assert "broken.pth" in message
+    assert "missing keys (1): ['model.layers.1.mlp.up_proj.weight']" in message
+    assert "unexpected keys (1): ['model.layers.0.self_attn.q_proj.lora_A.weight']" in message
+
+
+def test_moe_weights_do_not_load_into_a_dense_config(tmp_path):
+    torch.save(upstream_state_dict(build("tiny-moe")), tmp_path / "moe.pth")
+    with pytest.raises(ValueError, match=r"missing keys \(6\).*mlp.gate_proj"):
+        load_model(tmp_path / "moe.pth", config=get_config("tiny"))
+
+
+def test_wrong_shapes_are_reported_with_both_shapes(tmp_path):
+    torch.save(upstream_state_dict(build()), tmp_path / "small.pth")
+    with pytest.raises(ValueError, match=r"model.embed_tokens.weight: file \(256, 64\) vs model \(300, 64\)"):
+        load_model(tmp_path / "small.pth", config=get_config("tiny", vocab_size=300))
+
+
+def test_invalid_config_json_names_file_and_line(tmp_path):
+    save_model(build(), tmp_path)
+    (tmp_path / "config.json").write_text('{\n "hidden_size": 64,\n oops\n}')
+    with pytest.raises(ValueError, match=r"config.json:3: invalid JSON"):
+        load_model(tmp_path)
+
+
+def test_upstream_transformers_folder_with_minimind_config_loads(tmp_path):
+    """Upstream's own transformers export: model_type "minimind", its config fields, the same keys."""
+    from safetensors.torch import save_file
+
+    model = build("tiny-moe")
+    upstream_config = {
+        "architectures": ["MiniMindForCausalLM"], "model_type": "minimind", "hidden_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 1e6, "flash_attn": True,
+        "dropout": 0.0, "hidden_act": "silu", "use_moe": True, "num_experts_per_tok": 2,
+        "n_routed_experts": 4, "n_shared_experts": 1, "scoring_func": "softmax", "aux_loss_alpha": 0.01,
+        "seq_aux": True, "norm_topk_prob": True, "bos_token_id": 1, "eos_token_id": 2,
+        "inference_rope_scaling": False, "rope_scaling": None, "torch_dtype": "float32",
+    }
+    (tmp_path / "config.json").write_text(json.dumps(upstream_config))
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    loaded = load_model(tmp_path)
+    torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, atol=0, rtol=0)
