@@ -1,0 +1,190 @@
+"""Chat: loading checkpoints (with LoRA), splitting reasoning from the answer while streaming,
+history trimming, and the `minimind chat` command line in one-shot and interactive modes."""
+import builtins
+
+import pytest
+import torch
+
+from minimind.chat import ThinkingSplitter, fit_history, load_chat_model, main, stream_reply
+from minimind.generate import SamplingParams, generate
+from inference_helpers import save_tiny_checkpoint, tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_chat")
+    model, tokenizer = save_tiny_checkpoint(directory)
+    return directory, model, tokenizer
+
+
+def split_all(text: str, thinking: bool, stop=(), chunk: int = 1):
+    """Feed `text` in chunks of `chunk` characters; collect the (channel, text) events joined per channel."""
+    splitter = ThinkingSplitter(thinking, stop)
+    events = []
+    for start in range(0, len(text), chunk):
+        events += splitter.feed(text[start:start + chunk])
+    events += splitter.flush()
+    joined = {"reasoning": "", "content": ""}
+    for channel, piece in events:
+        joined[channel] += piece
+    return joined, splitter
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 100])
+def test_splitter_routes_think_text_to_reasoning_whatever_the_chunking(chunk):
+    reply = "Let me add: 7+5=12.\n</think>\n\n<answer>12</answer>\n"
+    joined, _ = split_all(reply, thinking=True, chunk=chunk)
+    assert joined == {"reasoning": "Let me add: 7+5=12.", "content": "<answer>12</answer>"}
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_splitter_notices_a_think_block_the_model_opens_itself(chunk):
+    joined, _ = split_all("<think>\nhmm, two\n</think>\n\nTwo.", thinking=False, chunk=chunk)
+    assert joined == {"reasoning": "hmm, two", "content": "Two."}
+
+
+def test_splitter_keeps_inner_whitespace_and_text_that_only_looks_like_a_tag():
+    joined, _ = split_all("a <b> c\n\n  d </thin", thinking=False)
+    assert joined["content"] == "a <b> c\n\n  d </thin" and joined["reasoning"] == ""
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 100])
+def test_splitter_stops_at_a_stop_string_and_drops_it(chunk):
+    joined, splitter = split_all("one, two, STOP three", thinking=False, stop=["STOP", "never"], chunk=chunk)
+    assert joined["content"] == "one, two," and splitter.stopped
+
+
+def test_stop_strings_do_not_apply_inside_reasoning():
+    joined, splitter = split_all("x STOP y</think>answer STOP z", thinking=True, stop=["STOP"])
+    assert joined == {"reasoning": "x STOP y", "content": "answer"} and splitter.stopped
+
+
+def test_reply_text_equals_decoded_greedy_tokens(checkpoint):
+    _, model, tokenizer = checkpoint
+    messages = [{"role": "user", "content": "Who are you?"}]
+    params = SamplingParams(max_new_tokens=30)
+    reply = stream_reply(model, tokenizer, messages, params)
+    events = list(reply)
+    tokens = generate(model, tokenizer.encode_chat_prompt(messages), params)
+    expected = tokenizer.decode(tokens).strip()
+    assert "".join(text for _, text in events) == reply.content
+    # thinking-tag text (if the random model emits any) is routed to reasoning; without tags all is content
+    if "<think>" not in expected and "</think>" not in expected:
+        assert reply.content == expected
+    assert reply.prompt_tokens == len(tokenizer.encode_chat_prompt(messages))
+    assert reply.completion_tokens == len(tokens) + (reply.finish_reason == "stop")
+    assert reply.finish_reason in ("stop", "length") and reply.tokens_per_second > 0
+
+
+def test_thinking_prompt_starts_in_reasoning(checkpoint):
+    _, model, tokenizer = checkpoint
+    messages = [{"role": "user", "content": "What is 17 + 25?"}]
+    reply = stream_reply(model, tokenizer, messages, SamplingParams(max_new_tokens=12), enable_thinking=True)
+    channels = [channel for channel, _ in reply]
+    assert channels and channels[0] == "reasoning"
+    prompt = tokenizer.decode(tokenizer.encode_chat_prompt(messages, enable_thinking=True))
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+
+
+def test_thinking_budget_closes_reasoning(checkpoint):
+    _, model, tokenizer = checkpoint
+    params = SamplingParams.for_tokenizer(tokenizer, max_new_tokens=20, thinking_budget=4)
+    tokens = generate(model, tokenizer.encode_chat_prompt([{"role": "user", "content": "Hi"}], enable_thinking=True),
+                      params)
+    think_end = tokenizer.token_to_id("</think>")
+    assert think_end in tokens[:5]
+
+
+def test_load_chat_model_reads_weights_and_tokenizer(checkpoint):
+    directory, model, tokenizer = checkpoint
+    loaded, loaded_tokenizer = load_chat_model(directory, device="cpu")
+    ids = torch.tensor([tokenizer.encode("Pelum lives in Varo.")])
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert loaded_tokenizer.encode("佩伦住在瓦罗") == tokenizer.encode("佩伦住在瓦罗")
+    assert next(loaded.parameters()).dtype == torch.float32  # fp32 on the CPU, never fp16
+
+
+def test_load_chat_model_applies_a_lora_adapter(checkpoint, tmp_path):
+    from minimind.lora import apply_lora, save_lora
+
+    directory, model, tokenizer = checkpoint
+    adapted = tiny_model(tokenizer.vocab_size)
+    apply_lora(adapted, rank=4, alpha=8)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    save_lora(adapted, tmp_path / "adapter")
+    loaded, _ = load_chat_model(directory, lora=[tmp_path / "adapter"], device="cpu")
+    ids = torch.tensor([tokenizer.encode("Who are you?")])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, adapted(ids).logits, atol=1e-5)
+        assert not torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-3)
+
+
+def test_load_chat_model_refuses_a_tokenizer_larger_than_the_model(checkpoint, tmp_path):
+    directory, _, _ = checkpoint
+    tiny_tokenizer(vocab_size=500).save(tmp_path / "big")
+    with pytest.raises(ValueError, match="tokenizer"):
+        load_chat_model(directory, tokenizer=tmp_path / "big", device="cpu")
+    with pytest.raises(FileNotFoundError):
+        load_chat_model(tmp_path / "missing", device="cpu")
+
+
+def test_fit_history_drops_oldest_turns_but_keeps_system(checkpoint):
+    _, _, tokenizer = checkpoint
+    messages = [{"role": "system", "content": "Be brief."}]
+    for i in range(6):
+        messages += [{"role": "user", "content": f"question {i} " * 5}, {"role": "assistant", "content": f"answer {i} " * 5}]
+    messages.append({"role": "user", "content": "last question"})
+    full = len(tokenizer.encode_chat_prompt(messages))
+    context = full - 10 + 16  # too small for the whole conversation
+    fitted = fit_history(messages, tokenizer, context=context, max_new_tokens=16)
+    assert fitted[0] == messages[0] and fitted[-1] == messages[-1] and fitted[1]["role"] == "user"
+    assert len(fitted) < len(messages)
+    assert len(tokenizer.encode_chat_prompt(fitted)) + 16 <= context
+    with pytest.raises(ValueError, match="context"):
+        fit_history(messages, tokenizer, context=20, max_new_tokens=16)
+
+
+def test_cli_prompt_mode_prints_the_greedy_reply(checkpoint, capsys):
+    directory, model, tokenizer = checkpoint
+    code = main(["--model", str(directory), "--device", "cpu", "--temperature", "0", "--max-new-tokens", "15",
+                 "--prompt", "Who are you?"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    reply = stream_reply(model, tokenizer, [{"role": "user", "content": "Who are you?"}], SamplingParams(max_new_tokens=15))
+    list(reply)
+    assert out.strip().endswith(reply.content) and "tokens/s" in err and "float32" in err
+
+
+def test_cli_keeps_the_conversation_between_prompts(checkpoint, capsys, monkeypatch):
+    directory, _, _ = checkpoint
+    seen = []
+    import minimind.chat as chat_module
+
+    original = chat_module.stream_reply
+
+    def recording(model, tokenizer, messages, *args, **kwargs):
+        seen.append([dict(m) for m in messages])
+        return original(model, tokenizer, messages, *args, **kwargs)
+
+    monkeypatch.setattr(chat_module, "stream_reply", recording)
+    assert main(["--model", str(directory), "--device", "cpu", "--max-new-tokens", "5", "--seed", "1",
+                 "--system", "Be brief.", "--prompt", "first", "--prompt", "second"]) == 0
+    assert [m["role"] for m in seen[1]] == ["system", "user", "assistant", "user"]
+    assert seen[1][1]["content"] == "first" and seen[1][3]["content"] == "second"
+
+
+def test_cli_interactive_commands(checkpoint, capsys, monkeypatch):
+    directory, _, _ = checkpoint
+    lines = iter(["hello", "/think on", "what is 2+2?", "/reset", "/help", "bye", "/exit"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(lines))
+    assert main(["--model", str(directory), "--device", "cpu", "--max-new-tokens", "4", "--temperature", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "(thinking on)" in err and "(conversation cleared)" in err and err.count("tokens/s") == 3
+
+
+def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "nope"), "--prompt", "hi"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
