@@ -12,6 +12,7 @@ from minimind.train.engine import (
     build_cli,
     build_model,
     causal_lm_loss,
+    check_vocabulary,
     learning_rate_at,
     load_tokenizer,
     option,
@@ -24,6 +25,6 @@ from minimind.train.metrics import plot_metrics, read_metrics
 
 __all__ = [
     "NonFiniteLossError", "StepInfo", "TrainConfig", "TrainResult", "build_cli", "build_model",
-    "causal_lm_loss", "learning_rate_at", "load_tokenizer", "option", "param_groups", "parse_config",
+    "causal_lm_loss", "check_vocabulary", "learning_rate_at", "load_tokenizer", "option", "param_groups", "parse_config",
     "seed_everything", "train", "plot_metrics", "read_metrics",
 ]

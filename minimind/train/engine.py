@@ -79,6 +79,7 @@ class TrainConfig:
 
     # what to train, on what, where to put it
     preset: str = option("book", "model preset from minimind.config.PRESETS (ignored with --init_from)")
+    model_overrides: str = option("", "comma-separated preset overrides, e.g. hidden_size=256,num_hidden_layers=4")
     init_from: str = option("", "checkpoint directory to start from instead of a fresh model")
     tokenizer: str = option("", "tokenizer directory (empty: the one in --init_from, else the book's zoo tokenizer)")
     data_path: str = option("", "training jsonl (empty: the book's synthetic data for this stage)")
@@ -300,16 +301,45 @@ def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
 # Building blocks stages reuse
 
 
+def parse_overrides(text: str) -> dict:
+    """`"hidden_size=256,use_moe=true,dropout=0.1"` → `{"hidden_size": 256, "use_moe": True, "dropout": 0.1}`."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--model_overrides: expected key=value, got {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(value.strip())
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value.strip()
+    return overrides
+
+
 def build_model(config: TrainConfig, **config_overrides) -> nn.Module:
-    """A fresh `MiniMind` of `config.preset` (seeded), or the checkpoint in `config.init_from`."""
+    """A fresh `MiniMind` of `config.preset` (seeded), or the checkpoint in `config.init_from`.
+
+    Overrides come from `--model_overrides`, then from keyword arguments (which win).
+    """
     from minimind.checkpoint import load_model
     from minimind.config import get_config
     from minimind.model import MiniMind
 
     seed_everything(config.seed)
+    overrides = {**parse_overrides(config.model_overrides), **config_overrides}
     if config.init_from:
+        if overrides:
+            raise ValueError("--model_overrides cannot change a model loaded with --init_from")
+        if not Path(config.init_from).exists():
+            raise FileNotFoundError(f"--init_from {config.init_from}: no such checkpoint")
         return load_model(config.init_from)
-    return MiniMind(get_config(config.preset, **config_overrides))
+    return MiniMind(get_config(config.preset, **overrides))
+
+
+def check_vocabulary(tokenizer, model: nn.Module) -> None:
+    """Every token id the tokenizer can produce must have an embedding row."""
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}; use a matching --preset/--model_overrides or --tokenizer")
 
 
 def load_tokenizer(config: TrainConfig):
@@ -327,9 +357,15 @@ def load_tokenizer(config: TrainConfig):
 
 def causal_lm_loss(model, batch) -> tuple[torch.Tensor, dict]:
     """Next-token cross-entropy on `labels` (−100 ignored) plus the MoE auxiliary loss."""
-    out = model(batch["input_ids"], labels=batch["labels"])
+    labels = batch["labels"]
+    out = model(batch["input_ids"], labels=labels)
+    lm_loss = out.loss
+    if not bool((labels[:, 1:] != -100).any()):
+        # every reply in this micro-batch was cut off by truncation: nothing to learn, and the
+        # mean over zero targets would be NaN; a zero that touches every parameter keeps DDP happy
+        lm_loss = out.logits.sum() * 0.0
     aux = out.aux_loss if out.aux_loss is not None else 0.0
-    return out.loss + aux, {"lm_loss": out.loss.detach(), "aux_loss": aux}
+    return lm_loss + aux, {"lm_loss": lm_loss.detach(), "aux_loss": aux}
 
 
 def move_to_device(batch, device: torch.device):

@@ -1,0 +1,214 @@
+"""Token datasets for every training stage, and the collate functions that batch them.
+
+Every example is a dict of 1-D LongTensors; collate functions right-pad a batch to its longest
+example. Labels are *unshifted* (``labels[t]`` is the target predicted from position ``t-1``,
+the model shifts) and ``-100`` marks positions that are not supervised. Right padding needs no
+attention mask: under the causal mask a real token never attends to a later pad.
+
+- :class:`PretrainDataset` — ``{"text"}`` rows as ``[bos] + text + [eos]``, either *packed*
+  (the default: documents concatenated and cut into equal chunks, every position trained) or
+  *padded* (one document per example, as upstream; the padding is wasted compute).
+- :class:`SFTDataset` — ``{"conversations"}`` rows rendered with the chat template; the loss
+  mask comes from :meth:`MiniMindTokenizer.render_conversation`, so only assistant replies (and
+  their closing ``<|im_end|>\\n``) are supervised, in every turn of a multi-turn conversation.
+- :class:`DPODataset` — ``{"chosen", "rejected"}`` rows; fields documented on the class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from minimind.data.jsonl import read_jsonl
+from minimind.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+IGNORE_INDEX = -100
+ENCODE_CHUNK = 1024  # documents per encode_batch call: parallel in Rust, bounded in memory
+
+
+class PretrainDataset(Dataset):
+    """Pretraining text as fixed-length token chunks (packing) or one padded document each.
+
+    packing=True: every document becomes ``[bos] + ids + [eos]``, the documents are concatenated
+    in file order and cut into ``len(stream) // max_seq_len`` chunks of exactly ``max_seq_len``
+    tokens (the tail is dropped); every position is a training target, and a chunk may start
+    mid-document — the ``bos``/``eos`` markers tell the model where documents meet.
+    packing=False (upstream): one example per document, ``ids`` cut to ``max_seq_len - 2`` before
+    ``bos``/``eos`` are added; the collate function pads and masks the padding out.
+    The whole file is tokenized once, at construction (a progress bar shows it for big files).
+    """
+
+    def __init__(self, path, tokenizer, max_seq_len: int = 128, packing: bool = True,
+                 max_docs: int = 0, progress: bool = False):
+        if max_seq_len < 3:
+            raise ValueError(f"max_seq_len must be at least 3 (bos, a token, eos), got {max_seq_len}")
+        self.path, self.max_seq_len, self.packing = Path(path), max_seq_len, packing
+        tokens, lengths = [], []
+        for ids in _encode_texts(self.path, tokenizer, max_docs, progress):
+            if not packing:
+                ids = ids[: max_seq_len - 2]
+            document = [BOS_ID, *ids, EOS_ID]
+            tokens.extend(document)
+            lengths.append(len(document))
+        if not lengths:
+            raise ValueError(f"{self.path}: no documents")
+        self.tokens = torch.tensor(tokens, dtype=torch.int32)  # int32 halves the memory of a big corpus
+        self.document_lengths = torch.tensor(lengths, dtype=torch.int64)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), self.document_lengths.cumsum(0)])
+        if packing and len(self.tokens) < max_seq_len:
+            raise ValueError(f"{self.path}: {len(self.tokens)} tokens cannot fill one chunk of {max_seq_len}")
+
+    def __len__(self) -> int:
+        if self.packing:
+            return len(self.tokens) // self.max_seq_len
+        return len(self.document_lengths)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.packing:
+            start = index * self.max_seq_len
+            ids = self.tokens[start:start + self.max_seq_len]
+        else:
+            ids = self.tokens[self.offsets[index]:self.offsets[index + 1]]
+        ids = ids.long()
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+class SFTDataset(Dataset):
+    """Chat conversations with the assistant-only loss mask, for supervised fine-tuning.
+
+    Each row is rendered with the chat template when it is read (deterministic: no random system
+    prompts, unlike upstream §8.20), cut to `max_seq_len` tokens; a reply cut by truncation is
+    supervised up to the cut. ``labels = ids`` where the mask is 1, else -100.
+    `supervise_all=True` trains on every token (system and user turns too) — the ablation
+    chapter 4 measures; it is never what you want for a chat model.
+    """
+
+    def __init__(self, path, tokenizer, max_seq_len: int = 256, supervise_all: bool = False,
+                 max_rows: int = 0):
+        self.path, self.tokenizer, self.max_seq_len = Path(path), tokenizer, max_seq_len
+        self.supervise_all = supervise_all
+        self.conversations = []
+        for row in read_jsonl(self.path, "sft"):
+            self.conversations.append(row["conversations"])
+            if max_rows and len(self.conversations) >= max_rows:
+                break
+        if not self.conversations:
+            raise ValueError(f"{self.path}: no conversations")
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def __getitem__(self, index: int) -> dict:
+        ids, mask = self.tokenizer.render_conversation(self.conversations[index], max_len=self.max_seq_len)
+        ids = torch.tensor(ids, dtype=torch.long)
+        if self.supervise_all:
+            labels = ids.clone()
+        else:
+            labels = torch.where(torch.tensor(mask, dtype=torch.bool), ids, IGNORE_INDEX)
+        return {"input_ids": ids, "labels": labels}
+
+
+class DPODataset(Dataset):
+    """Preference pairs for DPO: the same prompt with a chosen and a rejected reply.
+
+    An example is ``{"chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask"}``: each
+    ``*_ids`` is the whole rendered conversation (LongTensor, cut to `max_seq_len`), each
+    ``*_mask`` a BoolTensor of the same length, True where that token is a supervised target
+    (an assistant reply token, its ``<|im_end|>`` and the newline after it). Masks are
+    unshifted like labels: ``mask[t]`` refers to token ``t``, whose log-probability is read
+    from ``logits[t-1]`` — so ``sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])``.
+    :func:`collate_dpo` pads all four to one common length (pad id 0, mask False), so chosen and
+    rejected can be concatenated along the batch axis for a single forward pass.
+    """
+
+    def __init__(self, path, tokenizer, max_seq_len: int = 256, max_rows: int = 0):
+        self.path, self.tokenizer, self.max_seq_len = Path(path), tokenizer, max_seq_len
+        self.pairs = []
+        for row in read_jsonl(self.path, "dpo"):
+            self.pairs.append((row["chosen"], row["rejected"]))
+            if max_rows and len(self.pairs) >= max_rows:
+                break
+        if not self.pairs:
+            raise ValueError(f"{self.path}: no preference pairs")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        example = {}
+        for name, messages in zip(("chosen", "rejected"), self.pairs[index]):
+            ids, mask = self.tokenizer.render_conversation(messages, max_len=self.max_seq_len)
+            example[f"{name}_ids"] = torch.tensor(ids, dtype=torch.long)
+            example[f"{name}_mask"] = torch.tensor(mask, dtype=torch.bool)
+        return example
+
+
+def pad_right(sequences: Sequence[torch.Tensor], value, length: int | None = None) -> torch.Tensor:
+    """Stack 1-D tensors into (B, length), filling the right end with `value`."""
+    length = length if length is not None else max(len(s) for s in sequences)
+    out = torch.full((len(sequences), length), value, dtype=sequences[0].dtype)
+    for row, sequence in enumerate(sequences):
+        out[row, : len(sequence)] = sequence
+    return out
+
+
+def collate_causal_lm(examples: Sequence[dict]) -> dict:
+    """Batch ``{"input_ids", "labels"}`` examples: pad ids with PAD_ID and labels with -100."""
+    return {
+        "input_ids": pad_right([e["input_ids"] for e in examples], PAD_ID),
+        "labels": pad_right([e["labels"] for e in examples], IGNORE_INDEX),
+    }
+
+
+def collate_dpo(examples: Sequence[dict]) -> dict:
+    """Batch DPO examples; chosen and rejected share one length so they can be concatenated."""
+    length = max(max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples)
+    batch = {}
+    for name in ("chosen", "rejected"):
+        batch[f"{name}_ids"] = pad_right([e[f"{name}_ids"] for e in examples], PAD_ID, length)
+        batch[f"{name}_mask"] = pad_right([e[f"{name}_mask"] for e in examples], False, length)
+    return batch
+
+
+def padding_efficiency(dataset: PretrainDataset, batch_size: int, static: bool = False, seed: int = 0) -> float:
+    """Fraction of the positions a padded pretraining run computes that hold real tokens.
+
+    Batches are drawn in a seeded random order, as in training; `static=True` pads every batch
+    to `max_seq_len` (upstream), else to the longest document of the batch. A packed dataset is
+    1.0 by construction.
+    """
+    if dataset.packing:
+        return 1.0
+    order = torch.randperm(len(dataset.document_lengths), generator=torch.Generator().manual_seed(seed))
+    lengths = dataset.document_lengths[order]
+    real = computed = 0
+    for start in range(0, len(lengths), batch_size):
+        chunk = lengths[start:start + batch_size]
+        real += int(chunk.sum())
+        computed += len(chunk) * (dataset.max_seq_len if static else int(chunk.max()))
+    return real / computed
+
+
+def _encode_texts(path: Path, tokenizer, max_docs: int, progress: bool):
+    """Token ids of every row's text, encoded in parallel chunks."""
+    from itertools import islice
+
+    rows = read_jsonl(path, "pretrain")
+    if max_docs:
+        rows = islice(rows, max_docs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"tokenizing {path.name}", unit=" docs")
+    while True:
+        texts = [row["text"] for row in islice(rows, ENCODE_CHUNK)]
+        if not texts:
+            break
+        yield from tokenizer.encode_batch(texts)
+        if bar is not None:
+            bar.update(len(texts))
+    if bar is not None:
+        bar.close()
