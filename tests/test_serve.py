@@ -1,0 +1,236 @@
+"""The OpenAI-compatible server, tested as a real process on a free 127.0.0.1 port with the
+official `openai` client (streaming and not), raw HTTP for malformed requests, and a bounded
+burst of concurrent streams."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from minimind.chat import stream_reply
+from minimind.generate import SamplingParams
+from minimind.serve import DEFAULT_HOST, DEFAULT_PORT, build_parser
+from inference_helpers import save_tiny_checkpoint
+
+MODEL_ID = "tiny-test"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("served")
+    model, tokenizer = save_tiny_checkpoint(directory)
+    port = free_port()
+    log = open(directory / "server.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minimind.serve", "--model", str(directory), "--port", str(port),
+         "--device", "cpu", "--model-name", MODEL_ID, "--max-tokens", "24"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("server did not start within 180 s")
+        time.sleep(0.3)
+    yield {"base": base, "model": model, "tokenizer": tokenizer, "log": directory / "server.log"}
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture()
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server['base']}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def local_reply(server, messages, max_tokens, enable_thinking=None, **fields):
+    """The reply this test process computes itself from the same weights (greedy)."""
+    params = SamplingParams.for_tokenizer(server["tokenizer"], temperature=0.0, max_new_tokens=max_tokens, **fields)
+    reply = stream_reply(server["model"], server["tokenizer"], messages, params, enable_thinking)
+    list(reply)
+    return reply
+
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who are you?"}]
+
+
+def test_defaults_bind_loopback_only():
+    args = build_parser().parse_args([])
+    assert (args.host, args.port) == (DEFAULT_HOST, DEFAULT_PORT) == ("127.0.0.1", 8998)
+
+
+def test_health_and_models(server, client):
+    health = httpx.get(f"{server['base']}/health").json()
+    assert health["status"] == "ok" and health["model"] == MODEL_ID
+    assert [m.id for m in client.models.list().data] == [MODEL_ID]
+    assert client.models.retrieve(MODEL_ID).owned_by == "minimind"
+
+
+def test_non_streaming_completion_equals_local_greedy_reply(server, client):
+    completion = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=16, temperature=0)
+    expected = local_reply(server, MESSAGES, 16)
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == expected.content
+    assert choice.finish_reason == expected.finish_reason
+    assert completion.object == "chat.completion" and completion.model == MODEL_ID and completion.id.startswith("chatcmpl-")
+    usage = completion.usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (expected.prompt_tokens, expected.completion_tokens)
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_streaming_completion_chunks(server, client):
+    stream = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=16, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    expected = local_reply(server, MESSAGES, 16)
+    with_choices = [c for c in chunks if c.choices]
+    assert with_choices[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in with_choices) == expected.content
+    assert [c.choices[0].finish_reason for c in with_choices][-1] == expected.finish_reason
+    assert all(c.choices[0].finish_reason is None for c in with_choices[:-1])
+    assert len({c.id for c in chunks}) == 1 and all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[-1].usage.completion_tokens == expected.completion_tokens
+
+
+def test_stream_ends_with_done_over_raw_http(server):
+    body = {"model": MODEL_ID, "messages": MESSAGES, "max_tokens": 6, "stream": True}
+    with httpx.stream("POST", f"{server['base']}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        chunk = json.loads(line[len("data: "):])
+        assert {"id", "object", "created", "model", "choices"} <= set(chunk)
+
+
+def test_reasoning_content_for_thinking_requests(server, client):
+    messages = [{"role": "user", "content": "What is 17 + 25?"}]
+    completion = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=20, temperature=0,
+                                                extra_body={"enable_thinking": True, "thinking_budget": 8})
+    expected = local_reply(server, messages, 20, enable_thinking=True, thinking_budget=8)
+    message = completion.choices[0].message
+    assert expected.reasoning  # the random model's first tokens are reasoning text
+    assert message.reasoning_content == expected.reasoning and message.content == expected.content
+    # the template-kwargs spelling some clients use works the same way
+    again = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=20, temperature=0,
+                                           extra_body={"chat_template_kwargs": {"enable_thinking": True},
+                                                       "thinking_budget": 8})
+    assert again.choices[0].message.reasoning_content == expected.reasoning
+    stream = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=20, temperature=0,
+                                            stream=True, extra_body={"enable_thinking": True, "thinking_budget": 8})
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in stream if c.choices)
+    assert reasoning == expected.reasoning
+
+
+def test_stop_strings_and_seeded_sampling(server, client):
+    full = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=16, temperature=0)
+    text = full.choices[0].message.content
+    stop = text.strip()[3:6]
+    cut = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=16, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == text[: text.index(stop)].rstrip()
+    assert cut.choices[0].finish_reason == "stop"
+    sampled = [client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=12, temperature=1.0,
+                                              seed=7).choices[0].message.content for _ in range(2)]
+    assert sampled[0] == sampled[1]
+
+
+BAD_REQUESTS = [
+    ("not json at all", "not valid JSON", None),
+    ({"model": MODEL_ID}, "messages", "messages"),
+    ({"model": MODEL_ID, "messages": []}, "messages", "messages"),
+    ({"model": MODEL_ID, "messages": [{"role": "wizard", "content": "hi"}]}, "role", "messages.0.role"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": 42}]}, "content", "messages.0.content"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9}, "max_tokens", "max_tokens"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens", "max_tokens"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature", "temperature"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, "top_p", "top_p"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "n": 3}, "n", "n"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "stream": "maybe"}, "stream", "stream"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi " * 300}]}, "context", "messages"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "model", "model"),
+]
+
+
+@pytest.mark.parametrize("body,mentions,param", BAD_REQUESTS)
+def test_malformed_requests_get_openai_style_400(server, body, mentions, param):
+    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, str) else {"json": body}
+    response = httpx.post(f"{server['base']}/v1/chat/completions", timeout=30, **kwargs)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and mentions in error["message"]
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_unknown_model_and_route_are_404(server, client):
+    from openai import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=MESSAGES, max_tokens=4)
+    response = httpx.get(f"{server['base']}/v1/nothing-here")
+    assert response.status_code == 404 and "error" in response.json()
+
+
+def test_client_raises_bad_request_and_server_keeps_serving(server, client):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError):
+        client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, temperature=-0.5)
+    assert client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=3).choices[0].message is not None
+
+
+def test_a_client_leaving_mid_stream_does_not_stop_the_server(server, client):
+    body = {"model": MODEL_ID, "messages": MESSAGES, "max_tokens": 200, "stream": True}
+    with httpx.stream("POST", f"{server['base']}/v1/chat/completions", json=body, timeout=60) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and "content" in line:
+                break  # leave after the first chunk
+    completion = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=8, temperature=0)
+    assert completion.choices[0].message.content == local_reply(server, MESSAGES, 8).content
+
+
+def test_concurrent_streams_each_get_their_own_complete_answer(server, client):
+    prompts = [[{"role": "user", "content": f"Question number {i}: who lives in Varo?"}] for i in range(6)]
+
+    def ask(messages):
+        stream = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=12, temperature=0,
+                                                stream=True)
+        pieces, finish = [], None
+        for chunk in stream:
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+                finish = chunk.choices[0].finish_reason or finish
+        return "".join(pieces), finish
+
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        results = list(pool.map(ask, prompts))
+    for messages, (text, finish) in zip(prompts, results):
+        expected = local_reply(server, messages, 12)
+        assert (text, finish) == (expected.content, expected.finish_reason)
+    assert httpx.get(f"{server['base']}/health").json()["status"] == "ok"
