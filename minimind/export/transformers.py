@@ -121,6 +121,13 @@ def to_granite_state_dict(state: dict, config: MiniMindConfig) -> dict:
     return converted
 
 
+def _first_present(state: dict, *names):
+    for name in names:
+        if name in state:
+            return state[name]
+    raise KeyError(f"none of {list(names)} in the GraniteMoeShared weights")
+
+
 def from_granite_state_dict(state: dict, config: MiniMindConfig) -> dict:
     """GraniteMoeShared keys → MiniMind MoE keys (the inverse of `to_granite_state_dict`)."""
     inner = config.intermediate_size
@@ -130,9 +137,12 @@ def from_granite_state_dict(state: dict, config: MiniMindConfig) -> dict:
             converted[name] = tensor
     for i in range(config.num_hidden_layers):
         src, mlp = f"model.layers.{i}.", f"model.layers.{i}.mlp."
-        converted[mlp + "gate.weight"] = state[src + "block_sparse_moe.router.weight"]
-        gate_up = state[src + "block_sparse_moe.experts.gate_up_proj"]
-        down = state[src + "block_sparse_moe.experts.down_proj"]
+        # in memory transformers names them router.weight / experts.{gate_up,down}_proj; on disk it
+        # writes Granite's original checkpoint names (router.layer.weight, {input,output}_linear.weight)
+        moe = src + "block_sparse_moe."
+        converted[mlp + "gate.weight"] = _first_present(state, moe + "router.weight", moe + "router.layer.weight")
+        gate_up = _first_present(state, moe + "experts.gate_up_proj", moe + "input_linear.weight")
+        down = _first_present(state, moe + "experts.down_proj", moe + "output_linear.weight")
         for e in range(config.n_routed_experts):
             converted[f"{mlp}experts.{e}.gate_proj.weight"] = gate_up[e, :inner]
             converted[f"{mlp}experts.{e}.up_proj.weight"] = gate_up[e, inner:]
