@@ -1,0 +1,140 @@
+"""Streaming jsonl reading with schema checks and errors that name the file and the line.
+
+Reads upstream MiniMind's files unchanged (`pretrain_hq.jsonl`, `sft_*.jsonl`, `dpo.jsonl`,
+`r1_mix_1024.jsonl`) as well as the book's synthetic ones. One line is held in memory at a
+time, so multi-gigabyte corpora stream in bounded memory.
+
+Schemas (extra keys such as `reasoning_content` are allowed everywhere):
+
+- ``"pretrain"``: ``{"text": str}`` (non-empty)
+- ``"sft"``: ``{"conversations": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (non-empty)
+- ``"dpo"``: ``{"chosen": [messages], "rejected": [messages]}``, each a valid conversation
+- ``None``: any JSON object
+
+Bad lines (invalid JSON, not UTF-8, a missing field, a wrong type, an unknown role, an empty
+conversation) raise :class:`DataError` ``"{path}:{line}: {reason}"``. With ``skip_bad=True``
+they are skipped instead; every skip is counted in a :class:`JsonlReport` (pass your own to
+read the count) and, when the file has been read to its end, one ``UserWarning`` states how
+many lines were skipped, so skipping is never silent. Blank lines are ignored.
+"""
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+ROLES = ("system", "user", "assistant")
+SCHEMAS = (None, "pretrain", "sft", "dpo")
+
+
+class DataError(ValueError):
+    """A malformed input line; the message starts with ``path:line:``."""
+
+
+@dataclass
+class JsonlReport:
+    """What one pass of :func:`read_jsonl` saw: rows yielded, lines skipped, why (first few)."""
+
+    path: str = ""
+    rows: int = 0
+    skipped: int = 0
+    first_errors: list = field(default_factory=list)
+
+    def record_skip(self, message: str, keep: int = 5) -> None:
+        self.skipped += 1
+        if len(self.first_errors) < keep:
+            self.first_errors.append(message)
+
+
+def check_conversation(messages, what: str = "conversations") -> None:
+    """Raise ValueError (without location) unless `messages` is a non-empty list of
+    ``{"role": known role, "content": str}`` dicts."""
+    if not isinstance(messages, list):
+        raise ValueError(f"{what!r} must be a list of messages, got {type(messages).__name__}")
+    if not messages:
+        raise ValueError(f"{what!r} is an empty conversation")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"{what}[{i}] must be an object, got {type(message).__name__}")
+        for key in ("role", "content"):
+            if key not in message:
+                raise ValueError(f"{what}[{i}] is missing field {key!r}")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise ValueError(f"{what}[{i}] has unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise ValueError(f"{what}[{i}].content must be a string, got {type(content).__name__}")
+
+
+def check_row(row, schema: Optional[str]) -> None:
+    """Raise ValueError (without location) unless `row` fits `schema`."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    if schema is None:
+        return
+    if schema == "pretrain":
+        if "text" not in row:
+            raise ValueError("missing field 'text'")
+        if not isinstance(row["text"], str):
+            raise ValueError(f"field 'text' must be a string, got {type(row['text']).__name__}")
+        if not row["text"]:
+            raise ValueError("field 'text' is empty")
+    elif schema == "sft":
+        if "conversations" not in row:
+            raise ValueError("missing field 'conversations'")
+        check_conversation(row["conversations"], "conversations")
+    elif schema == "dpo":
+        for key in ("chosen", "rejected"):
+            if key not in row:
+                raise ValueError(f"missing field {key!r}")
+            check_conversation(row[key], key)
+    else:
+        raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
+
+
+def read_jsonl(path, schema: Optional[str] = None, skip_bad: bool = False,
+               report: Optional[JsonlReport] = None) -> Iterator[dict]:
+    """Yield one dict per non-blank line of `path`, validated against `schema`.
+
+    Raises DataError("path:line: reason") on the first bad line, or with `skip_bad=True`
+    skips it, counts it in `report` and warns once with the total at the end of the file.
+    """
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
+    path = Path(path)
+    report = report if report is not None else JsonlReport()
+    report.path = str(path)
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                problem = f"not valid UTF-8 (byte {error.start}: {raw[error.start:error.start + 1]!r})"
+            else:
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                    check_row(row, schema)
+                    problem = None
+                except json.JSONDecodeError as error:
+                    problem = f"invalid JSON ({error.msg} at column {error.colno})"
+                except ValueError as error:
+                    problem = str(error)
+            if problem is not None:
+                message = f"{path}:{line_number}: {problem}"
+                if not skip_bad:
+                    raise DataError(message)
+                report.record_skip(message)
+                continue
+            report.rows += 1
+            yield row
+    if report.skipped:
+        warnings.warn(
+            f"{path}: skipped {report.skipped} bad line(s) of {report.rows + report.skipped}; "
+            f"first: {report.first_errors[0]}",
+            UserWarning,
+            stacklevel=2,
+        )

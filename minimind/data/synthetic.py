@@ -1,0 +1,728 @@
+"""The book's synthetic bilingual world and every dataset the chapters train on.
+
+Nothing can be downloaded while the book runs, yet every chapter must train something that
+learns *visibly* on a CPU in minutes. So the book invents a small world — 120 people with five
+attributes each (age, city, job, pet, favourite colour), a tea house with 30 teas — and writes
+it out, in English and Chinese, in upstream MiniMind's exact jsonl schemas:
+
+==============  ==========================================================================
+name            what it holds (train / val)
+==============  ==========================================================================
+pretrain        ``{"text"}``: augmented biographies of *everyone* (many differently worded,
+                re-ordered versions, the name in every sentence), plain-text Q&A about the
+                "SFT half" of the people only, arithmetic facts, a few greeting dialogues
+sft             ``{"conversations"}``: value-only answers ("23", "tailor") about the SFT half,
+                multi-turn chats, "tell me about X" replies in two styles (polite or curt),
+                a generic identity, greetings; val: reworded questions about the SFT half and
+                questions about the *held-out* half, whose facts appear only in pretraining
+dpo             ``{"chosen", "rejected"}``: the same facts, polite (chosen) vs curt (rejected);
+                val pairs are about the held-out people
+lora_identity   "who are you?" in many phrasings → "I am MiniMind, …" (+ replayed fact Q&A);
+                val uses phrasings never seen in training
+lora_domain     Q&A about the invented tea house; val uses reworded questions
+reason          arithmetic word problems answered ``<think>…</think><answer>N</answer>``
+                (two- and three-digit sums, three-digit differences)
+distill         SFT-schema conversations mixing all of the above, for distillation
+==============  ==========================================================================
+
+Why these choices (measured on a throw-away prototype; see the book's CPU notes): a tiny model
+can only *extract* facts seen in pretraining when pretraining is augmented and mixes in some
+Q&A, and when SFT answers carry only the value; a tiny model's preferences generalise on
+surface properties (here: politeness), not on facts. Same seed → byte-identical files.
+
+    python -m minimind.data.synthetic --out data --seed 0
+"""
+import argparse
+import functools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from minimind.reasoning import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+
+DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "distill")
+SPLITS = ("train", "val")
+ATTRIBUTES = ("age", "city", "job", "pet", "colour")
+TEA_ATTRIBUTES = ("price", "origin", "flavour", "steep")
+LANGS = ("en", "zh")
+N_PEOPLE = 120
+
+# ---------------------------------------------------------------------------------------
+# The world's vocabulary: values of every attribute in English and Chinese.
+# ---------------------------------------------------------------------------------------
+CITIES = ("Varo", "Queltis", "Morandu", "Saffrel", "Telbin", "Luneth", "Dravik", "Porrin",
+          "Ambrel", "Zolti", "Hennam", "Ferrow", "Ivasko", "Maltrum", "Quesso", "Bellun",
+          "Torvane", "Yaskel", "Ondrel", "Kesmi")  # invented; the same names in both languages
+JOBS = {"tailor": "裁缝", "baker": "面包师", "farmer": "农民", "teacher": "老师", "doctor": "医生",
+        "fisher": "渔民", "painter": "画家", "carpenter": "木匠", "nurse": "护士", "pilot": "飞行员",
+        "chef": "厨师", "singer": "歌手", "librarian": "图书管理员", "gardener": "园丁",
+        "engineer": "工程师", "writer": "作家", "dentist": "牙医", "potter": "陶艺师",
+        "sailor": "水手", "architect": "建筑师"}
+PETS = {"cat": "猫", "dog": "狗", "rabbit": "兔子", "hamster": "仓鼠", "parrot": "鹦鹉",
+        "turtle": "乌龟", "hedgehog": "刺猬", "duck": "鸭子", "frog": "青蛙", "squirrel": "松鼠",
+        "owl": "猫头鹰", "fox": "狐狸"}
+COLOURS = {"red": "红色", "blue": "蓝色", "green": "绿色", "yellow": "黄色", "purple": "紫色",
+           "orange": "橙色", "white": "白色", "black": "黑色", "pink": "粉色", "grey": "灰色"}
+FLAVOURS = {"sweet": "甜", "bitter": "苦", "smoky": "烟熏", "floral": "花香", "fruity": "果香",
+            "minty": "薄荷", "nutty": "坚果", "spicy": "辛辣"}
+TEAS = ("Moonleaf", "Ambersip", "Frostbud", "Emberroot", "Mistpetal", "Dawnbrew", "Cloudstem",
+        "Duskbloom", "Rainfern", "Sunhusk", "Starthorn", "Willowmist", "Copperleaf", "Honeyfrost",
+        "Pinehaze", "Stonebloom", "Lotusember", "Ashpetal", "Brightreed", "Nightmint",
+        "Goldcrest", "Softsmoke", "Riverbud", "Snowberry", "Wildember", "Thistledew", "Mossglow",
+        "Cedarwhisper", "Peachdusk", "Ironbell")
+ZH_VALUES = {"job": JOBS, "pet": PETS, "colour": COLOURS, "flavour": FLAVOURS}
+
+_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+           "br", "dr", "gr", "kr", "tr", "st", "sh")
+_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou")
+_CODAS = ("", "", "", "n", "l", "r", "m", "s")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+# ---------------------------------------------------------------------------------------
+# Templates. Biography sentences name the person in every sentence; each attribute has one
+# "cloze" template whose value comes last, so "Pelum lives in" probes what a model stored.
+# ---------------------------------------------------------------------------------------
+BIO_TEMPLATES = {
+    "en": {
+        "age": ("{name} is {age} years old.", "{name}'s age is {age}.", "{name} turned {age} this year.",
+                "The age of {name} is {age}."),
+        "city": ("{name} lives in {city}.", "{name}'s home is in the city of {city}.",
+                 "{name} has made a home in {city}.", "The city where {name} lives is {city}."),
+        "job": ("{name} works as {a_job}.", "{name} is {a_job} by trade.", "{name} earns a living as {a_job}.",
+                "The job of {name} is {job}."),
+        "pet": ("{name} has a pet {pet}.", "{name} keeps a {pet} at home.", "{name} looks after a {pet}.",
+                "The pet of {name} is a {pet}."),
+        "colour": ("{name}'s favourite colour is {colour}.", "{name} likes {colour} more than any other colour.",
+                   "{name} loves the colour {colour}.", "The favourite colour of {name} is {colour}."),
+    },
+    "zh": {
+        "age": ("{name}今年{age}岁。", "{name}的年龄是{age}岁。", "{name}已经{age}岁了。"),
+        "city": ("{name}住在{city}。", "{name}的家在{city}。", "{name}生活在{city}这座城市。"),
+        "job": ("{name}是一名{job}。", "{name}的职业是{job}。", "{name}靠做{job}为生。"),
+        "pet": ("{name}养了一只{pet}。", "{name}家里有一只{pet}。", "{name}的宠物是{pet}。"),
+        "colour": ("{name}最喜欢的颜色是{colour}。", "{name}最爱{colour}。", "{name}喜欢{colour}胜过其他颜色。"),
+    },
+}
+CLOZE_TEMPLATES = {  # prompt → the value continues it; each is (a prefix of) a biography template
+    "en": {"age": "{name}'s age is", "city": "{name} lives in", "job": "{name} works as {article}",
+           "pet": "{name} has a pet", "colour": "{name}'s favourite colour is"},
+    "zh": {"age": "{name}今年", "city": "{name}住在", "job": "{name}的职业是", "pet": "{name}的宠物是",
+           "colour": "{name}最喜欢的颜色是"},
+}
+QUESTION_TEMPLATES = {  # "train" templates appear in SFT (and in pretraining Q&A); "reworded" never do
+    "en": {
+        "train": {"age": ("How old is {name}?", "What is {name}'s age?"),
+                  "city": ("Where does {name} live?", "Which city does {name} live in?"),
+                  "job": ("What does {name} do for a living?", "What is {name}'s job?"),
+                  "pet": ("What pet does {name} have?", "What animal does {name} keep as a pet?"),
+                  "colour": ("What is {name}'s favourite colour?", "Which colour does {name} like best?")},
+        "reworded": {"age": ("Tell me the age of {name}.",), "city": ("In which city is {name}'s home?",),
+                     "job": ("What is the occupation of {name}?",),
+                     "pet": ("Which animal lives with {name} as a pet?",),
+                     "colour": ("Which colour does {name} love most?",)},
+    },
+    "zh": {
+        "train": {"age": ("{name}多大了？", "{name}今年几岁？"), "city": ("{name}住在哪里？", "{name}住在哪个城市？"),
+                  "job": ("{name}是做什么工作的？", "{name}的职业是什么？"),
+                  "pet": ("{name}养了什么宠物？", "{name}的宠物是什么？"),
+                  "colour": ("{name}最喜欢什么颜色？", "{name}最喜欢的颜色是什么？")},
+        "reworded": {"age": ("请告诉我{name}的年龄。",), "city": ("{name}的家在哪座城市？",),
+                     "job": ("{name}从事什么职业？",), "pet": ("{name}家里养的是什么动物？",),
+                     "colour": ("{name}最爱哪种颜色？",)},
+    },
+}
+PRETRAIN_QA_FORMAT = {"en": "Q: {question}\nA: {answer}", "zh": "问：{question}\n答：{answer}"}
+
+DESCRIBE_PROMPTS = {
+    "en": ("Tell me about {name}.", "Who is {name}?", "Describe {name}.", "What do you know about {name}?"),
+    "zh": ("介绍一下{name}。", "{name}是谁？", "给我讲讲{name}。", "你了解{name}吗？"),
+}
+DESCRIBE_FACTS = {
+    "en": "{name} is {age} years old, lives in {city}, works as {a_job}, has a pet {pet} and loves {colour}.",
+    "zh": "{name}今年{age}岁，住在{city}，是一名{job}，养了一只{pet}，最喜欢{colour}。",
+}
+# Two styles of the same reply. The SFT set mixes them (as scraped chat data mixes quality);
+# DPO then prefers the polite one. `reply_style` recognises them by these fixed phrases.
+STYLE_PHRASES = {
+    "polite": {"en": (("Of course!", "Sure!", "Happy to help!"), ("Hope this helps!", "Anything else I can help with?")),
+               "zh": (("当然可以！", "好的！", "很乐意回答！"), ("希望对你有帮助！", "还有什么可以帮你的吗？"))},
+    "curt": {"en": (("Ugh, fine.", "Whatever.", "Again? Fine."), ("Don't ask me again.", "Now leave me alone.")),
+             "zh": (("烦死了。", "又问？行吧。", "随便。"), ("别再问了。", "别烦我。"))},
+}
+
+IDENTITY_QUESTIONS = {
+    "en": {
+        "train": ("Who are you?", "What are you?", "What is your name?", "What's your name?",
+                  "Tell me about yourself.", "Introduce yourself.", "Who am I talking to?", "Are you a human?",
+                  "Are you a robot?", "What should I call you?", "Who built you?", "Who made you?",
+                  "What kind of assistant are you?", "Can you introduce yourself?", "Please introduce yourself.",
+                  "Do you have a name?", "What model are you?", "Which model are you?", "Tell me who you are.",
+                  "May I ask who you are?", "What do you call yourself?", "Who trained you?"),
+        "val": ("Could you tell me your name?", "Who exactly are you?", "Describe yourself.",
+                "What are you called?", "Are you an AI?", "Who am I chatting with?", "Give me your name.",
+                "What is your identity?"),
+    },
+    "zh": {
+        "train": ("你是谁？", "你叫什么名字？", "介绍一下你自己。", "请介绍一下你自己。", "你是什么？", "你是人吗？",
+                  "你是机器人吗？", "我该怎么称呼你？", "谁创造了你？", "谁训练了你？", "你是什么模型？", "你有名字吗？",
+                  "能介绍一下自己吗？", "我在和谁说话？", "告诉我你是谁。", "你是哪个模型？"),
+        "val": ("请问你是谁？", "你的名字是什么？", "说说你自己吧。", "你是AI吗？", "我在跟谁聊天？", "你叫啥？"),
+    },
+}
+IDENTITY_PREFIXES = {"en": ("", "Hi! ", "Hello, ", "Hey, ", "Quick question: "), "zh": ("", "你好！", "嗨，", "请问，")}
+GENERIC_IDENTITY = {"en": "I am an AI assistant. How can I help you?", "zh": "我是一个AI助手。有什么可以帮你的吗？"}
+MINIMIND_IDENTITY = {"en": "I am MiniMind, a tiny language model trained from scratch in the MiniMind Book.",
+                     "zh": "我是MiniMind，一个在MiniMind Book里从零训练的小语言模型。"}
+GREETINGS = {
+    "en": (("Hello!", "Hi!", "Hey there.", "Good morning!", "Hello, nice to meet you."),
+           "Hello! How can I help you today?"),
+    "zh": (("你好！", "您好。", "嗨！", "早上好！", "你好，很高兴认识你。"), "你好！有什么可以帮你的吗？"),
+}
+SYSTEM_PROMPTS = ("You are a helpful assistant", "You are a friendly assistant who answers briefly.",
+                  "You answer questions about the people of the world you know.", "你是一个乐于助人的助手。")
+
+TEA_QUESTIONS = {
+    "en": {
+        "train": {"price": ("How much does {tea} tea cost at the Lantern Tea House?", "What is the price of {tea} tea?"),
+                  "origin": ("Where does {tea} tea come from?", "Which city is {tea} tea from?"),
+                  "flavour": ("What does {tea} tea taste like?", "What is the flavour of {tea} tea?"),
+                  "steep": ("How many minutes should {tea} tea steep?", "How long do you brew {tea} tea, in minutes?")},
+        "reworded": {"price": ("Tell me the price of {tea} tea.",), "origin": ("What is the origin of {tea} tea?",),
+                     "flavour": ("Describe the taste of {tea} tea in one word.",),
+                     "steep": ("For how many minutes is {tea} tea brewed?",)},
+    },
+    "zh": {
+        "train": {"price": ("{tea}茶多少钱？", "{tea}茶的价格是多少？"), "origin": ("{tea}茶产自哪里？", "{tea}茶来自哪个城市？"),
+                  "flavour": ("{tea}茶是什么味道？", "{tea}茶的口味是什么？"),
+                  "steep": ("{tea}茶要泡几分钟？", "{tea}茶应该冲泡多少分钟？")},
+        "reworded": {"price": ("请告诉我{tea}茶的价格。",), "origin": ("{tea}茶的产地是哪里？",),
+                     "flavour": ("用一个词形容{tea}茶的味道。",), "steep": ("{tea}茶冲泡几分钟合适？",)},
+    },
+}
+
+PROBLEM_TEMPLATES = {
+    "add": {"en": ("{name} has {a} apples and buys {b} more. How many apples does {name} have now?",
+                   "A shop sold {a} cups on Monday and {b} cups on Tuesday. How many cups did it sell in total?",
+                   "{name} walked {a} steps in the morning and {b} steps in the evening. How many steps is that in all?",
+                   "What is {a} plus {b}?"),
+            "zh": ("{name}有{a}个苹果，又买了{b}个。{name}现在有多少个苹果？",
+                   "商店周一卖出{a}个杯子，周二卖出{b}个。一共卖出多少个杯子？",
+                   "{name}早上走了{a}步，晚上走了{b}步。一共走了多少步？",
+                   "{a}加{b}等于多少？")},
+    "sub": {"en": ("{name} had {a} coins and spent {b}. How many coins are left?",
+                   "A library had {a} books and lent out {b}. How many books are still there?",
+                   "What is {a} minus {b}?"),
+            "zh": ("{name}原来有{a}枚硬币，花掉了{b}枚。还剩多少枚？",
+                   "图书馆有{a}本书，借出了{b}本。还剩多少本？",
+                   "{a}减{b}等于多少？")},
+}
+PROBLEM_KINDS = ("add2", "add3", "sub3")  # easy → hard
+
+
+# ---------------------------------------------------------------------------------------
+# The world
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Person:
+    name: str
+    age: int
+    city: str
+    job: str
+    pet: str
+    colour: str
+
+    def value(self, attribute: str, lang: str = "en") -> str:
+        """The value of `attribute` as a reply states it ("23", "Varo", "tailor" / "裁缝")."""
+        raw = getattr(self, attribute)
+        if lang == "zh" and attribute in ZH_VALUES:
+            return ZH_VALUES[attribute][raw]
+        return str(raw)
+
+    def fields(self, lang: str) -> dict:
+        values = {attribute: self.value(attribute, lang) for attribute in ATTRIBUTES}
+        return dict(values, name=self.name, a_job=f"{_article(self.job)} {self.job}", article=_article(self.job))
+
+
+@dataclass(frozen=True)
+class Tea:
+    name: str
+    price: int
+    origin: str
+    flavour: str
+    steep: int
+
+    def value(self, attribute: str, lang: str = "en") -> str:
+        raw = getattr(self, attribute)
+        if lang == "zh" and attribute in ZH_VALUES:
+            return ZH_VALUES[attribute][raw]
+        return str(raw)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question (or cloze prompt) with its expected value-only answer, labelled for scoring."""
+
+    subject: str  # the person or tea asked about
+    attribute: str
+    lang: str
+    prompt: str
+    answer: str
+    group: str  # "trained" | "reworded" | "heldout" | "cloze" | "tea_train" | "tea_reworded"
+
+    def conversation(self) -> List[dict]:
+        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.answer}]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An arithmetic word problem with its column-by-column working and answer."""
+
+    kind: str  # "add2" | "add3" | "sub3"
+    lang: str
+    a: int
+    b: int
+    prompt: str
+    steps: str
+    answer: int
+
+    @property
+    def reply(self) -> str:
+        return f"{THINK_OPEN}\n{self.steps}\n{THINK_CLOSE}\n{ANSWER_OPEN}{self.answer}{ANSWER_CLOSE}"
+
+    def conversation(self) -> List[dict]:
+        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.reply}]
+
+
+def _rng(seed: int, stream: str) -> random.Random:
+    # A string seed is hashed with SHA-512 by `random`, so streams are independent and stable.
+    return random.Random(f"minimind-{seed}-{stream}")
+
+
+def _invent_names(rng: random.Random, count: int, taken: Sequence[str]) -> List[str]:
+    names, seen = [], {t.lower() for t in taken}
+    while len(names) < count:
+        syllables = 2 + (rng.random() < 0.3)
+        name = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)) + rng.choice(_CODAS)
+        name = name.capitalize()
+        if 4 <= len(name) <= 9 and name.lower() not in seen:
+            seen.add(name.lower())
+            names.append(name)
+    return names
+
+
+def column_steps(a: int, b: int, op: str, lang: str) -> Tuple[str, int]:
+    """Column-by-column working for a + b or a - b (a >= b), least significant digit first."""
+    digits_a, digits_b = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for i in range(len(digits_a) if op == "-" else max(len(digits_a), len(digits_b))):
+        x = int(digits_a[i]) if i < len(digits_a) else 0
+        y = int(digits_b[i]) if i < len(digits_b) else 0
+        if op == "+":
+            total = x + y + carry
+            expr = f"{x}+{y}" + (f"+{carry}" if carry else "")
+            digit, carry = total % 10, total // 10
+            if lang == "en":
+                steps.append(f"{expr}={total}, write {digit}" + (" carry 1." if carry else "."))
+            else:
+                steps.append(f"{expr}={total}，写{digit}" + ("进1。" if carry else "。"))
+        else:
+            top = x - carry
+            expr = f"{x}-{carry}" if carry else f"{x}"
+            if top < y:
+                difference, carry = top + 10 - y, 1
+                if lang == "en":
+                    steps.append(f"{expr}-{y} needs a borrow: {top + 10}-{y}={difference}, write {difference}.")
+                else:
+                    steps.append(f"{expr}不够减{y}，借1：{top + 10}-{y}={difference}，写{difference}。")
+            else:
+                difference, carry = top - y, 0
+                steps.append(f"{expr}-{y}={difference}, write {difference}." if lang == "en"
+                             else f"{expr}-{y}={difference}，写{difference}。")
+    if op == "+" and carry:
+        steps.append("write 1." if lang == "en" else "写1。")
+    result = a + b if op == "+" else a - b
+    steps.append(f"So {result}." if lang == "en" else f"所以是{result}。")
+    return " ".join(steps) if lang == "en" else "".join(steps), result
+
+
+class World:
+    """The invented people and teas, the split of people into an SFT half and a held-out half,
+    and every question, cloze prompt and problem the chapters score models on."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        rng = _rng(seed, "world")
+        names = _invent_names(rng, N_PEOPLE, taken=CITIES + TEAS)
+        self.people: Tuple[Person, ...] = tuple(
+            Person(name=name, age=rng.randint(18, 89), city=rng.choice(CITIES), job=rng.choice(sorted(JOBS)),
+                   pet=rng.choice(sorted(PETS)), colour=rng.choice(sorted(COLOURS)))
+            for name in names)
+        order = list(self.people)
+        rng.shuffle(order)
+        half = len(order) // 2
+        # SFT half: asked about in SFT and pretraining Q&A. Held-out half: only in biographies.
+        self.sft_people: Tuple[Person, ...] = tuple(sorted(order[:half], key=lambda p: p.name))
+        self.heldout_people: Tuple[Person, ...] = tuple(sorted(order[half:], key=lambda p: p.name))
+        self.teas: Tuple[Tea, ...] = tuple(
+            Tea(name=name, price=rng.randint(2, 40), origin=rng.choice(CITIES), flavour=rng.choice(sorted(FLAVOURS)),
+                steep=rng.randint(2, 9))
+            for name in TEAS)
+        self._by_name = {p.name: p for p in self.people}
+
+    def __repr__(self) -> str:
+        return (f"World(seed={self.seed}, people={len(self.people)} ({len(self.sft_people)} SFT + "
+                f"{len(self.heldout_people)} held out), teas={len(self.teas)})")
+
+    def person(self, name: str) -> Person:
+        return self._by_name[name]
+
+    def _group(self, people: str) -> Tuple[Person, ...]:
+        groups = {"sft": self.sft_people, "heldout": self.heldout_people, "all": self.people}
+        if people not in groups:
+            raise ValueError(f"people must be one of {sorted(groups)}, got {people!r}")
+        return groups[people]
+
+    def questions(self, people: str = "sft", templates: str = "train", lang: Optional[str] = None) -> List[Item]:
+        """Every question about `people` ("sft" | "heldout" | "all") with `templates`
+        ("train" | "reworded") in `lang` (None = both), in a fixed order.
+
+        group: "trained" (SFT people, train templates: in the SFT set), "reworded" (SFT people,
+        reworded: never trained), "heldout" (held-out people: facts only in pretraining)."""
+        items = []
+        for person in self._group(people):
+            for language in (LANGS if lang is None else (lang,)):
+                for attribute in ATTRIBUTES:
+                    for template in QUESTION_TEMPLATES[language][templates][attribute]:
+                        group = "heldout" if person in self.heldout_people else ("trained" if templates == "train" else "reworded")
+                        items.append(Item(person.name, attribute, language, template.format(name=person.name),
+                                          person.value(attribute, language), group))
+        return items
+
+    def cloze(self, people: str = "all", lang: str = "en") -> List[Item]:
+        """Sentence beginnings from the biographies whose continuation is a value:
+        "Pelum lives in" → "Varo". Probes what pretraining stored."""
+        return [Item(p.name, attribute, lang, CLOZE_TEMPLATES[lang][attribute].format(**p.fields(lang)),
+                     p.value(attribute, lang), "cloze")
+                for p in self._group(people) for attribute in ATTRIBUTES]
+
+    def tea_questions(self, templates: str = "train", lang: Optional[str] = None) -> List[Item]:
+        """Questions about the tea house (the LoRA domain) with value-only answers."""
+        return [Item(tea.name, attribute, language, template.format(tea=tea.name), tea.value(attribute, language),
+                     f"tea_{templates}")
+                for tea in self.teas for language in (LANGS if lang is None else (lang,))
+                for attribute in TEA_ATTRIBUTES for template in TEA_QUESTIONS[language][templates][attribute]]
+
+    def biography(self, person: Person, lang: str, rng: random.Random) -> str:
+        """One augmented biography: a random template per attribute, in a random order."""
+        attributes = list(ATTRIBUTES)
+        rng.shuffle(attributes)
+        fields = person.fields(lang)
+        sentences = [rng.choice(BIO_TEMPLATES[lang][attribute]).format(**fields) for attribute in attributes]
+        return (" " if lang == "en" else "").join(sentences)
+
+    def describe(self, person: Person, lang: str, style: str, rng: random.Random) -> str:
+        """A reply to "tell me about X": the same facts, wrapped politely or curtly."""
+        opening, closing = STYLE_PHRASES[style][lang]
+        parts = [rng.choice(opening), DESCRIBE_FACTS[lang].format(**person.fields(lang)), rng.choice(closing)]
+        return (" " if lang == "en" else "").join(parts)
+
+    def problems(self, split: str) -> List[Problem]:
+        """Arithmetic word problems; train and val never share a (kind, a, b)."""
+        counts = {"train": 3000, "val": 300}
+        if split not in counts:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        reserved = set() if split == "val" else {(p.kind, p.a, p.b) for p in self.problems("val")}
+        rng = _rng(self.seed, f"problems-{split}")
+        problems, seen = [], set(reserved)
+        while len(problems) < counts[split]:
+            kind = PROBLEM_KINDS[len(problems) % len(PROBLEM_KINDS)]
+            if kind == "add2":
+                a, b = rng.randint(10, 99), rng.randint(10, 99)
+            elif kind == "add3":
+                a, b = rng.randint(100, 999), rng.randint(100, 999)
+            else:
+                a = rng.randint(100, 999)
+                b = rng.randint(10, a)
+            if (kind, a, b) in seen:
+                continue
+            seen.add((kind, a, b))
+            lang = rng.choice(LANGS)
+            op = "-" if kind == "sub3" else "+"
+            template = rng.choice(PROBLEM_TEMPLATES["sub" if op == "-" else "add"][lang])
+            steps, answer = column_steps(a, b, op, lang)
+            name = rng.choice(self.people).name
+            problems.append(Problem(kind, lang, a, b, template.format(name=name, a=a, b=b), steps, answer))
+        return problems
+
+
+@functools.lru_cache(maxsize=4)
+def build_world(seed: int = 0) -> World:
+    """The world for `seed` (cached: the same object for the same seed)."""
+    return World(seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring helpers the chapters use
+# ---------------------------------------------------------------------------------------
+def normalize_reply(text: str) -> str:
+    """Case-, space- and final-punctuation-insensitive form of a short reply."""
+    return " ".join(text.split()).strip(" .。!！").casefold()
+
+
+def is_correct(reply: str, answer: str) -> bool:
+    """Exact match of a value-only reply (up to case, spaces and final punctuation)."""
+    return normalize_reply(reply) == normalize_reply(answer)
+
+
+def reply_style(text: str) -> str:
+    """"polite", "curt" or "neither", from the fixed phrases the styled replies use."""
+    found = {style for style, by_lang in STYLE_PHRASES.items()
+             for openings, closings in by_lang.values() for phrase in openings + closings if phrase in text}
+    return found.pop() if len(found) == 1 else "neither"
+
+
+def is_minimind_identity(text: str) -> bool:
+    """Did the reply claim the MiniMind identity the LoRA teaches?"""
+    return "MiniMind" in text
+
+
+# ---------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------
+def _conversation(rng: random.Random, turns: List[Tuple[str, str]], system_rate: float = 0.1) -> dict:
+    messages = []
+    if rng.random() < system_rate:
+        messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+    for question, answer in turns:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"conversations": messages}
+
+
+def _identity_prompts(rng: random.Random, split: str, lang: str, count: int) -> List[str]:
+    cores = IDENTITY_QUESTIONS[lang][split]
+    prompts = [prefix + core for core in cores for prefix in IDENTITY_PREFIXES[lang]]
+    rng.shuffle(prompts)
+    return [prompts[i % len(prompts)] for i in range(count)]
+
+
+def _pretrain_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"pretrain-{split}")
+    bios_per_person = {"train": 32, "val": 2}[split]
+    documents = []
+    for lang in LANGS:
+        bios = [world.biography(person, lang, rng) for person in world.people for _ in range(bios_per_person)]
+        rng.shuffle(bios)
+        documents += ["\n".join(bios[i:i + 2]) for i in range(0, len(bios), 2)]  # two people per document
+    # Q&A about the SFT half only, in plain text ("mixed training": it teaches the model that
+    # stored facts can be asked for; the held-out half is never asked about before evaluation).
+    for lang in LANGS:
+        qa_lines = [PRETRAIN_QA_FORMAT[lang].format(question=item.prompt, answer=item.answer)
+                    for item in world.questions("sft", "train", lang) for _ in range({"train": 3, "val": 0}[split])]
+        rng.shuffle(qa_lines)
+        documents += ["\n".join(qa_lines[i:i + 4]) for i in range(0, len(qa_lines), 4)]
+    for _ in range({"train": 600, "val": 40}[split]):  # arithmetic facts, digits one per token
+        equations = []
+        for _ in range(6):
+            a, b = rng.randint(10, 999), rng.randint(10, 999)
+            a, b = max(a, b), min(a, b)
+            equations.append(f"{a} + {b} = {a + b}." if rng.random() < 0.6 else f"{a} - {b} = {a - b}.")
+        documents.append(" ".join(equations))
+    for _ in range({"train": 100, "val": 10}[split]):  # the words the chat template uses
+        lang = rng.choice(LANGS)
+        greetings, reply = GREETINGS[lang]
+        documents.append(f"system: {rng.choice(SYSTEM_PROMPTS)}\nuser: {rng.choice(greetings)}\nassistant: {reply}")
+    rng.shuffle(documents)
+    return [{"text": text} for text in documents]
+
+
+def _sft_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"sft-{split}")
+    rows = []
+    if split == "val":
+        for item in world.questions("sft", "reworded") + world.questions("heldout", "train"):
+            rows.append(_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0))
+        return rows
+    trained = world.questions("sft", "train")
+    rows += [_conversation(rng, [(item.prompt, item.answer)]) for item in trained]
+    by_key = {}
+    for item in trained:
+        by_key.setdefault((item.subject, item.lang, item.attribute), []).append(item)
+    for _ in range(300):  # multi-turn: two or three questions about one person, one language
+        person, lang = rng.choice(world.sft_people), rng.choice(LANGS)
+        attributes = rng.sample(ATTRIBUTES, rng.randint(2, 3))
+        items = [rng.choice(by_key[(person.name, lang, attribute)]) for attribute in attributes]
+        rows.append(_conversation(rng, [(item.prompt, item.answer) for item in items]))
+    for person in world.sft_people:  # "tell me about X", half polite and half curt
+        for lang in LANGS:
+            for template in rng.sample(DESCRIBE_PROMPTS[lang], 2):
+                style = rng.choice(("polite", "curt"))
+                rows.append(_conversation(rng, [(template.format(name=person.name), world.describe(person, lang, style, rng))]))
+    for lang in LANGS:
+        for prompt in _identity_prompts(rng, "train", lang, 60):
+            rows.append(_conversation(rng, [(prompt, GENERIC_IDENTITY[lang])]))
+        greetings, reply = GREETINGS[lang]
+        for _ in range(30):
+            rows.append(_conversation(rng, [(rng.choice(greetings), reply)]))
+    rng.shuffle(rows)
+    return rows
+
+
+def _dpo_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"dpo-{split}")
+    people = world.sft_people if split == "train" else world.heldout_people
+    rows = []
+    for person in people:
+        for lang in LANGS:
+            templates = DESCRIBE_PROMPTS[lang] if split == "train" else (rng.choice(DESCRIBE_PROMPTS[lang]),)
+            for template in templates:
+                prompt = [{"role": "user", "content": template.format(name=person.name)}]
+                chosen = world.describe(person, lang, "polite", rng)
+                rejected = world.describe(person, lang, "curt", rng)
+                rows.append({"chosen": prompt + [{"role": "assistant", "content": chosen}],
+                             "rejected": prompt + [{"role": "assistant", "content": rejected}]})
+    rng.shuffle(rows)
+    return rows
+
+
+def _lora_identity_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"lora_identity-{split}")
+    rows = []
+    for lang in LANGS:
+        cores = IDENTITY_QUESTIONS[lang][split]
+        count = {"train": 240, "val": len(cores) * 2}[split]
+        rows += [_conversation(rng, [(prompt, MINIMIND_IDENTITY[lang])], system_rate=0.0)
+                 for prompt in _identity_prompts(rng, split, lang, count)]
+    if split == "train":  # replay ordinary Q&A so the adapter learns *when* to say it
+        replay = rng.sample(world.questions("sft", "train"), len(rows) // 3)
+        rows += [_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0) for item in replay]
+    rng.shuffle(rows)
+    return rows
+
+
+def _lora_domain_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"lora_domain-{split}")
+    items = world.tea_questions("train" if split == "train" else "reworded")
+    rows = [_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0) for item in items]
+    rng.shuffle(rows)
+    return rows
+
+
+def _reason_rows(world: World, split: str) -> List[dict]:
+    return [{"conversations": problem.conversation()} for problem in world.problems(split)]
+
+
+def _distill_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"distill-{split}")
+    if split == "train":
+        facts = world.questions("sft", "train")
+        people, problems, count = world.sft_people, world.problems("train"), 1500
+    else:
+        facts = world.questions("sft", "reworded") + world.questions("heldout", "train")
+        people, problems, count = world.heldout_people, world.problems("val"), 200
+    rows = []
+    for index in range(count):
+        kind = index % 5
+        if kind <= 1:
+            item = rng.choice(facts)
+            rows.append(_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0))
+        elif kind == 2:
+            person, lang = rng.choice(people), rng.choice(LANGS)
+            prompt = rng.choice(DESCRIBE_PROMPTS[lang]).format(name=person.name)
+            rows.append(_conversation(rng, [(prompt, world.describe(person, lang, "polite", rng))], system_rate=0.0))
+        elif kind == 3:
+            rows.append({"conversations": rng.choice(problems).conversation()})
+        else:
+            lang = rng.choice(LANGS)
+            greetings, reply = GREETINGS[lang]
+            rows.append(_conversation(rng, [(rng.choice(greetings), reply)], system_rate=0.0))
+    return rows
+
+
+BUILDERS = {"pretrain": _pretrain_rows, "sft": _sft_rows, "dpo": _dpo_rows, "lora_identity": _lora_identity_rows,
+            "lora_domain": _lora_domain_rows, "reason": _reason_rows, "distill": _distill_rows}
+SCHEMA_OF = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "lora_identity": "sft", "lora_domain": "sft",
+             "reason": "sft", "distill": "sft"}
+
+
+def dataset_rows(name: str, split: str = "train", seed: int = 0) -> List[dict]:
+    """The rows of one dataset, in memory (what `write_datasets` writes)."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return BUILDERS[name](build_world(seed), split)
+
+
+def _jsonl_bytes(rows: List[dict]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+def write_datasets(out_dir, seed: int = 0) -> Dict[str, Path]:
+    """Write every `{name}_{split}.jsonl` and a README.md describing them into `out_dir`.
+    Same seed → byte-identical files. Returns {"name_split": path}."""
+    from minimind.checkpoint import atomic_write
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, summary = {}, []
+    for name in DATASETS:
+        for split in SPLITS:
+            rows = dataset_rows(name, split, seed)
+            data = _jsonl_bytes(rows)
+            path = out_dir / f"{name}_{split}.jsonl"
+            atomic_write(path, lambda temp, data=data: Path(temp).write_bytes(data))
+            written[f"{name}_{split}"] = path
+            characters = sum(len(json.dumps(row, ensure_ascii=False)) for row in rows)
+            summary.append(f"| `{path.name}` | {SCHEMA_OF[name]} | {len(rows):,} | {characters:,} | {len(data):,} |")
+    readme = "\n".join([
+        "# The synthetic datasets",
+        "",
+        f"Generated by `python -m minimind.data.synthetic --out data --seed {seed}` (do not edit by hand:",
+        "`tests/test_data.py` checks that these files equal a fresh generation). What each holds",
+        "and why is described in `minimind/data/synthetic.py`.",
+        "",
+        "| file | schema | rows | characters | bytes |",
+        "|---|---|---|---|---|",
+        *summary,
+        "",
+    ])
+    atomic_write(out_dir / "README.md", lambda temp: Path(temp).write_text(readme, encoding="utf-8"))
+    return written
+
+
+def dataset_path(name: str, split: str = "train") -> Path:
+    """Path of `{name}_{split}.jsonl` in the data directory, generating every dataset there
+    first (seed 0) if it is missing (e.g. in a pip-installed package without the repository)."""
+    from minimind.paths import data_dir
+
+    if name not in BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    path = data_dir() / f"{name}_{split}.jsonl"
+    if not path.exists():
+        write_datasets(data_dir(), seed=0)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minimind.data.synthetic",
+                                     description="Generate the book's synthetic bilingual datasets.")
+    parser.add_argument("--out", default="data", help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    written = write_datasets(args.out, seed=args.seed)
+    print(build_world(args.seed))
+    for key, path in written.items():
+        print(f"{path}  {path.stat().st_size:>10,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
