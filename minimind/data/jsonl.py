@@ -99,10 +99,13 @@ def read_jsonl(path, schema: Optional[str] = None, skip_bad: bool = False,
     Raises DataError("path:line: reason") on the first bad line, or with `skip_bad=True`
     skips it, counts it in `report` and warns once with the total at the end of the file.
     """
-    if schema not in SCHEMAS:
+    if schema not in SCHEMAS:  # checked now, not at the first next()
         raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
-    path = Path(path)
     report = report if report is not None else JsonlReport()
+    return _read_lines(Path(path), schema, skip_bad, report)
+
+
+def _read_lines(path: Path, schema: Optional[str], skip_bad: bool, report: JsonlReport) -> Iterator[dict]:
     report.path = str(path)
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
