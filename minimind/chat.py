@@ -28,27 +28,27 @@ from minimind.generate import (
 )
 from minimind.tokenizer import THINK_END, THINK_START
 
-ZOO_MODELS = ("pretrained", "sft", "dpo", "lora_identity", "reasoning", "distilled")
+ZOO_MODELS = ("pretrained", "sft", "dpo", "reasoning", "distilled")  # the book's chat-able artefacts
+# where the stages define their artefact folders (`<name>_dir()`, built on first use)
+ZOO_MODULES = ("minimind.zoo", "minimind.train.dpo", "minimind.train.reason", "minimind.train.distill")
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading.
 
-def _zoo_artefact(name: str):
-    from minimind import zoo
+def zoo_model_dir(name: str) -> Path:
+    """The folder of the zoo artefact `name` (trained and cached on first use)."""
+    import importlib
 
-    builder = getattr(zoo, name, None)
-    if builder is None:
-        for module in ("minimind.train.dpo", "minimind.train.lora", "minimind.train.reason",
-                       "minimind.train.distill"):
-            try:
-                imported = __import__(module, fromlist=["_"])
-            except ImportError:
-                continue
-            builder = getattr(imported, f"zoo_{name}", None) or builder
-    if builder is None:
-        raise ValueError(f"{name!r} is neither an existing path nor a zoo artefact")
-    return builder()
+    for module_name in ZOO_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        folder_of = getattr(module, f"{name}_dir", None)
+        if callable(folder_of):
+            return Path(folder_of())
+    raise ValueError(f"{name!r} is neither an existing checkpoint path nor a zoo artefact ({', '.join(ZOO_MODELS)})")
 
 
 def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora: Sequence[str | Path] = (),
@@ -73,7 +73,7 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     if not path.exists():
         if str(model) not in ZOO_MODELS:
             raise FileNotFoundError(f"{model}: no such checkpoint (nor one of the zoo models {', '.join(ZOO_MODELS)})")
-        path = Path(_zoo_artefact(str(model)))
+        path = zoo_model_dir(str(model))
     config = get_config(preset) if preset else None
     network = load_model(path, config=config)  # fp32 on the CPU first: adapters check the base's exact bytes
     for adapter in lora:

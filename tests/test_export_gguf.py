@@ -1,0 +1,249 @@
+"""GGUF export, read back with `gguf.GGUFReader`: metadata, tokenizer fields, tensor names, shapes
+and values; a forward pass written from llama.cpp's conventions (adjacent-pair RoPE for `llama`)
+on the file's tensors alone reproduces our logits; llama.cpp's pre-tokenizer regexes with our BPE
+reproduce our token ids; the Ollama Modelfile."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+from gguf import GGUFReader
+
+from minimind.export.gguf import export_gguf, gguf_pre_tokenizer, permute_for_interleaved_rope
+from minimind.tokenizer import CHAT_TEMPLATE, MiniMindTokenizer
+from inference_helpers import tiny_model, tiny_tokenizer
+
+MINIMIND2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minimind2_tokenizer"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def field(reader, key):
+    return reader.get_field(key).contents()
+
+
+def read_tensors(reader) -> dict:
+    return {t.name: np.array(t.data) for t in reader.tensors}
+
+
+def test_metadata_and_tokenizer_fields(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size + 5, max_position_embeddings=512)  # 5 embedding rows no token uses
+    path = export_gguf(model, tokenizer, tmp_path / "m.gguf")
+    reader = GGUFReader(path)
+    config = model.config
+    assert field(reader, "general.architecture") == "llama"
+    expected = {"llama.block_count": config.num_hidden_layers, "llama.context_length": 512,
+                "llama.embedding_length": config.hidden_size, "llama.feed_forward_length": config.intermediate_size,
+                "llama.attention.head_count": config.num_attention_heads,
+                "llama.attention.head_count_kv": config.num_key_value_heads,
+                "llama.rope.dimension_count": config.head_dim, "llama.vocab_size": config.vocab_size,
+                "general.file_type": 0, "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+                "tokenizer.ggml.padding_token_id": 0}
+    for key, value in expected.items():
+        assert field(reader, key) == value, key
+    assert field(reader, "llama.rope.freq_base") == pytest.approx(config.rope_theta)
+    assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(config.rms_norm_eps)
+    assert field(reader, "tokenizer.ggml.model") == "gpt2"
+    assert field(reader, "tokenizer.ggml.pre") == "starcoder"
+    assert field(reader, "tokenizer.ggml.add_bos_token") is False
+    assert field(reader, "tokenizer.chat_template") == CHAT_TEMPLATE
+
+    tokens = field(reader, "tokenizer.ggml.tokens")
+    types = field(reader, "tokenizer.ggml.token_type")
+    assert len(tokens) == len(types) == config.vocab_size
+    vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+    assert all(tokens[i] == t for t, i in vocab.items())
+    assert tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] and types[:3] == [3, 3, 3]
+    assert types[tokenizer.token_to_id("<think>")] == gguf.TokenType.USER_DEFINED
+    assert types[-5:] == [gguf.TokenType.UNUSED] * 5
+    assert types[300] == gguf.TokenType.NORMAL
+    merges = field(reader, "tokenizer.ggml.merges")
+    state = json.loads(tokenizer.backend.to_str())
+    assert merges == [m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]]
+
+
+def test_tensors_names_shapes_and_values(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size)
+    reader = GGUFReader(export_gguf(model, tokenizer, tmp_path / "m.gguf"))
+    tensors = {t.name: t for t in reader.tensors}
+    config = model.config
+    expected_names = {"token_embd.weight", "output_norm.weight"} | {
+        f"blk.{i}.{part}.weight" for i in range(config.num_hidden_layers)
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output", "attn_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")}
+    assert set(tensors) == expected_names  # tied embeddings: no separate output.weight
+    state = model.state_dict()
+    q = state["model.layers.1.self_attn.q_proj.weight"]
+    # GGUF lists dimensions fastest-first: (in, out) for a torch (out, in) matrix
+    assert list(tensors["blk.1.attn_q.weight"].shape) == [q.shape[1], q.shape[0]]
+    assert np.array_equal(tensors["blk.1.attn_q.weight"].data,
+                          permute_for_interleaved_rope(q, config.num_attention_heads).numpy())
+    assert np.array_equal(tensors["blk.0.ffn_down.weight"].data, state["model.layers.0.mlp.down_proj.weight"].numpy())
+    assert np.array_equal(tensors["token_embd.weight"].data, state["model.embed_tokens.weight"].numpy())
+    assert tensors["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+
+
+def rms_norm(x, weight, eps):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * weight
+
+
+def llama_cpp_forward(path, ids) -> np.ndarray:
+    """Logits of `ids` computed from the GGUF file alone, with llama.cpp's conventions: RoPE
+    rotates adjacent pairs (x[2i], x[2i+1]) for `llama` and halves (x[i], x[i+d/2]) for `qwen3`."""
+    reader = GGUFReader(path)
+    arch = field(reader, "general.architecture")
+    meta = lambda key: field(reader, f"{arch}.{key}")  # noqa: E731
+    w = {name: array.astype(np.float64) for name, array in read_tensors(reader).items()}
+    heads, kv_heads = meta("attention.head_count"), meta("attention.head_count_kv")
+    head_dim, eps, base = meta("rope.dimension_count"), meta("attention.layer_norm_rms_epsilon"), meta("rope.freq_base")
+    T = len(ids)
+    x = w["token_embd.weight"][ids]
+    angles = np.arange(T)[:, None] * base ** (-np.arange(0, head_dim, 2) / head_dim)  # (T, d/2)
+    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+
+    def rope(t):  # t: (T, heads, d)
+        if arch == "llama":
+            even, odd = t[..., 0::2], t[..., 1::2]
+            out = np.empty_like(t)
+            out[..., 0::2], out[..., 1::2] = even * cos - odd * sin, even * sin + odd * cos
+            return out
+        first, second = t[..., : head_dim // 2], t[..., head_dim // 2:]
+        return np.concatenate([first * cos - second * sin, first * sin + second * cos], -1)
+
+    for layer in range(meta("block_count")):
+        p = lambda name: w[f"blk.{layer}.{name}.weight"]  # noqa: E731
+        h = rms_norm(x, p("attn_norm"), eps)
+        q = (h @ p("attn_q").T).reshape(T, heads, head_dim)
+        k = (h @ p("attn_k").T).reshape(T, kv_heads, head_dim)
+        v = (h @ p("attn_v").T).reshape(T, kv_heads, head_dim)
+        if arch == "qwen3":
+            q, k = rms_norm(q, p("attn_q_norm"), eps), rms_norm(k, p("attn_k_norm"), eps)
+        q, k = rope(q), rope(k)
+        k, v = np.repeat(k, heads // kv_heads, axis=1), np.repeat(v, heads // kv_heads, axis=1)
+        scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(head_dim)
+        scores = np.where(np.tril(np.ones((T, T), dtype=bool)), scores, -np.inf)
+        attn = np.exp(scores - scores.max(-1, keepdims=True))
+        attn /= attn.sum(-1, keepdims=True)
+        x = x + np.einsum("hts,shd->thd", attn, v).reshape(T, heads * head_dim) @ p("attn_output").T
+        h = rms_norm(x, p("ffn_norm"), eps)
+        gate = h @ p("ffn_gate").T
+        x = x + ((gate / (1 + np.exp(-gate))) * (h @ p("ffn_up").T)) @ p("ffn_down").T
+    x = rms_norm(x, w["output_norm.weight"], eps)
+    return x @ w.get("output.weight", w["token_embd.weight"]).T
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_llama_cpp_style_forward_on_the_file_equals_our_logits(tokenizer, tmp_path, qk_norm):
+    model = tiny_model(tokenizer.vocab_size, qk_norm=qk_norm, std=0.1)
+    path = export_gguf(model, tokenizer, tmp_path / "m.gguf")
+    assert field(GGUFReader(path), "general.architecture") == ("qwen3" if qk_norm else "llama")
+    ids = tokenizer.encode("Pelum lives in Varo. 佩伦住在瓦罗。")
+    ours = model(torch.tensor([ids])).logits[0].detach().double().numpy()
+    theirs = llama_cpp_forward(path, ids)
+    assert np.abs(ours - theirs).max() < 1e-4
+    # without the row permutation the adjacent-pair rotation would compute something else
+    if not qk_norm:
+        unpermuted = tmp_path / "wrong.gguf"
+        import minimind.export.gguf as module
+
+        original = module.permute_for_interleaved_rope
+        module.permute_for_interleaved_rope = lambda weight, heads: weight
+        try:
+            export_gguf(model, tokenizer, unpermuted, modelfile=False)
+        finally:
+            module.permute_for_interleaved_rope = original
+        assert np.abs(ours - llama_cpp_forward(unpermuted, ids)).max() > 1e-2
+
+
+def test_f16_export_halves_matrices_and_keeps_norms_f32(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size, std=0.1)
+    path = export_gguf(model, tokenizer, tmp_path / "m16.gguf", dtype="f16")
+    reader = GGUFReader(path)
+    tensors = {t.name: t for t in reader.tensors}
+    assert field(reader, "general.file_type") == 1
+    assert tensors["blk.0.ffn_up.weight"].tensor_type == gguf.GGMLQuantizationType.F16
+    assert tensors["blk.0.attn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+    ids = tokenizer.encode("Who are you?")
+    ours = model(torch.tensor([ids])).logits[0].detach().double().numpy()
+    assert np.abs(ours - llama_cpp_forward(path, ids)).max() < 2e-2
+    assert path.stat().st_size < export_gguf(model, tokenizer, tmp_path / "m32.gguf").stat().st_size * 0.6
+
+
+def llama_cpp_pretokenize(text: str, pre: str) -> list[str]:
+    """llama.cpp's `unicode_regex_split`: each regex splits every current piece into its matches
+    and the unmatched text between them, in order."""
+    import regex
+
+    gpt2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+    expressions = {"gpt-2": [gpt2], "starcoder": [r"\p{N}", gpt2]}[pre]
+    pieces = [text]
+    for expression in expressions:
+        split = []
+        for piece in pieces:
+            position = 0
+            for match in regex.finditer(expression, piece):
+                if match.start() > position:
+                    split.append(piece[position:match.start()])
+                split.append(match.group())
+                position = match.end()
+            if position < len(piece):
+                split.append(piece[position:])
+        pieces = split
+    return pieces
+
+
+def llama_cpp_encode(tokenizer, text: str, pre: str) -> list[int]:
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    to_bytes = ByteLevel(add_prefix_space=False, use_regex=False)
+    ids = []
+    for piece in llama_cpp_pretokenize(text, pre):
+        ((mapped, _),) = to_bytes.pre_tokenize_str(piece)
+        ids += [token.id for token in tokenizer.backend.model.tokenize(mapped)]
+    return ids
+
+
+def test_llama_cpp_pre_tokenizer_reproduces_our_ids_on_the_book_corpus():
+    from minimind import zoo
+    from minimind.data.synthetic import dataset_path
+    from minimind.tokenizer import texts_from_jsonl
+
+    book = zoo.tokenizer()
+    pre = gguf_pre_tokenizer(book)
+    assert pre == "starcoder"
+    texts = [t for i, t in enumerate(texts_from_jsonl(dataset_path("pretrain", "val"))) if i < 400]
+    texts += ["Pelum住在瓦罗, 23岁. MiniMind说: 123+456=579!", "  spaces\n\nand\ttabs  ", "Ça va? 🙂 élan"]
+    mismatches = [t for t in texts if llama_cpp_encode(book, t, pre) != book.encode(t)]
+    assert not mismatches, mismatches[:3]
+
+
+@pytest.mark.skipif(not MINIMIND2_TOKENIZER.exists(), reason="MiniMind2's tokenizer files are not beside the checkout")
+def test_minimind2_tokenizer_maps_to_gpt2_pre_tokenizer():
+    upstream = MiniMindTokenizer.from_pretrained(MINIMIND2_TOKENIZER)
+    assert gguf_pre_tokenizer(upstream) == "gpt-2"
+    text = "你好，MiniMind2! It has 25.8M parameters and 8 layers."
+    assert llama_cpp_encode(upstream, text, "gpt-2") == upstream.encode(text)
+
+
+def test_modelfile_points_at_the_gguf_with_chatml_stops(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size)
+    path = export_gguf(model, tokenizer, tmp_path / "minimind.gguf")
+    modelfile = (tmp_path / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./minimind.gguf\n")
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and f"num_ctx {model.config.max_position_embeddings}" in modelfile
+    assert "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n" in modelfile
+    assert path.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_moe_and_bad_dtype_are_refused(tokenizer, tmp_path):
+    moe = tiny_model(tokenizer.vocab_size, use_moe=True)
+    with pytest.raises(ValueError, match="dense"):
+        export_gguf(moe, tokenizer, tmp_path / "moe.gguf")
+    with pytest.raises(ValueError, match="dtype"):
+        export_gguf(tiny_model(tokenizer.vocab_size), tokenizer, tmp_path / "x.gguf", dtype="q4")
+    assert not (tmp_path / "moe.gguf").exists()
