@@ -64,3 +64,23 @@ ci: test  ## what .ci/run runs
 
 clean:  ## remove build outputs (keeps .venv and the artefact cache)
 	rm -rf _build .pytest_cache
+
+# --- The website: figures, measured chapter costs, browser and Colab tests -----------------------
+.PHONY: widget-fonts figures chapter-times site-test colab-test
+
+vendor: widget-fonts
+
+widget-fonts:  ## vendor the widget manager's icon fonts into _extra/widgets (part of `make vendor`)
+	bash scripts/vendor_widget_fonts.sh
+
+figures: $(STAMP)  ## redraw the book's figures (pipeline diagram, site icon)
+	$(PY) scripts/make_figures.py
+
+chapter-times: $(STAMP)  ## time every chapter under nbval here; refreshes the landing page's cost table
+	$(PY) scripts/chapter_times.py
+
+site-test: book  ## open every page of the website in headless Chromium (screenshots: _build/screenshots)
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_book_site.py
+
+colab-test: $(STAMP)  ## execute a chapter in a clean venv that installs the package from a wheel, as Colab does
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_colab_bootstrap.py
