@@ -140,3 +140,114 @@ def test_a_batch_with_nothing_supervised_gives_zero_not_nan():
     loss, _ = distillation_loss(student.requires_grad_(True), teacher, labels)
     assert loss.item() == 0.0
     loss.backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage: teacher and student of different shapes, the frozen teacher, the script.
+
+CHATS = [
+    [{"role": "user", "content": f"What is {a} + {b}?"}, {"role": "assistant", "content": f"{a + b}"}]
+    for a, b in [(12, 7), (30, 45), (8, 9), (61, 22), (5, 5), (40, 13), (27, 27), (3, 90)]
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from minimind.tokenizer import train_tokenizer
+
+    return train_tokenizer([m["content"] for chat in CHATS for m in chat] * 4, vocab_size=300)
+
+
+def _models(vocab, teacher_vocab=None):
+    from minimind.config import get_config
+    from minimind.model import MiniMind
+
+    torch.manual_seed(0)
+    teacher = MiniMind(get_config("tiny", vocab_size=teacher_vocab or vocab, hidden_size=96, num_hidden_layers=3))
+    student = MiniMind(get_config("tiny", vocab_size=vocab, hidden_size=32, num_hidden_layers=1))
+    return teacher, student
+
+
+def _batch_of(tokenizer, tmp_path):
+    import json
+
+    from minimind.datasets import SFTDataset, collate_causal_lm
+
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps({"conversations": c}) + "\n" for c in CHATS), encoding="utf-8")
+    dataset = SFTDataset(path, tokenizer, max_seq_len=64)
+    return path, collate_causal_lm([dataset[i] for i in range(4)])
+
+
+def test_teacher_and_student_of_different_shapes_train_and_the_teacher_stays_frozen(tokenizer, tmp_path):
+    from minimind.train.distill import distillation_loss_fn
+
+    teacher, student = _models(tokenizer.vocab_size)
+    teacher.train()  # the loss function must switch it to eval and freeze it
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    _, batch = _batch_of(tokenizer, tmp_path)
+    loss_fn = distillation_loss_fn(teacher, alpha=0.5, temperature=2.0)
+    assert not teacher.training
+    loss, metrics = loss_fn(student, batch)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+    assert set(metrics) == {"ce", "kl"} and metrics["kl"].item() > 0
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_stage_loss_matches_the_loss_on_the_two_models_logits(tokenizer, tmp_path):
+    from minimind.train.distill import distillation_loss_fn
+
+    teacher, student = _models(tokenizer.vocab_size)
+    _, batch = _batch_of(tokenizer, tmp_path)
+    loss, _ = distillation_loss_fn(teacher, alpha=0.3, temperature=1.5, reverse=True)(student, batch)
+    with torch.no_grad():
+        expected, _ = distillation_loss(student(batch["input_ids"]).logits, teacher(batch["input_ids"]).logits,
+                                        batch["labels"], 0.3, 1.5, reverse=True)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_a_teacher_with_another_vocabulary_is_refused_before_training(tokenizer, tmp_path):
+    from minimind.train.distill import DistillConfig, run
+
+    teacher, student = _models(tokenizer.vocab_size, teacher_vocab=tokenizer.vocab_size + 16)
+    path, _ = _batch_of(tokenizer, tmp_path)
+    config = DistillConfig(data_path=str(path), out_dir="", max_steps=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="vocabulary"):
+        run(config, teacher=teacher, student=student)
+
+
+def test_distill_script_trains_a_student_from_the_command_line(tokenizer, tmp_path):
+    import json
+
+    from minimind.checkpoint import load_model, save_model
+    from minimind.train import distill
+
+    teacher, _ = _models(tokenizer.vocab_size)
+    teacher_dir = tmp_path / "teacher"
+    save_model(teacher, teacher_dir)
+    tokenizer.save(teacher_dir)
+    path, _ = _batch_of(tokenizer, tmp_path)
+    out = tmp_path / "student"
+    argv = ["--teacher", str(teacher_dir), "--tokenizer", str(teacher_dir), "--preset", "tiny",
+            "--data_path", str(path), "--out_dir", str(out), "--max_steps", "2", "--batch_size", "4",
+            "--alpha", "0.2", "--temperature", "3", "--reverse_kl", "--progress", "false", "--log_interval", "1"]
+    assert distill.main(argv) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and {"ce", "kl"} <= set(records[0])
+    student = load_model(out)
+    assert student.config.hidden_size == 64 and student.config.vocab_size == teacher.config.vocab_size
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["reverse_kl"] is True and saved["temperature"] == 3.0
+
+
+def test_distill_help_lists_the_stage_options(capsys):
+    from minimind.train import distill
+
+    with pytest.raises(SystemExit) as exit_info:
+        distill.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--teacher", "--alpha", "--temperature", "--reverse_kl"):
+        assert flag in help_text

@@ -136,3 +136,105 @@ def test_score_answers_counts_format_and_accuracy_separately():
     with pytest.raises(ValueError, match="references"):
         score_answers(replies, references[:2])
     assert score_answers([], []).accuracy == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks through the real data path, the stage's loss function, and the script end to end.
+
+REASONING_CHATS = [
+    [{"role": "user", "content": f"What is {a} + {b}?"},
+     {"role": "assistant", "content": f"<think>{a}+{b}={a + b}</think><answer>{a + b}</answer>"}]
+    for a, b in [(12, 7), (30, 45), (8, 9), (61, 22), (5, 5), (40, 13), (27, 27), (3, 90)]
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from minimind.tokenizer import train_tokenizer
+
+    texts = [m["content"] for chat in REASONING_CHATS for m in chat] * 4
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def _write_jsonl(path, chats):
+    import json
+
+    path.write_text("".join(json.dumps({"conversations": c}) + "\n" for c in chats), encoding="utf-8")
+    return path
+
+
+def test_reasoning_masks_cover_only_the_assistant_reply_and_tags_are_single_targets(tokenizer, tmp_path):
+    from minimind.datasets import SFTDataset
+
+    dataset = SFTDataset(_write_jsonl(tmp_path / "reason.jsonl", REASONING_CHATS), tokenizer, max_seq_len=128)
+    tag_ids = tokenizer.reasoning_tag_ids
+    assert tag_ids == [3, 4, 5, 6]
+    for index, chat in enumerate(REASONING_CHATS):
+        example = dataset[index]
+        ids, labels = example["input_ids"], example["labels"]
+        supervised = labels != -100
+        # The supervised tokens decode to exactly the reply and its closing <|im_end|>\n.
+        assert tokenizer.decode(ids[supervised].tolist()) == chat[1]["content"] + "<|im_end|>\n"
+        # Every tag in the sequence is supervised, appears once, and as one token.
+        for tag in tag_ids:
+            positions = (ids == tag).nonzero().flatten().tolist()
+            assert len(positions) == 1 and bool(supervised[positions[0]])
+        # The prompt (system + user + assistant header) is not.
+        first = int(supervised.nonzero()[0])
+        assert tokenizer.decode(ids[:first].tolist()).endswith("<|im_start|>assistant\n")
+
+
+def test_reasoning_loss_fn_with_weight_one_is_the_plain_lm_loss(tokenizer, tmp_path):
+    from minimind.config import get_config
+    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.model import MiniMind
+    from minimind.train.engine import causal_lm_loss
+    from minimind.train.reason import reasoning_loss_fn
+
+    torch.manual_seed(0)
+    model = MiniMind(get_config("tiny", vocab_size=tokenizer.vocab_size))
+    dataset = SFTDataset(_write_jsonl(tmp_path / "reason.jsonl", REASONING_CHATS), tokenizer, max_seq_len=128)
+    batch = collate_causal_lm([dataset[i] for i in range(4)])
+    plain, _ = causal_lm_loss(model, batch)
+    weighted_one, metrics = reasoning_loss_fn(tokenizer.reasoning_tag_ids, 1.0)(model, batch)
+    torch.testing.assert_close(weighted_one, plain)
+    weighted_ten, metrics_ten = reasoning_loss_fn(tokenizer.reasoning_tag_ids, 10.0)(model, batch)
+    torch.testing.assert_close(metrics_ten["ce"], plain.detach())  # the logged CE ignores the weight
+    # A fresh model is as unsure of tags as of anything: the weighted mean moves toward the tag loss.
+    expected_direction = torch.sign(metrics["tag_ce"] - plain)
+    assert torch.sign(weighted_ten - plain) == expected_direction
+
+
+def test_reason_script_trains_and_saves_from_the_command_line(tokenizer, tmp_path):
+    import json
+
+    from minimind.checkpoint import load_model, save_model
+    from minimind.config import get_config
+    from minimind.model import MiniMind
+    from minimind.train import reason
+
+    torch.manual_seed(0)
+    start = tmp_path / "start"
+    save_model(MiniMind(get_config("tiny", vocab_size=tokenizer.vocab_size)), start)
+    tokenizer.save(start)
+    data = _write_jsonl(tmp_path / "reason.jsonl", REASONING_CHATS)
+    out = tmp_path / "out"
+    argv = ["--init_from", str(start), "--data_path", str(data), "--out_dir", str(out), "--max_steps", "3",
+            "--batch_size", "4", "--tag_weight", "5", "--progress", "false", "--log_interval", "1"]
+    assert reason.main(argv) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert {"ce", "tag_ce", "loss"} <= set(records[0])
+    trained = load_model(out)
+    assert trained.config.vocab_size == tokenizer.vocab_size
+    assert json.loads((out / "train_config.json").read_text())["tag_weight"] == 5.0
+
+
+def test_reason_help_lists_the_stage_options(capsys):
+    from minimind.train import reason
+
+    with pytest.raises(SystemExit) as exit_info:
+        reason.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--tag_weight" in help_text and "--loss_normalize" in help_text
