@@ -1,0 +1,63 @@
+"""`python -m minimind.export` / `minimind export`: write a trained model in another format.
+
+    minimind export transformers --model sft --out out/minimind-hf      # AutoModelForCausalLM folder (vLLM serves it)
+    minimind export gguf --model sft --out out/minimind.gguf --dtype f16 # llama.cpp / Ollama (+ Modelfile)
+    minimind export gguf --model out/sft --lora out/lora_identity --out out/identity.gguf
+
+A LoRA adapter is merged into the weights first, so the exported model needs no adapter support.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from minimind.chat import ZOO_MODELS, load_chat_model
+
+
+def load_for_export(model: str, tokenizer=None, lora=(), preset=None):
+    """(model, tokenizer) in fp32 on the CPU with at most one adapter merged and the LoRA layers removed."""
+    from minimind.lora import unload_lora
+
+    if len(lora) > 1:
+        raise ValueError("export merges one LoRA adapter into the weights; got several")
+    network, tok = load_chat_model(model, tokenizer, lora, preset, device="cpu", dtype="float32")
+    if lora:
+        unload_lora(network)  # load_chat_model merged the adapter; keep plain Linear layers
+    return network, tok
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minimind export", description="Export a MiniMind checkpoint.")
+    parser.add_argument("format", choices=["transformers", "gguf"])
+    parser.add_argument("--model", default="sft",
+                        help=f"checkpoint folder, .pth file, or zoo name ({', '.join(ZOO_MODELS)}); default sft")
+    parser.add_argument("--out", required=True, help="output folder (transformers) or .gguf file")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder or tokenizer.json (default: beside the model)")
+    parser.add_argument("--preset", default=None, help="config preset for a .pth checkpoint")
+    parser.add_argument("--lora", action="append", default=[], help="a LoRA adapter folder to merge in")
+    parser.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="GGUF weight type")
+    parser.add_argument("--name", default="MiniMind", help="model name stored in the GGUF file")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model, tokenizer = load_for_export(args.model, args.tokenizer, args.lora, args.preset)
+        if args.format == "transformers":
+            from minimind.export.transformers import export_transformers
+
+            out = export_transformers(model, args.out, tokenizer=tokenizer)
+            print(f"wrote {out} (load with transformers.AutoModelForCausalLM.from_pretrained; vllm serve {out})")
+        else:
+            from minimind.export.gguf import export_gguf
+
+            out = export_gguf(model, tokenizer, args.out, dtype=args.dtype, name=args.name)
+            print(f"wrote {out} and {Path(out).parent / 'Modelfile'} (ollama create minimind -f Modelfile)")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"minimind export: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
