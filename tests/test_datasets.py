@@ -1,0 +1,156 @@
+"""Token datasets and collation: packing, padding, SFT loss masks through the real data path, DPO fields."""
+import pytest
+import torch
+
+from minimind.data.jsonl import DataError
+from minimind.datasets import (
+    DPODataset, PretrainDataset, SFTDataset, collate_causal_lm, collate_dpo, padding_efficiency,
+)
+from minimind.tokenizer import BOS_ID, EOS_ID, PAD_ID, MiniMindTokenizer
+from train_helpers import make_tokenizer, pretrain_rows, sft_rows, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return MiniMindTokenizer.from_pretrained(make_tokenizer(tmp_path_factory.mktemp("tok")))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pretrain.jsonl", pretrain_rows(50))
+
+
+def documents(tokenizer, path):
+    import json
+
+    return [[BOS_ID, *tokenizer.encode(json.loads(line)["text"]), EOS_ID]
+            for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_packed_chunks_are_the_document_stream_cut_into_equal_lengths(tokenizer, corpus):
+    dataset = PretrainDataset(corpus, tokenizer, max_seq_len=32, packing=True)
+    stream = [t for doc in documents(tokenizer, corpus) for t in doc]
+    assert len(dataset) == len(stream) // 32
+    chunks = [dataset[i] for i in range(len(dataset))]
+    assert all(c["input_ids"].shape == (32,) and torch.equal(c["input_ids"], c["labels"]) for c in chunks)
+    assert torch.cat([c["input_ids"] for c in chunks]).tolist() == stream[: len(dataset) * 32]
+    assert padding_efficiency(dataset, batch_size=8) == 1.0
+
+
+def test_padded_examples_are_bos_text_eos_truncated_and_padding_is_masked(tokenizer, corpus):
+    dataset = PretrainDataset(corpus, tokenizer, max_seq_len=24, packing=False)
+    docs = documents(tokenizer, corpus)
+    assert len(dataset) == len(docs)
+    for i, doc in enumerate(docs):
+        expected = doc if len(doc) <= 24 else [BOS_ID, *doc[1:23], EOS_ID]
+        assert dataset[i]["input_ids"].tolist() == expected
+    assert any(len(doc) > 24 for doc in docs), "the corpus should exercise truncation"
+    batch = collate_causal_lm([dataset[i] for i in range(4)])
+    lengths = [len(dataset[i]["input_ids"]) for i in range(4)]
+    assert batch["input_ids"].shape == (4, max(lengths))
+    for row, length in enumerate(lengths):
+        assert (batch["input_ids"][row, length:] == PAD_ID).all()
+        assert (batch["labels"][row, length:] == -100).all()
+        assert torch.equal(batch["labels"][row, :length], batch["input_ids"][row, :length])
+
+
+def test_padding_efficiency_counts_real_tokens_over_computed_positions(tokenizer, corpus):
+    dataset = PretrainDataset(corpus, tokenizer, max_seq_len=24, packing=False)
+    lengths = dataset.document_lengths.tolist()
+    static = padding_efficiency(dataset, batch_size=len(lengths), static=True)
+    assert static == pytest.approx(sum(lengths) / (len(lengths) * 24))
+    dynamic = padding_efficiency(dataset, batch_size=len(lengths))
+    assert dynamic == pytest.approx(sum(lengths) / (len(lengths) * max(lengths)))
+    assert 0 < static <= dynamic < 1
+
+
+def supervised_text(tokenizer, example):
+    ids, labels = example["input_ids"], example["labels"]
+    return tokenizer.decode(ids[labels != -100].tolist())
+
+
+def test_sft_labels_cover_exactly_the_assistant_replies_of_every_turn(tokenizer, tmp_path):
+    rows = [{"conversations": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Where does Alor live?"},
+        {"role": "assistant", "content": "Varn"},
+        {"role": "user", "content": "And the job?"},
+        {"role": "assistant", "content": "baker"},
+    ]}]
+    dataset = SFTDataset(write_jsonl(tmp_path / "sft.jsonl", rows), tokenizer, max_seq_len=512)
+    example = dataset[0]
+    ids, labels = example["input_ids"], example["labels"]
+    assert ids.tolist() == tokenizer.encode(tokenizer.apply_chat_template(rows[0]["conversations"]))
+    assert supervised_text(tokenizer, example) == "Varn<|im_end|>\nbaker<|im_end|>\n"
+    # each supervised run starts right after an "<|im_start|>assistant\n" header
+    supervised = (labels != -100).tolist()
+    starts = [i for i in range(1, len(ids)) if supervised[i] and not supervised[i - 1]]
+    assert len(starts) == 2
+    for start in starts:
+        assert tokenizer.decode(ids[:start].tolist()).endswith("<|im_start|>assistant\n")
+    batch = collate_causal_lm([example])
+    assert torch.equal(batch["labels"][0], labels)
+
+
+def test_sft_truncation_keeps_a_cut_reply_supervised_up_to_the_cut(tokenizer, tmp_path):
+    reply = "Varn and Oslet and Quenby and Tarrow and Varn again"
+    rows = [{"conversations": [{"role": "user", "content": "Where?"}, {"role": "assistant", "content": reply}]}]
+    path = write_jsonl(tmp_path / "sft.jsonl", rows)
+    full = SFTDataset(path, tokenizer, max_seq_len=512)[0]
+    header = len(tokenizer.encode(tokenizer.apply_chat_template(rows[0]["conversations"][:1], add_generation_prompt=True)))
+    cut = header + 5
+    truncated = SFTDataset(path, tokenizer, max_seq_len=cut)[0]
+    assert truncated["input_ids"].tolist() == full["input_ids"][:cut].tolist()
+    assert truncated["labels"].tolist() == full["labels"][:cut].tolist()
+    assert (truncated["labels"][header:] != -100).all() and (truncated["labels"][:header] == -100).all()
+    before_reply = SFTDataset(path, tokenizer, max_seq_len=header)[0]
+    assert (before_reply["labels"] == -100).all()
+
+
+def test_sft_supervise_all_trains_on_every_token(tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "sft.jsonl", sft_rows(5))
+    masked, every = SFTDataset(path, tokenizer, 256), SFTDataset(path, tokenizer, 256, supervise_all=True)
+    for i in range(5):
+        assert torch.equal(every[i]["labels"], every[i]["input_ids"])
+        assert (masked[i]["labels"] == -100).sum() > 0
+
+
+def test_dpo_examples_carry_ids_and_masks_padded_to_one_length(tokenizer, tmp_path):
+    prompt = [{"role": "user", "content": "Where does Alor live?"}]
+    rows = [{"chosen": prompt + [{"role": "assistant", "content": "Varn"}],
+             "rejected": prompt + [{"role": "assistant", "content": "Alor lives in Oslet, I think, or Quenby."}]},
+            {"chosen": prompt + [{"role": "assistant", "content": "Varn, a city."}],
+             "rejected": prompt + [{"role": "assistant", "content": "Oslet"}]}]
+    dataset = DPODataset(write_jsonl(tmp_path / "dpo.jsonl", rows), tokenizer, max_seq_len=256)
+    for example, row in zip(dataset, rows):
+        for name in ("chosen", "rejected"):
+            ids, mask = tokenizer.render_conversation(row[name])
+            assert example[f"{name}_ids"].tolist() == ids
+            assert example[f"{name}_mask"].dtype == torch.bool and example[f"{name}_mask"].int().tolist() == mask
+    batch = collate_dpo([dataset[0], dataset[1]])
+    length = max(len(dataset[i][f"{n}_ids"]) for i in range(2) for n in ("chosen", "rejected"))
+    assert {tuple(v.shape) for v in batch.values()} == {(2, length)}
+    for row in range(2):
+        for name in ("chosen", "rejected"):
+            n = len(dataset[row][f"{name}_ids"])
+            assert (batch[f"{name}_ids"][row, n:] == PAD_ID).all() and not batch[f"{name}_mask"][row, n:].any()
+    assert tokenizer.decode(batch["chosen_ids"][0][batch["chosen_mask"][0]].tolist()) == "Varn<|im_end|>\n"
+
+
+@pytest.mark.parametrize("dataset_cls, good, bad", [
+    (PretrainDataset, {"text": "Alor lives in Varn."}, {"txt": "no text field"}),
+    (SFTDataset, sft_rows(1)[0], {"conversations": [{"role": "robot", "content": "hi"}]}),
+    (DPODataset, {"chosen": sft_rows(1)[0]["conversations"], "rejected": sft_rows(1)[0]["conversations"]},
+     {"chosen": []}),
+])
+def test_malformed_line_names_file_and_line(dataset_cls, good, bad, tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, good, bad, good])
+    with pytest.raises(DataError, match=rf"bad\.jsonl:3: "):
+        dataset_cls(path, tokenizer, 64)
+
+
+def test_invalid_json_line_names_file_and_line(tokenizer, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "unterminated\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken\.jsonl:2: invalid JSON"):
+        PretrainDataset(path, tokenizer, 16)
