@@ -59,7 +59,8 @@ def test_dominant_script_labels_mixed_and_letterless_text():
 def test_symbol_share_is_low_for_prose_and_high_for_junk():
     assert F.symbol_share(ZH) == 0.0
     assert F.symbol_share(EN + " (really!) \"yes\"; 3-4: ok?") == 0.0
-    assert F.symbol_share("@@##$$%%^^&& ★★★ ▓▓▓") == 1.0
+    assert F.symbol_share("@@##$$%%&& ★★★ ▓▓▓") == 1.0
+    assert F.symbol_share("12 + 30 = 42 > 40; <think>2*3</think>") == 0.0  # math and tags are not noise
     assert F.symbol_share("abc\ufffd\ufffd") == pytest.approx(2 / 5)  # replacement chars from broken decoding
     assert F.symbol_share("   ") == 0.0
 
@@ -96,6 +97,7 @@ def test_repeated_ngram_share_separates_natural_text_from_loops():
     (lambda: F.length_filter(5, 20), "twelve chars", "this text is much longer than twenty"),
     (lambda: F.length_filter(5, 20), "  fives  ", "  four  "),
     (lambda: F.script_filter(0.5, ["han"]), ZH, EN),
+    (lambda: F.script_filter(0.5, ["han"]), "12 + 30 = 42.", "abc 12"),
     (lambda: F.script_filter(0.9, ["han", "latin"]), ZH + EN, ZH + " Это строка на другом языке, совсем не нужная здесь."),
     (lambda: F.symbol_filter(0.1), EN, EN + " ##@@$$%%^^&&**||~~<<>>{{}}"),
     (lambda: F.markup_filter(0.1), EN, "<div><span class='a'>" + EN + "</span></div><br/><br/><br/>&nbsp;&nbsp;http://spam.example/x"),
@@ -266,3 +268,13 @@ def test_near_dedup_on_chinese_near_duplicates():
     assert dedup.check(sample(ZH_LONG, 1)) is None
     assert dedup.check(sample(ZH_LONG.replace("十四", "十五"), 2)) == "near duplicate of line 1"
     assert dedup.check(sample(ZH, 3)) is None
+
+
+def test_repetition_filters_judge_each_side_of_a_preference_pair_alone():
+    prompt = [{"role": "user", "content": "Describe the lazy dog."}]
+    pair = {"chosen": prompt + [{"role": "assistant", "content": EN}],
+            "rejected": prompt + [{"role": "assistant", "content": EN.replace("old oak", "young pine")}]}
+    assert F.repeated_ngram_share(F.record_text(pair)) > 0.6  # both replies together repeat each other
+    assert F.repeated_ngrams_filter(0.6).check(Sample(pair)) is None
+    looping = {"chosen": pair["chosen"], "rejected": prompt + [{"role": "assistant", "content": "lazy dog " * 20}]}
+    assert F.repeated_ngrams_filter(0.6).check(Sample(looping)) == "repeated 5-gram share 0.95 > 0.6"  # 40 of 42 units

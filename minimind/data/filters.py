@@ -73,21 +73,59 @@ def record_text(record: dict) -> str:
     raise RecordError("the record has none of the fields 'text', 'conversations', 'messages', 'chosen'+'rejected'")
 
 
-class Sample:
-    """One record on its way through the filters; its text is computed once, on first use."""
+def record_texts(record: dict) -> list[str]:
+    """The texts of a record to judge one by one: for a preference pair, the chosen and the
+    rejected conversation separately (they share most of their words, so measured together
+    every pair would look repetitive); for any other record, `[record_text(record)]`."""
+    chosen, rejected = record.get("chosen"), record.get("rejected")
+    if "text" not in record and isinstance(chosen, list) and isinstance(rejected, list):
+        return ["\n".join(_messages_text(chosen)), "\n".join(_messages_text(rejected))]
+    return [record_text(record)]
 
-    __slots__ = ("record", "location", "_text")
+
+def dedup_text(record: dict) -> str:
+    """The text deduplication compares: `record_text`, except that a conversation's system
+    message is left out — many rows share one system prompt, which would make unrelated short
+    exchanges look alike (and, for the exact check, make equal exchanges look different)."""
+    for field in ("conversations", "messages"):
+        messages = record.get(field)
+        if isinstance(messages, list):
+            return "\n".join(_messages_text([m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]))
+    return record_text(record)
+
+
+class Sample:
+    """One record on its way through the filters; its texts are computed once, on first use."""
+
+    __slots__ = ("record", "location", "_text", "_texts", "_dedup_text")
 
     def __init__(self, record: dict, location: int = 0):
         self.record = record
         self.location = location  # the line the record came from, for "duplicate of line N"
         self._text: str | None = None
+        self._texts: list[str] | None = None
+        self._dedup_text: str | None = None
 
     @property
     def text(self) -> str:
+        """All the record's text (`record_text`)."""
         if self._text is None:
             self._text = record_text(self.record)
         return self._text
+
+    @property
+    def texts(self) -> list[str]:
+        """The record's texts to judge one by one (`record_texts`)."""
+        if self._texts is None:
+            self._texts = record_texts(self.record)
+        return self._texts
+
+    @property
+    def dedup_text(self) -> str:
+        """The text deduplication compares (`dedup_text`)."""
+        if self._dedup_text is None:
+            self._dedup_text = dedup_text(self.record)
+        return self._dedup_text
 
 
 class Filter(Protocol):
@@ -186,10 +224,11 @@ def dominant_script(text: str, min_share: float = 0.8) -> str:
 
 
 # Symbols that are rare in prose but common in scraped junk: ASCII symbols other than ordinary
-# punctuation, arrows/math/box drawing/dingbats, private-use characters, the replacement
+# punctuation and the math and markdown signs (= < > + - * / ^ are fine in arithmetic and in
+# reasoning tags), arrows/box drawing/dingbats, private-use characters, the replacement
 # character left by broken decoding, control characters, emoji.
 _NOISE_RE = re.compile(
-    "[#$%&*<=>@\\[\\\\\\]^_`{|}~"
+    "[#$%&@\\[\\\\\\]_`{|}~"
     "\u2190-\u2bff"
     "\ue000-\uf8ff"
     "\ufffd"
@@ -421,10 +460,13 @@ def token_length_filter(count_tokens: Callable[[dict], int], min_tokens: int | N
 def script_filter(min_share: float, scripts=("han",)) -> FunctionFilter:
     """Keep texts whose letters are at least `min_share` in `scripts` — upstream's "keep what
     is mostly Chinese" is `script_filter(0.5, ["han"])`; a bilingual corpus that must only lose
-    foreign-script junk uses `script_filter(0.9, ["han", "latin"])`."""
+    foreign-script junk uses `script_filter(0.9, ["han", "latin"])`. A text without letters
+    (numbers, arithmetic) has no script to judge and is kept: the other filters judge it."""
     scripts = parse_scripts(scripts)
 
     def check(sample: Sample) -> str | None:
+        if letter_count(sample.text) == 0:
+            return None
         share = script_share(sample.text, scripts)
         return None if share >= min_share else f"{'+'.join(scripts)} share {share:.2f} < {min_share}"
     return FunctionFilter("script", f"{'+'.join(scripts)} share >= {min_share}", check)
@@ -447,17 +489,19 @@ def markup_filter(max_share: float) -> FunctionFilter:
 
 
 def repeated_lines_filter(max_share: float) -> FunctionFilter:
-    """Drop texts in which repeated lines exceed `max_share` of the line characters."""
+    """Drop texts in which repeated lines exceed `max_share` of the line characters (each side
+    of a preference pair judged on its own)."""
     def check(sample: Sample) -> str | None:
-        share = repeated_line_share(sample.text)
+        share = max(repeated_line_share(text) for text in sample.texts)
         return None if share <= max_share else f"repeated-line share {share:.2f} > {max_share}"
     return FunctionFilter("repeated_lines", f"repeated-line share <= {max_share}", check)
 
 
 def repeated_ngrams_filter(max_share: float, n: int = 5) -> FunctionFilter:
-    """Drop texts in which units covered by repeated n-grams exceed `max_share`."""
+    """Drop texts in which units covered by repeated n-grams exceed `max_share` (each side of a
+    preference pair judged on its own)."""
     def check(sample: Sample) -> str | None:
-        share = repeated_ngram_share(sample.text, n)
+        share = max(repeated_ngram_share(text, n) for text in sample.texts)
         return None if share <= max_share else f"repeated {n}-gram share {share:.2f} > {max_share}"
     return FunctionFilter("repeated_ngrams", f"repeated {n}-gram share <= {max_share}", check)
 
@@ -541,8 +585,8 @@ def fingerprint(text: str) -> int:
 
 
 class ExactDeduplicator:
-    """Drop a record whose normalized text (`normalize_for_dedup`; `normalize=False` compares the
-    raw text) equals that of an earlier kept record. The first copy wins."""
+    """Drop a record whose normalized text (`normalize_for_dedup` of `dedup_text`; `normalize=False`
+    compares the raw text) equals that of an earlier kept record. The first copy wins."""
 
     name = "exact_dup"
 
@@ -552,7 +596,7 @@ class ExactDeduplicator:
         self.table = FingerprintTable()
 
     def check(self, sample: Sample) -> str | None:
-        text = normalize_for_dedup(sample.text) if self.normalize else sample.text
+        text = normalize_for_dedup(sample.dedup_text) if self.normalize else sample.dedup_text
         key = fingerprint(text)
         first = self.table.get(key)
         if first is not None:
@@ -681,7 +725,7 @@ class NearDeduplicator:
         return [key or 1 for key in keys.tolist()]
 
     def check(self, sample: Sample) -> str | None:
-        keys = self.band_keys(self.hasher.signature(sample.text))
+        keys = self.band_keys(self.hasher.signature(sample.dedup_text))
         for key in keys:
             first = self.table.get(key)
             if first is not None:

@@ -233,8 +233,8 @@ def _add_clean_flags(parser):
     group.add_argument("--min-script-share", type=float, default=0.5, help="with --scripts: least share of letters in those scripts (default 0.5)")
     group.add_argument("--max-symbol-share", type=_threshold, default=0.1, help="most share of symbol noise among visible characters (default 0.1)")
     group.add_argument("--max-markup-share", type=_threshold, default=0.1, help="most share of characters in HTML tags, entities, URLs (default 0.1)")
-    group.add_argument("--max-repeated-line-share", type=_threshold, default=0.3, help="most share of characters in repeated lines (default 0.3)")
-    group.add_argument("--max-repeated-ngram-share", type=_threshold, default=0.6, help="most share of units covered by repeated n-grams (default 0.6)")
+    group.add_argument("--max-repeated-line-share", type=_threshold, default=0.4, help="most share of characters in repeated lines (default 0.4)")
+    group.add_argument("--max-repeated-ngram-share", type=_threshold, default=0.8, help="most share of units covered by repeated n-grams (default 0.8)")
     group.add_argument("--ngram-size", type=int, default=5, help="n of the repeated n-gram filter (default 5)")
 
 
