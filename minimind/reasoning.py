@@ -89,3 +89,35 @@ def score_answers(replies, references, require_think: bool = True, require_forma
         if answer is not None and normalize_answer(answer) == normalize_answer(str(reference)):
             correct += ok or not require_format
     return ReasoningScore(n=len(replies), well_formed=well_formed, correct=correct)
+
+
+def generate_replies(model, tokenizer, prompts, max_new_tokens: int = 96, open_thinking: bool = False,
+                     thinking_budget=None, batch_size: int = 64):
+    """Greedy replies of `model` to user `prompts` (one-turn chats), decoded with the tags kept.
+
+    open_thinking=True renders the prompt with `<think>\\n` already appended (the template's
+    enable_thinking), so the reply starts inside the think block; the returned text then
+    begins with that `<think>\\n`, so it parses like a reply that opened the block itself.
+    thinking_budget caps the tokens spent inside the think block (`</think>` is forced after).
+    """
+    from minimind.generate import SamplingParams, generate_batch
+    from minimind.tokenizer import THINK_START
+
+    if thinking_budget is not None and not open_thinking:
+        raise ValueError("a thinking budget needs open_thinking=True (the budget counts from <think>)")
+    params = SamplingParams.for_tokenizer(tokenizer, temperature=0.0, max_new_tokens=max_new_tokens,
+                                          thinking_budget=thinking_budget)
+    chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    prompt_ids = [tokenizer.encode_chat_prompt(chat, enable_thinking=True if open_thinking else None)
+                  for chat in chats]
+    prefix = THINK_START + "\n" if open_thinking else ""
+    was_training = model.training
+    model.eval()
+    replies = []
+    try:
+        for start in range(0, len(prompt_ids), batch_size):
+            for ids in generate_batch(model, prompt_ids[start:start + batch_size], params):
+                replies.append(prefix + tokenizer.decode(ids))
+    finally:
+        model.train(was_training)
+    return replies

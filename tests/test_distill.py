@@ -251,3 +251,33 @@ def test_distill_help_lists_the_stage_options(capsys):
     help_text = capsys.readouterr().out
     for flag in ("--teacher", "--alpha", "--temperature", "--reverse_kl"):
         assert flag in help_text
+
+
+def test_hard_label_baseline_skips_the_teacher_and_equals_plain_cross_entropy(tokenizer, tmp_path):
+    from minimind.train.distill import distillation_loss_fn
+    from minimind.train.engine import causal_lm_loss
+
+    teacher, student = _models(tokenizer.vocab_size)
+    calls = []
+    teacher.register_forward_hook(lambda *args: calls.append(1))
+    _, batch = _batch_of(tokenizer, tmp_path)
+    loss, metrics = distillation_loss_fn(teacher, alpha=1.0, temperature=4.0)(student, batch)
+    torch.testing.assert_close(loss, causal_lm_loss(student, batch)[0])
+    assert calls == [] and set(metrics) == {"ce"}
+
+
+def test_checks_accept_the_reference_and_reject_a_missing_temperature_factor(capsys):
+    from minimind.checks.distill import check_distillation_loss, check_soft_targets
+
+    check_soft_targets(lambda logits, t: torch.softmax(logits / t, dim=-1))
+    check_distillation_loss(distillation_loss)
+    assert capsys.readouterr().out.count("✓") == 2
+
+    def without_t_squared(student, teacher, labels, alpha, temperature):
+        loss, metrics = distillation_loss(student, teacher, labels, alpha, temperature)
+        return alpha * metrics["ce"] + (1 - alpha) * metrics["kl"]
+
+    with pytest.raises(AssertionError, match="T²"):
+        check_distillation_loss(without_t_squared)
+    with pytest.raises(AssertionError, match="divide the logits by T"):
+        check_soft_targets(lambda logits, t: torch.softmax(logits, dim=-1))

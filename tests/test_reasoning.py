@@ -238,3 +238,38 @@ def test_reason_help_lists_the_stage_options(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "--tag_weight" in help_text and "--loss_normalize" in help_text
+
+
+def test_generate_replies_with_a_thinking_budget_closes_the_think_block_in_time(tokenizer):
+    from minimind.config import get_config
+    from minimind.model import MiniMind
+    from minimind.reasoning import generate_replies
+
+    torch.manual_seed(0)
+    model = MiniMind(get_config("tiny", vocab_size=tokenizer.vocab_size))  # untrained: never closes on its own
+    prompts = [chat[0]["content"] for chat in REASONING_CHATS[:3]]
+    free = generate_replies(model, tokenizer, prompts, max_new_tokens=12, open_thinking=True)
+    capped = generate_replies(model, tokenizer, prompts, max_new_tokens=12, open_thinking=True, thinking_budget=3)
+    for reply_free, reply_capped in zip(free, capped):
+        assert reply_free.startswith("<think>\n") and reply_capped.startswith("<think>\n")
+        assert "</think>" not in reply_free
+        # Three free tokens inside the block, then the forced </think>.
+        ids = tokenizer.encode(reply_capped[len("<think>\n"):])
+        assert tokenizer.reasoning_tag_ids[1] in ids[:4]
+    assert model.training  # restored after generating
+    with pytest.raises(ValueError, match="open_thinking"):
+        generate_replies(model, tokenizer, prompts, thinking_budget=3)
+
+
+def test_checks_accept_the_reference_and_reject_upstreams_normalisation(capsys):
+    from minimind.checks.reasoning import check_parse_reasoning, check_reasoning_weighted_loss
+
+    check_reasoning_weighted_loss(lambda logits, labels, tags, weight: reasoning_weighted_loss(logits, labels, tags, weight))
+    check_parse_reasoning(parse_reasoning)
+    assert capsys.readouterr().out.count("✓") == 2
+    with pytest.raises(AssertionError, match="sum of the weights"):
+        check_reasoning_weighted_loss(
+            lambda logits, labels, tags, weight: reasoning_weighted_loss(logits, labels, tags, weight, "tokens"))
+    with pytest.raises(AssertionError, match="well_formed"):
+        # a parser that only checks that both blocks are closed, not their order or what surrounds them
+        check_parse_reasoning(lambda text: (*parse_reasoning(text)[:2], "</think>" in text and "</answer>" in text))
