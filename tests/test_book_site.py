@@ -99,7 +99,10 @@ def site():
     _ensure_vendored_assets()
     if _build_is_stale():
         result = subprocess.run(BUILD_COMMAND, cwd=REPO, capture_output=True, text=True)
-        assert result.returncode == 0, f"the book build failed:\n{(result.stdout + result.stderr)[-6000:]}"
+        output = result.stdout + result.stderr
+        warnings = [line for line in output.splitlines() if "WARNING" in line or "ERROR" in line]
+        assert result.returncode == 0, ("the book build failed (" + " ".join(BUILD_COMMAND[1:]) + "):\n"
+                                        + "\n".join(warnings[:40]) + "\n...\n" + output[-3000:])
     refused: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -231,6 +234,24 @@ def inspect_page(page) -> list[str]:
                         f"e.g. {math['untypeset'][:3]}")
     if math["errors"]:
         problems.append(f"TeX errors: {math['errors'][:5]}")
+    # TeX that never became a math element: `$$` inside a paragraph, an unclosed `$`, …
+    raw_tex = page.evaluate(r"""() => {
+        const skip = 'pre, code, script, style, textarea, mjx-container, .math, .highlight';
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        const found = [];
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+            if (n.parentElement.closest(skip)) continue;
+            const t = n.textContent;
+            const isMath = (e) => e && e.nodeType === 1 && e.matches('.math');
+            const dollarAgainstMath = (/\$\s*$/.test(t) && isMath(n.nextSibling))
+                || (/^\s*\$/.test(t) && isMath(n.previousSibling));
+            if (dollarAgainstMath || /\$[^$]*\\[a-zA-Z]+[^$]*\$|\$\$|\\\(|\\\[/.test(t)) {
+                found.push(t.trim().slice(0, 80));
+            }
+        }
+        return found; }""")
+    if raw_tex:
+        problems.append(f"raw TeX shown as text (not typeset): {raw_tex[:3]}")
 
     broken_images = page.evaluate("""() => [...document.images]
         .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))""")
