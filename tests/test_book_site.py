@@ -68,6 +68,34 @@ def test_toc_lists_exactly_the_chapters_that_exist():
         assert (REPO / f"{name}.md").exists() or (REPO / f"{name}.ipynb").exists(), f"_toc.yml: {name} does not exist"
 
 
+def _load(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cost_table_and_timing_script_hash_a_chapter_the_same_way(tmp_path):
+    """A row is marked stale when the hashes differ, so the two implementations must agree."""
+    import nbformat
+
+    site_extension = _load(REPO / "book" / "_ext" / "book_site.py")
+    timing_script = _load(REPO / "scripts" / "chapter_times.py")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
+                                         nbformat.v4.new_code_cell("x = 1\nprint(x)"),
+                                         nbformat.v4.new_code_cell("y = 'é'")])
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, path)
+    assert site_extension.notebook_code_sha256(path) == timing_script.code_sha256(path)
+    nb.cells[2].source = "y = 'e'"
+    nbformat.write(nb, path)
+    assert site_extension.notebook_code_sha256(path) == timing_script.code_sha256(path)
+    assert [site_extension.format_duration(s) for s in (0.4, 59.5, 60, 125.2)] == ["0 s", "1 min 00 s", "1 min 00 s",
+                                                                                  "2 min 05 s"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Build (when stale) and serve the site
 
