@@ -23,7 +23,12 @@ from minimind.train.engine import parse_overrides
 from minimind.train.pretrain import PretrainConfig
 from minimind.train.pretrain import main as pretrain_main
 from minimind.train.sft import SFTConfig
-from train_helpers import TINY_OVERRIDES, make_tokenizer, pretrain_rows, sft_rows, write_jsonl
+from train_helpers import one_thread, TINY_OVERRIDES, make_tokenizer, pretrain_rows, sft_rows, write_jsonl
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    yield from one_thread()
+
 
 STAGES = ("pretrain", "sft", "dpo", "lora", "reason", "distill")
 

@@ -52,3 +52,14 @@ def make_tokenizer(directory) -> Path:
     texts += [m["content"] for r in sft_rows(60, seed=1) for m in r["conversations"]]
     train_tokenizer(texts, vocab_size=384).save(directory)
     return Path(directory)
+
+
+def one_thread():
+    """Generator for an autouse fixture: tiny models train fastest (and identically) on one thread;
+    two threads spin-wait badly when the CPU is shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

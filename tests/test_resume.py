@@ -1,0 +1,161 @@
+"""Resume: an interrupted run continued from its checkpoint ends with the same weights, bit for bit,
+and a process killed while writing a checkpoint leaves the previous one loadable."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from minimind.checkpoint import load_model
+from minimind.config import get_config
+from minimind.datasets import PretrainDataset, collate_causal_lm
+from minimind.model import MiniMind
+from minimind.tokenizer import MiniMindTokenizer
+from minimind.train import TrainConfig, read_metrics, train
+from minimind.train.engine import RESUME_FILE, load_resume_state
+from train_helpers import one_thread, make_tokenizer, pretrain_rows, write_jsonl
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    yield from one_thread()
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    tokenizer_dir = make_tokenizer(root / "tok")
+    data = write_jsonl(root / "pretrain.jsonl", pretrain_rows(30))
+    return tokenizer_dir, data
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup, tmp_path_factory):
+    """The reference: the whole run in one go."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    return train(config_for(out), make_model(), make_dataset(setup), collate_causal_lm), out
+
+
+def make_dataset(setup):
+    tokenizer_dir, data = setup
+    return PretrainDataset(data, MiniMindTokenizer.from_pretrained(tokenizer_dir), max_seq_len=24)
+
+
+def make_model():
+    torch.manual_seed(0)
+    # dropout makes the run consume the RNG every step: resume must restore it exactly
+    return MiniMind(get_config("tiny", vocab_size=384, dropout=0.1))
+
+
+def config_for(out_dir, **changes):
+    # 2 micro-batches of 4 per step, a checkpoint every 3 steps; the run crosses epoch boundaries
+    return TrainConfig(**{"out_dir": str(out_dir), "progress": False, "max_steps": 7, "batch_size": 4,
+                          "grad_accum": 2, "save_interval": 3, "log_interval": 1, "warmup_steps": 2, **changes})
+
+
+def stop_after(step):
+    def callback(info):
+        if info.step == step:
+            raise Interrupted(f"simulated crash after step {step}")
+    return callback
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(setup, uninterrupted, tmp_path):
+    dataset = make_dataset(setup)
+    assert 2 <= len(dataset) // (4 * 2) < 5, "the run should cross an epoch boundary after a checkpoint"
+    full, full_dir = uninterrupted
+
+    with pytest.raises(Interrupted):
+        train(config_for(tmp_path / "cut"), make_model(), dataset, collate_causal_lm, callbacks=[stop_after(5)])
+    assert load_resume_state(tmp_path / "cut" / RESUME_FILE)["step"] == 3  # the last checkpoint
+    resumed = train(config_for(tmp_path / "cut", resume=True), make_model(), dataset, collate_causal_lm)
+
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    for a, b in zip(load_model(full_dir).parameters(), load_model(tmp_path / "cut").parameters()):
+        assert torch.equal(a, b)
+    # the metrics of the lost steps 4-5 were dropped and logged again by the resumed run
+    full_log, cut_log = read_metrics(full_dir / "metrics.jsonl"), read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in cut_log] == list(range(1, 8))
+    assert [r["loss"] for r in cut_log] == [r["loss"] for r in full_log]
+
+
+def test_resume_file_is_full_precision_and_loads_weights_only(uninterrupted):
+    state = torch.load(uninterrupted[1] / RESUME_FILE, weights_only=True)
+    assert all(t.dtype == torch.float32 for t in state["model"].values())
+    assert state["optimizer"]["state"] and state["step"] == 7 and len(state["rng"]) == 1
+
+
+def test_resume_refuses_a_different_batch_layout(setup, uninterrupted):
+    with pytest.raises(ValueError, match="saved with grad_accum=2, now 1"):
+        train(config_for(uninterrupted[1], resume=True, grad_accum=1), make_model(), make_dataset(setup),
+              collate_causal_lm)
+
+
+def test_resume_without_a_checkpoint_starts_fresh(setup, tmp_path):
+    dataset = make_dataset(setup)
+    fresh = train(config_for(tmp_path / "a", max_steps=2), make_model(), dataset, collate_causal_lm)
+    resumed = train(config_for(tmp_path / "b", max_steps=2, resume=True), make_model(), dataset, collate_causal_lm)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.model.parameters(), resumed.model.parameters()))
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch, safetensors.torch
+    sys.path.insert(0, {tests!r})
+    import test_resume as t
+    from minimind.train import train
+    from minimind.datasets import collate_causal_lm
+
+    target = {target!r}
+    def dies_halfway(real):
+        def write(obj, path, *args, **kwargs):
+            with open(path, "wb") as f:       # a partial file where the temp file was going
+                f.write(b"half a checkpoint")
+                f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write
+    if target == "resume":
+        torch.save = dies_halfway(torch.save)
+    else:
+        safetensors.torch.save_file = dies_halfway(safetensors.torch.save_file)
+    setup = ({tokenizer_dir!r}, {data!r})
+    train(t.config_for({out!r}, resume=True), t.make_model(), t.make_dataset(setup), collate_causal_lm)
+""")
+
+
+@pytest.mark.parametrize("target", ["resume", "weights"])
+def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(setup, uninterrupted, tmp_path, target):
+    tokenizer_dir, data = setup
+    dataset = make_dataset(setup)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):  # a checkpoint at step 3, then a crash
+        train(config_for(out), make_model(), dataset, collate_causal_lm, callbacks=[stop_after(4)])
+    weights_before = load_model(out).state_dict()
+    resume_before = (out / RESUME_FILE).read_bytes()
+
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), target=target, tokenizer_dir=str(tokenizer_dir),
+                                data=str(data), out=str(out))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == -9, result.stderr  # killed by SIGKILL inside the write at step 6
+
+    assert (out / RESUME_FILE).read_bytes() == resume_before
+    assert load_resume_state(out / RESUME_FILE)["step"] == 3
+    if target == "weights":
+        after = load_model(out).state_dict()
+        assert all(torch.equal(weights_before[k], after[k]) for k in weights_before)
+    else:
+        load_model(out)  # the new weights were complete before the resume write began
+    # and the run can still be resumed to the end, as if nothing had happened
+    finished = train(config_for(out, resume=True), make_model(), dataset, collate_causal_lm)
+    reference = uninterrupted[0]
+    assert all(torch.equal(a, b) for a, b in zip(finished.model.parameters(), reference.model.parameters()))
+    assert json.loads((out / "train_config.json").read_text())["resume"] is True
