@@ -94,10 +94,15 @@ for text in [f"{person.name} lives in {person.city}.", f"{person.name}住在{per
 # bytes. Split the corpus into *words* (a pre-tokenization step, so that merges never cross a word
 # boundary) and count each distinct word $w$ once with its frequency $n_w$. Then repeat:
 #
-# 1. count every adjacent pair of symbols, weighted by how often its word occurs,
-#    $$f(a, b) = \sum_w n_w \,\bigl|\{\, i : w_i = a,\ w_{i+1} = b \,\}\bigr| ;$$
+# 1. count every adjacent pair of symbols $(a, b)$, weighted by how often its word occurs (formula below);
 # 2. take the most frequent pair $(a^*, b^*) = \arg\max_{(a,b)} f(a,b)$ and give it a new id;
 # 3. replace every occurrence of $(a^*, b^*)$ in every word by that id, scanning left to right.
+#
+# The count of a pair is
+#
+# $$
+# f(a, b) = \sum_w n_w \,\bigl|\{\, i : w_i = a,\ w_{i+1} = b \,\}\bigr| .
+# $$
 #
 # Each merge adds one symbol to the vocabulary and, when the pair does not overlap itself, shortens
 # the corpus by exactly $f(a^*, b^*)$ symbols: $N_{k+1} = N_k - f(a^*, b^*)$. BPE is the greedy
@@ -412,8 +417,9 @@ for j, name in enumerate(names):
     ax.bar([i + j * width for i in range(len(test_texts))], [compression[key][name] for key in test_texts], width, label=name)
 ax.set_xticks([i + 0.4 - width / 2 for i in range(len(test_texts))], [f"{d}\n{lang}" for d, lang in test_texts])
 ax.set_ylabel("characters per token")
+ax.set_ylim(0, 1.25 * max(max(row.values()) for row in compression.values()))  # room for the legend
 ax.set_title("compression on held-out text")
-ax.legend(ncol=4, fontsize=8)
+ax.legend(ncol=4, fontsize=8, loc="upper right")
 plt.show()
 
 in_en, in_zh = compression[("in-domain", "en")], compression[("in-domain", "zh")]
@@ -546,7 +552,7 @@ assert from_cli.encode(held_out) == tokenizer.encode(held_out)
 # %% [markdown]
 # ## Exercises
 #
-# ```{exercise} Write `merge`
+# ```{exercise} Write merge
 # :label: ex-01-merge
 # Write `my_merge(ids, pair, new_id)` that returns a new list in which every occurrence of the
 # adjacent pair `pair` in `ids`, scanned from left to right, is replaced by `new_id`. Check it with
