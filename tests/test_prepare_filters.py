@@ -185,7 +185,7 @@ def test_fingerprint_table_behaves_like_a_dict_through_growth():
     assert len(table) == len(reference) == 5000
     assert all(table.get(key) == value for key, value in reference.items())
     assert table.get(F.fingerprint("never added")) is None
-    assert len(table.keys) >= 2 * len(table)  # at most half full
+    assert len(table) <= 0.75 * len(table.keys)  # at most three quarters full
 
 
 def test_exact_dedup_drops_later_copies_and_names_the_first():
@@ -278,3 +278,10 @@ def test_repetition_filters_judge_each_side_of_a_preference_pair_alone():
     assert F.repeated_ngrams_filter(0.6).check(Sample(pair)) is None
     looping = {"chosen": pair["chosen"], "rejected": prompt + [{"role": "assistant", "content": "lazy dog " * 20}]}
     assert F.repeated_ngrams_filter(0.6).check(Sample(looping)) == "repeated 5-gram share 0.95 > 0.6"  # 40 of 42 units
+
+
+def test_normalize_for_dedup_equals_full_nfkc():
+    texts = [ZH + "（全角）ＡＢＣ　１２３！", "ﬁne ①②", EN.upper() + "\u3000\t x", "Ｃａｆé"]
+    for text in texts:
+        expected = " ".join(unicodedata.normalize("NFKC", text).lower().split())
+        assert F.normalize_for_dedup(text) == expected

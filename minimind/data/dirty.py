@@ -174,7 +174,7 @@ def _dirty_conversation(kind: str, messages: list, rng: random.Random, serial: i
         first_user = next(index for index, message in enumerate(messages) if message["role"] == "user")
         return messages[:first_user + 1] + [dict(messages[first_user])] + messages[first_user + 1:]  # a turn doubled
     if kind == "near_dup":
-        longest = max(messages, key=lambda message: len(message["content"]))
+        longest = max((m for m in messages if m["role"] != "system"), key=lambda message: len(message["content"]))
         longest["content"] = _edit(rng, longest["content"]).strip()
         return messages
     text = reply["content"]
@@ -197,7 +197,7 @@ def make_dirty_sft(rows, dirty_fraction: float = 0.25, seed: int = 0) -> list[di
         out.append({**row, LABEL: "clean"})
         while pending is not None and pending[0] == index:
             _, kind, source = pending
-            if kind == "near_dup":  # the nearest earlier row that is long enough
+            if kind == "near_dup":  # the nearest earlier row long enough for a near copy to stay near
                 long_enough = [j for j in range(source, -1, -1) if _chars(rows[j]) >= NEAR_DUP_MIN_CHARS]
                 source = long_enough[0] if long_enough else source
             out.append({"conversations": _dirty_conversation(kind, rows[source]["conversations"], rng, len(out)),

@@ -6,12 +6,13 @@ sample or a short reason to drop it. A `Sample` wraps one record and computes it
 The measures behind the filters (`script_share`, `symbol_share`, `markup_share`,
 `repeated_line_share`, `repeated_ngram_share`) are plain functions of a string, so they can be
 tested, plotted and reused on their own. Exact and near deduplication are filters too: they
-remember what they have kept, in compact numpy hash tables (16 bytes a slot), so memory grows
-with the number of distinct records, not with their size.
+remember what they have kept, in compact numpy hash tables (16 to 32 bytes a key), so memory
+grows with the number of distinct records, not with their size.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import unicodedata
 from collections import Counter
@@ -21,6 +22,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from minimind.data.jsonl import ROLES
+
+_POLY = np.uint64(0x100000001B3)  # odd multiplier of the polynomial rolling hashes (FNV's prime)
 
 # --------------------------------------------------------------------------------------------
 # What text a record holds
@@ -303,13 +306,19 @@ def repeated_ngram_share(text: str, n: int = 5) -> float:
     units = text_units(text)
     if len(units) <= n:
         return 0.0
-    grams = list(zip(*(units[offset:] for offset in range(n))))
-    counts = Counter(grams)
-    covered = bytearray(len(units))
-    for start, gram in enumerate(grams):
-        if counts[gram] > 1:
-            covered[start:start + n] = b"\x01" * n
-    return sum(covered) / len(units)
+    # one integer per distinct unit (the first serial it met), mapped in C rather than a Python loop
+    first_seen: dict[str, int] = {}
+    ids = np.fromiter(map(first_seen.setdefault, units, itertools.count()), dtype=np.uint64, count=len(units))
+    count = len(ids) - n + 1
+    grams = np.zeros(count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for offset in range(n):  # one 64-bit polynomial hash per n-gram
+            grams = grams * _POLY + ids[offset:offset + count] + np.uint64(1)
+    _, inverse, counts = np.unique(grams, return_inverse=True, return_counts=True)
+    repeated = (counts[inverse] > 1).astype(np.int64)  # (count,): the n-gram starting here repeats
+    # unit i is covered when a repeated n-gram starts at any of i-n+1 .. i
+    covered = np.convolve(repeated, np.ones(n, dtype=np.int64))[: len(ids)] > 0
+    return float(covered.mean())
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,21 +522,25 @@ _MASK64 = (1 << 64) - 1
 
 
 class FingerprintTable:
-    """A hash table from nonzero 64-bit keys to int64 values in two numpy arrays, with linear
-    probing, at most half full: 16 bytes a slot, about 32 bytes a key — a Python dict of ints
-    needs about 100. Keys must already be well mixed (hash outputs): the low bits pick the slot."""
+    """A hash table from nonzero 64-bit keys to line numbers (below 2³²) in two numpy arrays, with
+    linear probing, grown (doubled) when more than 3/4 full: 12 bytes a slot, 16 to 32 bytes a key
+    — a Python dict of ints needs about 100. Keys must already be well mixed (hash outputs): the
+    low bits pick the slot."""
+
+    MAX_LOAD = 0.75
 
     def __init__(self, capacity: int = 1 << 12):
-        if capacity & (capacity - 1):
+        if capacity < 2 or capacity & (capacity - 1):
             raise ValueError("capacity must be a power of two")
         self.keys = np.zeros(capacity, dtype=np.uint64)
-        self.values = np.zeros(capacity, dtype=np.int64)
+        self.values = np.zeros(capacity, dtype=np.uint32)
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
 
     def _slot(self, key: int) -> int:
+        """The slot holding `key`, or the empty slot where it would go."""
         mask = len(self.keys) - 1
         slot = key & mask
         keys = self.keys
@@ -546,19 +559,22 @@ class FingerprintTable:
         """Store `value` for the nonzero `key` (replacing the value it had, if any)."""
         if not 0 < key <= _MASK64:
             raise ValueError("keys must be nonzero 64-bit integers")
+        if not 0 <= value < 2**32:
+            raise ValueError("values must fit in 32 bits")
         slot = self._slot(key)
         is_new = int(self.keys[slot]) != key
         self.keys[slot] = key
         self.values[slot] = value
         self.size += is_new
-        if 2 * self.size > len(self.keys):
+        if self.size > self.MAX_LOAD * len(self.keys):
             self._grow()
 
     def _grow(self) -> None:
         occupied = self.keys != 0
         old_keys, old_values = self.keys[occupied], self.values[occupied]
-        self.keys = np.zeros(2 * len(self.keys), dtype=np.uint64)
-        self.values = np.zeros(2 * len(self.values), dtype=np.int64)
+        capacity = 2 * len(self.keys)
+        self.keys = np.zeros(capacity, dtype=np.uint64)  # the old arrays are freed here
+        self.values = np.zeros(capacity, dtype=np.uint32)
         for key, value in zip(old_keys.tolist(), old_values.tolist()):
             slot = self._slot(key)
             self.keys[slot] = key
@@ -575,7 +591,16 @@ _WHITESPACE_RE = re.compile(r"\s+")
 def normalize_for_dedup(text: str) -> str:
     """Unicode NFKC, lowercase, whitespace runs collapsed to one space, ends stripped: copies that
     differ only in case, width (全角 vs ASCII) or spacing count as the same text."""
-    return _WHITESPACE_RE.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+    if not text.isascii():
+        # Full-width ASCII (！ to ～) and the ideographic space → ASCII, in numpy: the part of NFKC
+        # that Chinese text needs on almost every line, without NFKC's slow path.
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).copy()
+        codes[(codes >= 0xFF01) & (codes <= 0xFF5E)] -= 0xFEE0
+        codes[codes == 0x3000] = 0x20
+        text = codes.tobytes().decode("utf-32-le")
+        if not unicodedata.is_normalized("NFKC", text):  # the check is far cheaper than normalizing
+            text = unicodedata.normalize("NFKC", text)
+    return _WHITESPACE_RE.sub(" ", text.lower()).strip()
 
 
 def fingerprint(text: str) -> int:
@@ -614,15 +639,14 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint64(31))
 
 
-_POLY = np.uint64(0x100000001B3)  # odd multiplier of the polynomial rolling hash (FNV's prime)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # Shingles hashed per numpy step; bounds the (num_perm × chunk) temporary to a few MB.
 _SHINGLE_CHUNK = 2048
 
 
 def shingle_hashes(text: str, size: int = 5) -> np.ndarray:
-    """64-bit hashes of the distinct `size`-character shingles of `text` (a text shorter than
-    `size` is one shingle; an empty text has none)."""
+    """64-bit hashes of the `size`-character shingles of `text`, in order, repeats included (a
+    text shorter than `size` is one shingle; an empty text has none)."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if len(codes) == 0:
         return np.zeros(0, dtype=np.uint64)
@@ -632,7 +656,7 @@ def shingle_hashes(text: str, size: int = 5) -> np.ndarray:
     with np.errstate(over="ignore"):
         for offset in range(size):  # h = c0·P^(k-1) + c1·P^(k-2) + … + c(k-1), modulo 2^64
             hashes = hashes * _POLY + codes[offset:offset + count]
-        return np.unique(_splitmix64(hashes))
+        return _splitmix64(hashes)
 
 
 def jaccard(a: set, b: set) -> float:
@@ -660,13 +684,15 @@ class MinHasher:
     def signature(self, text: str) -> np.ndarray:
         """The (num_perm,) uint32 signature of `normalize_for_dedup(text)`'s shingles."""
         hashes = shingle_hashes(normalize_for_dedup(text), self.shingle_size)
-        signature = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+        minimum = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
+        a, b = self.a[:, None], self.b[:, None]
         with np.errstate(over="ignore"):
             for start in range(0, len(hashes), _SHINGLE_CHUNK):
-                chunk = hashes[start:start + _SHINGLE_CHUNK]
-                permuted = (self.a[:, None] * chunk[None, :] + self.b[:, None]) >> np.uint64(32)  # (P, chunk)
-                signature = np.minimum(signature, permuted.min(axis=1).astype(np.uint32))
-        return signature
+                permuted = a * hashes[None, start:start + _SHINGLE_CHUNK]  # (P, chunk)
+                permuted += b
+                np.minimum(minimum, permuted.min(axis=1), out=minimum)
+        # v >> 32 is monotone in v, so the minimum's top bits are the minimum of the top bits
+        return (minimum >> np.uint64(32)).astype(np.uint32)
 
     @staticmethod
     def estimate_jaccard(first: np.ndarray, second: np.ndarray) -> float:
@@ -700,7 +726,7 @@ def lsh_parameters(threshold: float, num_perm: int, false_positive_weight: float
 
 class NearDeduplicator:
     """Drop a record whose MinHash signature shares a band with an earlier kept record (MinHash
-    LSH). Each kept record stores `bands` 64-bit band keys (about 32 bytes each); a candidate is
+    LSH). Each kept record stores `bands` 64-bit band keys (16 to 32 bytes each); a candidate is
     treated as a duplicate without a second check, so `threshold` is where the S-curve
     `lsh_candidate_probability` crosses — records somewhat below it are sometimes dropped too."""
 

@@ -204,7 +204,7 @@ class RecordWriter:
         if self.kind in (JSONL, TEXT):
             raw = open(self._temp_path, "wb")
             # mtime=0 makes gzip output depend only on the records written.
-            self._file = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if self.path.name.lower().endswith(".gz") else raw
+            self._file = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if self.path.name.lower().endswith(".gz") else raw
             self._raw = raw
         return self
 
@@ -247,7 +247,7 @@ class RecordWriter:
                 table = pa.Table.from_pylist(self._parquet_rows)
                 self._parquet_writer = pq.ParquetWriter(self._temp_path, table.schema)
             else:
-                schema = self._parquet_writer.schema_arrow
+                schema = self._parquet_writer.schema
                 table = pa.Table.from_pylist(self._parquet_rows)
                 if not set(table.schema.names) <= set(schema.names):
                     extra = sorted(set(table.schema.names) - set(schema.names))
