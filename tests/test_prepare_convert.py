@@ -183,3 +183,14 @@ def test_sft_to_pretrain_with_packing_from_the_command_line(tmp_path, capsys):
     assert all(len(text) <= 60 for text in texts) and len(texts) < 6
     assert "".join(texts).count("I am MiniMind.") == 3
     assert "written" in capsys.readouterr().out
+
+
+def test_sharegpt_self_check_accepts_the_reference_and_rejects_a_converter_that_drops_fields():
+    from minimind.checks.data import check_sharegpt_to_minimind
+
+    check_sharegpt_to_minimind(C.sharegpt_to_minimind)
+    roles = {"human": "user", "gpt": "assistant", "system": "system"}
+    forgets_fields = lambda r: {"conversations": [{"role": roles[t["from"]], "content": t["value"]}  # noqa: E731
+                                                  for t in r["conversations"]]}
+    with pytest.raises(AssertionError, match="top-level 'system'"):
+        check_sharegpt_to_minimind(forgets_fields)

@@ -285,3 +285,16 @@ def test_normalize_for_dedup_equals_full_nfkc():
     for text in texts:
         expected = " ".join(unicodedata.normalize("NFKC", text).lower().split())
         assert F.normalize_for_dedup(text) == expected
+
+
+def test_chapter_self_checks_accept_the_reference_and_reject_mistakes(capsys):
+    from minimind.checks import data as checks
+
+    checks.check_cjk_share(F.cjk_share)
+    checks.check_lsh_probability(F.lsh_candidate_probability)
+    assert "✓ CJK share" in capsys.readouterr().out
+    share_of_all_characters = lambda text: sum("\u4e00" <= c <= "\u9fff" for c in text) / max(len(text), 1)  # noqa: E731
+    with pytest.raises(AssertionError, match="digits are not letters"):
+        checks.check_cjk_share(share_of_all_characters)
+    with pytest.raises(AssertionError, match="1 - s\\^r"):
+        checks.check_lsh_probability(lambda s, b, r: s ** (r * b))
