@@ -252,8 +252,8 @@ def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams) -> 
         for row, prompt in enumerate(prompts):
             seen[row, torch.tensor(prompt, device=device)] = True
     budget = _ThinkingBudget(prompts, params) if params.thinking_budget is not None else None
-    stop_ids = torch.tensor(params.stop_token_ids, dtype=torch.long, device=device)
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    stop_ids = set(params.stop_token_ids)
+    finished = [False] * batch_size
 
     cache = KVCache(model.config, batch_size=batch_size, max_len=total_len, dtype=dtype, device=device)
     output = model(input_ids, attention_mask=attention_mask if padded else None, cache=cache, use_cache=True,
@@ -265,14 +265,15 @@ def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams) -> 
         tokens = sample_next_token(logits, params.temperature, params.top_k, params.top_p, generator)
         if budget is not None:
             tokens = budget.override(tokens)
-        tokens = tokens.masked_fill(finished, PAD_ID)
         token_list = tokens.tolist()
+        if any(finished):  # finished rows keep decoding padding until the whole batch is done
+            token_list = [PAD_ID if done else token for token, done in zip(token_list, finished)]
+            tokens = torch.tensor(token_list, device=device)
         if budget is not None:
             budget.observe(token_list)
-        was_finished = finished.tolist() if batch_size > 1 else [False]
-        yield [None if done else token for token, done in zip(token_list, was_finished)]
-        finished = finished | torch.isin(tokens, stop_ids)
-        if step == params.max_new_tokens - 1 or bool(finished.all()):
+        yield [None if done else token for token, done in zip(token_list, finished)]
+        finished = [done or token in stop_ids for token, done in zip(token_list, finished)]
+        if step == params.max_new_tokens - 1 or all(finished):
             return
         if seen is not None:
             seen.scatter_(1, tokens[:, None], True)
