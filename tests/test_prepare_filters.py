@@ -298,3 +298,11 @@ def test_chapter_self_checks_accept_the_reference_and_reject_mistakes(capsys):
         checks.check_cjk_share(share_of_all_characters)
     with pytest.raises(AssertionError, match="1 - s\\^r"):
         checks.check_lsh_probability(lambda s, b, r: s ** (r * b))
+
+
+def test_script_patterns_only_match_letters():
+    for name, pattern in F._SCRIPT_RES.items():
+        for code in range(0x30000):  # every range in SCRIPTS lies below U+30000
+            char = chr(code)
+            if pattern.match(char):
+                assert char.isalpha(), f"{name} matches U+{code:04X}, which is not a letter"

@@ -164,10 +164,11 @@ SCRIPTS = {
     "hangul": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
 }
 SCRIPT_ALIASES = {"cjk": "han", "chinese": "han", "zh": "han", "en": "latin"}
-# A letter: a word character that is neither a digit nor the underscore. Digits, punctuation,
-# symbols and spaces belong to no script, so they neither raise nor lower a script's share.
+# A letter is a character for which `str.isalpha()` is true. Digits, punctuation, symbols and
+# spaces belong to no script, so they neither raise nor lower a script's share. In the ranges
+# above, "a word character that is neither a digit nor '_'" (the lookahead) is exactly a letter;
+# the lookahead drops the combining marks, digits and signs that some script blocks also hold.
 _LETTER = r"[^\W\d_]"
-_LETTER_RE = re.compile(_LETTER)
 _SCRIPT_RES = {name: re.compile(f"(?={_LETTER})[{chars}]") for name, chars in SCRIPTS.items()}
 
 
@@ -191,7 +192,8 @@ def _count(pattern: re.Pattern, text: str) -> int:
 
 
 def letter_count(text: str) -> int:
-    return _count(_LETTER_RE, text)
+    """How many characters of `text` are letters (`str.isalpha`)."""
+    return sum(map(str.isalpha, text))
 
 
 def script_counts(text: str) -> dict[str, int]:
