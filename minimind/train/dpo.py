@@ -285,3 +285,41 @@ def main(argv=None):
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's DPO model, cached in the zoo
+
+
+def zoo_config(**changes) -> DPOConfig:
+    """The config of the book's DPO model: `DPOConfig`'s defaults, silent."""
+    import dataclasses
+
+    return dataclasses.replace(DPOConfig(progress=False), **changes)
+
+
+def zoo_dpo_dir() -> Path:
+    """The book's SFT model aligned with DPO on the synthetic pairs (`python -m minimind.train.dpo`'s run)."""
+    import dataclasses
+
+    from minimind import zoo
+    from minimind.data.synthetic import dataset_path
+    from minimind.train.engine import RESUME_FILE
+
+    data, base, tokenizer_folder = Path(dataset_path("dpo", "train")), zoo.sft_dir(), zoo.tokenizer_dir()
+    config = zoo_config()
+
+    def build(out: Path):
+        run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), tokenizer=str(tokenizer_folder),
+                                data_path=str(data)))
+        (out / RESUME_FILE).unlink(missing_ok=True)  # for continuing a run, not part of the artefact
+
+    return zoo.get_or_build("dpo", build, zoo.fingerprint(config, data=[data], parents=[base],
+                                                         code=["minimind.train.dpo"]))
+
+
+def zoo_dpo():
+    """The book's DPO model (CPU, eval mode)."""
+    from minimind import zoo
+
+    return zoo.load(zoo_dpo_dir())

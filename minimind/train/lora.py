@@ -99,3 +99,45 @@ def main(argv=None):
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's adapters, cached in the zoo
+
+
+def zoo_config(**changes) -> LoRAConfig:
+    """The config of the book's identity adapter: `LoRAConfig`'s defaults, silent."""
+    import dataclasses
+
+    return dataclasses.replace(LoRAConfig(progress=False), **changes)
+
+
+def zoo_lora_dir(name: str = "identity") -> Path:
+    """A LoRA adapter trained on the book's SFT model: "identity" (who are you? → MiniMind) or
+    "domain" (the invented tea house). The folder holds the adapter alone."""
+    import dataclasses
+
+    from minimind import zoo
+
+    if name not in ("identity", "domain"):
+        raise ValueError(f"the zoo has LoRA adapters 'identity' and 'domain', not {name!r}")
+    data, base, tokenizer_folder = Path(dataset_path(f"lora_{name}", "train")), zoo.sft_dir(), zoo.tokenizer_dir()
+    config = zoo_config(lora_name=name)
+
+    def build(out: Path):
+        run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), tokenizer=str(tokenizer_folder),
+                                data_path=str(data)))
+        (out / RESUME_FILE).unlink(missing_ok=True)  # for continuing a run, not part of the artefact
+
+    return zoo.get_or_build(f"lora_{name}", build, zoo.fingerprint(config, data=[data], parents=[base],
+                                                                   code=["minimind.train.lora", "minimind.lora"]))
+
+
+def zoo_lora(name: str = "identity"):
+    """The book's SFT model with adapter `name` loaded and active (CPU, eval mode)."""
+    from minimind import zoo
+    from minimind.lora import load_lora
+
+    model = zoo.sft()
+    load_lora(model, zoo_lora_dir(name))
+    return model.eval()
