@@ -1,6 +1,7 @@
 """Chat: loading checkpoints (with LoRA), splitting reasoning from the answer while streaming,
 history trimming, and the `minimind chat` command line in one-shot and interactive modes."""
 import builtins
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,3 +189,22 @@ def test_cli_interactive_commands(checkpoint, capsys, monkeypatch):
 def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope"), "--prompt", "hi"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+MINIMIND2_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minimind2_tokenizer"
+
+
+@pytest.mark.skipif(not MINIMIND2_TOKENIZER.exists(), reason="MiniMind2's tokenizer files are not beside the checkout")
+def test_chat_with_an_upstream_minimind2_pth_and_its_tokenizer(tmp_path, capsys):
+    # upstream saves `{k: v.half()}` of the full state dict with plain torch.save, no config
+    upstream = tiny_model(6400, num_attention_heads=8, num_key_value_heads=2)
+    torch.save({k: v.half() for k, v in upstream.state_dict().items()}, tmp_path / "full_sft_64.pth")
+    model, tokenizer = load_chat_model(tmp_path / "full_sft_64.pth", tokenizer=MINIMIND2_TOKENIZER, device="cpu")
+    assert next(model.parameters()).dtype == torch.float32
+    ids = torch.tensor([tokenizer.encode("你好，MiniMind!")])
+    upstream.load_state_dict({k: v.half().float() for k, v in upstream.state_dict().items()})  # fp16-rounded weights
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, upstream(ids).logits, atol=1e-5)
+    assert main(["--model", str(tmp_path / "full_sft_64.pth"), "--tokenizer", str(MINIMIND2_TOKENIZER),
+                 "--device", "cpu", "--max-new-tokens", "5", "--temperature", "0", "--prompt", "你好"]) == 0
+    assert "tokens/s" in capsys.readouterr().err
