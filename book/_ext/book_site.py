@@ -121,6 +121,11 @@ class ChapterTimes(SphinxDirective):
                     f"at the start, {run.get('load_average_at_end', '?')} at the end).")
             notes += nodes.list_item("", nodes.paragraph(text=text))
         result = [table, nodes.paragraph(text="Machines the times were measured on:"), notes]
+        if any(run.get("load_average_at_start", 0) > run.get("machine", {}).get("usable_cpus", float("inf"))
+               for run in runs.values()):
+            result.append(nodes.paragraph(text=(
+                "A load average above the number of usable cores means other jobs shared the machine "
+                "during the run: those times are upper bounds.")))
         if stale_seen:
             result.append(nodes.paragraph(text="* measured on an earlier version of the chapter's code."))
         return result
