@@ -118,8 +118,26 @@ def _locked(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _one_thread():
+    """Builds run on one CPU thread: float sums then happen in the same order on every machine,
+    so an artefact (and every number a chapter prints from it) does not depend on the core count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def get_or_build(name: str, build: Callable[[Path], object], fingerprint: dict) -> Path:
-    """The folder of artefact `name`, built by `build(folder)` unless a current one is cached."""
+    """The folder of artefact `name`, built by `build(folder)` unless a current one is cached.
+
+    The build runs on one thread (see `_one_thread`), under a file lock, into a staging folder
+    that is renamed into place only when it finished.
+    """
     root = cache_dir()
     target = root / name
     key = _key_of(fingerprint)
@@ -130,7 +148,8 @@ def get_or_build(name: str, build: Callable[[Path], object], fingerprint: dict) 
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".building", dir=root))
         try:
-            build(staging)
+            with _one_thread():
+                build(staging)
             (staging / MARKER_FILE).write_text(
                 json.dumps({"name": name, "key": key, "fingerprint": fingerprint}, indent=2, default=str) + "\n",
                 encoding="utf-8")
