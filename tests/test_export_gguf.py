@@ -247,3 +247,57 @@ def test_moe_and_bad_dtype_are_refused(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         export_gguf(tiny_model(tokenizer.vocab_size), tokenizer, tmp_path / "x.gguf", dtype="q4")
     assert not (tmp_path / "moe.gguf").exists()
+
+
+GO_RENDERER = """package main
+
+import (
+	"encoding/json"
+	"os"
+	"text/template"
+)
+
+type Message struct{ Role, Content string }
+
+type Data struct {
+	System   string
+	Messages []Message
+}
+
+func main() {
+	text, _ := os.ReadFile(os.Args[1])
+	raw, _ := os.ReadFile(os.Args[2])
+	var data Data
+	if err := json.Unmarshal(raw, &data); err != nil {
+		panic(err)
+	}
+	if err := template.Must(template.New("t").Parse(string(text))).Execute(os.Stdout, data); err != nil {
+		panic(err)
+	}
+}
+"""
+
+
+@pytest.mark.skipif(__import__("shutil").which("go") is None, reason="needs Go (Ollama's template engine is Go's text/template)")
+def test_ollama_template_renders_like_our_chat_template(tokenizer, tmp_path):
+    import subprocess
+
+    from minimind.export.gguf import OLLAMA_TEMPLATE
+
+    (tmp_path / "render.go").write_text(GO_RENDERER)
+    (tmp_path / "template.tmpl").write_text(OLLAMA_TEMPLATE)
+    conversations = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b\nc"},
+         {"role": "user", "content": "你好"}],
+    ]
+    for messages in conversations:
+        # what Ollama passes: .System (the system prompt, if any) and .Messages (all of them)
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        data = {"System": system, "Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]}
+        (tmp_path / "data.json").write_text(json.dumps(data))
+        rendered = subprocess.run(["go", "run", str(tmp_path / "render.go"), str(tmp_path / "template.tmpl"),
+                                   str(tmp_path / "data.json")], capture_output=True, text=True, check=True,
+                                  cwd=tmp_path).stdout
+        assert rendered == tokenizer.apply_chat_template(messages, add_generation_prompt=True)
