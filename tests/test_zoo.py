@@ -1,0 +1,87 @@
+"""The artefact cache: build once, rebuild when the fingerprint changes, never publish a failed
+build, and never build the same artefact twice at once."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from minimind import zoo
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def counting_build(calls, text="weights"):
+    def build(out):
+        calls.append(out)
+        (out / "model.bin").write_text(text)
+    return build
+
+
+def test_artefact_is_built_once_then_reused():
+    calls = []
+    first = zoo.get_or_build("thing", counting_build(calls), {"lr": 1})
+    second = zoo.get_or_build("thing", counting_build(calls), {"lr": 1})
+    assert first == second and len(calls) == 1
+    assert (first / "model.bin").read_text() == "weights"
+    assert zoo.artefact_key(first)
+
+
+def test_a_changed_fingerprint_rebuilds_and_replaces(cache):
+    calls = []
+    old = zoo.get_or_build("thing", counting_build(calls, "old"), {"lr": 1})
+    key = zoo.artefact_key(old)
+    new = zoo.get_or_build("thing", counting_build(calls, "new"), {"lr": 2})
+    assert len(calls) == 2 and new == old and (new / "model.bin").read_text() == "new"
+    assert zoo.artefact_key(new) != key
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == ["thing"]
+
+
+def test_a_failed_build_publishes_nothing(cache):
+    def broken(out):
+        (out / "half.bin").write_text("half")
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        zoo.get_or_build("thing", broken, {"lr": 1})
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_fingerprint_ignores_paths_and_tracks_data_and_code(tmp_path):
+    from minimind.train.pretrain import PretrainConfig
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n')
+    a = zoo.fingerprint(PretrainConfig(out_dir="x", progress=False), data=[data])
+    b = zoo.fingerprint(PretrainConfig(out_dir="y", progress=True), data=[data])
+    assert a == b
+    assert zoo.fingerprint(PretrainConfig(lr=1e-4), data=[data]) != a
+    data.write_text('{"text": "b"}\n')
+    assert zoo.fingerprint(PretrainConfig(out_dir="x", progress=False), data=[data]) != a
+    assert a["code"] == zoo.code_digest(zoo.TRAINING_CODE)
+
+
+def test_two_processes_asking_at_once_build_once(cache, tmp_path):
+    log = tmp_path / "builds.log"
+    script = textwrap.dedent(f"""
+        import time
+        from minimind import zoo
+        def build(out):
+            with open({str(log)!r}, "a") as f:
+                f.write("built\\n")
+            time.sleep(2)
+            (out / "model.bin").write_text("weights")
+        print(zoo.get_or_build("shared", build, {{"lr": 1}}))
+    """)
+    env = {**os.environ, "MINIMIND_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outputs[0] == outputs[1] == str(cache / "shared")
+    assert log.read_text() == "built\n"
