@@ -18,11 +18,13 @@ from pathlib import Path
 PRETRAIN_DIRT = ("exact_dup", "near_dup", "symbol_noise", "markup", "foreign_script",
                  "repeated_lines", "repeated_ngrams", "too_short", "too_long")
 SFT_DIRT = ("exact_dup", "near_dup", "symbol_noise", "markup", "foreign_script", "repeated_ngrams",
-            "empty_conversation", "empty_message", "role_order")
+            "too_long", "empty_conversation", "empty_message", "role_order")
 LABEL = "dirt"
 # A run-on row ("too_long") is longer than this many characters; the clean synthetic rows are
 # at most a few hundred.
 TOO_LONG = 1200
+# A run-on conversation ("too_long") has more than this many characters of content.
+TOO_LONG_CONVERSATION = 600
 # Near copies of conversations are made from rows at least this long: a one-character change in
 # a 30-character chat already moves it far from its original (see the chapter's exercise).
 NEAR_DUP_MIN_CHARS = 120
@@ -153,12 +155,14 @@ def make_dirty_pretrain(texts, dirty_fraction: float = 0.25, seed: int = 0) -> l
     return rows
 
 
-def _dirty_conversation(kind: str, messages: list, rng: random.Random, serial: int) -> list:
+def _dirty_conversation(kind: str, messages: list, rng: random.Random, serial: int, others=()) -> list:
     messages = [dict(message) for message in messages]
     replies = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
     reply = messages[rng.choice(replies)] if replies else messages[-1]
     if kind == "exact_dup":
         return messages
+    if kind == "too_long":  # other conversations' turns appended: still well-formed, just long
+        return messages + [dict(message) for other in others for message in other if message["role"] != "system"]
     if kind == "empty_conversation":
         return []
     if kind == "empty_message":
@@ -200,7 +204,11 @@ def make_dirty_sft(rows, dirty_fraction: float = 0.25, seed: int = 0) -> list[di
             if kind == "near_dup":  # the nearest earlier row long enough for a near copy to stay near
                 long_enough = [j for j in range(source, -1, -1) if _chars(rows[j]) >= NEAR_DUP_MIN_CHARS]
                 source = long_enough[0] if long_enough else source
-            out.append({"conversations": _dirty_conversation(kind, rows[source]["conversations"], rng, len(out)),
+            others = []
+            while kind == "too_long" and _chars(rows[source]) + sum(map(_chars, others)) <= TOO_LONG_CONVERSATION:
+                others.append(rng.choice(rows))
+            out.append({"conversations": _dirty_conversation(kind, rows[source]["conversations"], rng, len(out),
+                                                             [other["conversations"] for other in others]),
                         LABEL: kind})
             pending = next(plan, None)
     return out

@@ -177,16 +177,10 @@ def _threshold(text: str):
 
 
 def quality_filters(args, tokenizer=None) -> list:
-    """The `clean` filters the flags ask for, cheapest and most structural first."""
+    """The `clean` filters the flags ask for: structure first (a malformed record cannot be
+    measured), then content, then length — so junk that also happens to be long is charged to
+    what is wrong with it, and tokens are only counted for records that are otherwise fine."""
     filters = [conversation_format_filter(), role_order_filter(), preference_pair_filter()]
-    if args.min_chars is not None or args.max_chars is not None:
-        filters.append(length_filter(args.min_chars, args.max_chars))
-    if args.min_tokens is not None or args.max_tokens is not None:
-        from minimind.data.stats import RecordLength
-
-        if tokenizer is None:
-            raise SystemExit("--min-tokens/--max-tokens need --tokenizer PATH (or use --min-chars/--max-chars)")
-        filters.append(token_length_filter(RecordLength(tokenizer), args.min_tokens, args.max_tokens))
     if args.scripts:
         filters.append(script_filter(args.min_script_share, args.scripts))
     if args.max_markup_share is not None:
@@ -197,6 +191,14 @@ def quality_filters(args, tokenizer=None) -> list:
         filters.append(repeated_lines_filter(args.max_repeated_line_share))
     if args.max_repeated_ngram_share is not None:
         filters.append(repeated_ngrams_filter(args.max_repeated_ngram_share, args.ngram_size))
+    if args.min_chars is not None or args.max_chars is not None:
+        filters.append(length_filter(args.min_chars, args.max_chars))
+    if args.min_tokens is not None or args.max_tokens is not None:
+        from minimind.data.stats import RecordLength
+
+        if tokenizer is None:
+            raise SystemExit("--min-tokens/--max-tokens need --tokenizer PATH (or use --min-chars/--max-chars)")
+        filters.append(token_length_filter(RecordLength(tokenizer), args.min_tokens, args.max_tokens))
     return filters
 
 
