@@ -59,6 +59,9 @@ from minimind.generate import (SamplingParams, generate, generate_batch, sample_
                                top_k_filter, top_p_filter)
 
 torch.manual_seed(0)
+# A model this small decodes one token in well under a millisecond of arithmetic: thread start-up and
+# synchronisation would cost more than they save (and make timings noisy on a shared machine).
+torch.set_num_threads(1)
 tokenizer = zoo.tokenizer()
 model = zoo.sft()  # the chat model of chapter 4 (CPU, eval mode)
 world = build_world(seed=0)
@@ -286,7 +289,7 @@ plt.show()
 # matters: a batch decodes to exactly what each prompt decodes to alone.
 
 # %%
-questions = [item.question for item in world.questions("sft", "train", "en")[:4]]
+questions = [item.prompt for item in world.questions("sft", "train", "en")[:4]]
 chat_prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": q}]) for q in questions]
 print("prompt lengths:", [len(p) for p in chat_prompts])
 batched = generate_batch(model, chat_prompts, max_new_tokens=16)
@@ -350,10 +353,10 @@ items = world.questions("sft", "reworded", "en")[:10] + world.questions("sft", "
 greedy = SamplingParams(temperature=0.0, max_new_tokens=24)
 correct = 0
 for item in items:
-    reply = stream_reply(model, tokenizer, [{"role": "user", "content": item.question}], greedy)
+    reply = stream_reply(model, tokenizer, [{"role": "user", "content": item.prompt}], greedy)
     text = "".join(piece for _, piece in reply)
     correct += is_correct(text, item.answer)
-    print(f"{'✓' if is_correct(text, item.answer) else '✗'} {item.question}  ->  {text!r}  (expected {item.answer!r})")
+    print(f"{'✓' if is_correct(text, item.answer) else '✗'} {item.prompt}  ->  {text!r}  (expected {item.answer!r})")
 print(f"exact match on {len(items)} reworded questions: {correct / len(items):.0%}")
 
 # %% [markdown]
@@ -429,7 +432,11 @@ print("server stopped")
 # transformers' own `generate` reproduces our greedy tokens exactly.
 
 # %%
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+transformers.logging.set_verbosity_error()  # keep the notebook's output to what we print
+transformers.logging.disable_progress_bar()
 
 from minimind.export.gguf import export_gguf
 from minimind.export.transformers import export_transformers
@@ -438,7 +445,7 @@ export_root = Path(tempfile.mkdtemp(prefix="minimind-export-"))
 export_transformers(model, export_root / "hf", tokenizer=tokenizer)
 hf_model = AutoModelForCausalLM.from_pretrained(export_root / "hf").eval()
 hf_tokenizer = AutoTokenizer.from_pretrained(export_root / "hf")
-print(type(hf_model).__name__, "with", sum(p.numel() for p in hf_model.parameters()) / 1e6, "M parameters")
+print(f"{type(hf_model).__name__} with {sum(p.numel() for p in hf_model.parameters()) / 1e6:.3f}M parameters")
 for q in questions[:3]:
     ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                            tokenize=True, return_dict=False)
@@ -458,8 +465,6 @@ for q in questions[:3]:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-threads = torch.get_num_threads()
-torch.set_num_threads(1)  # a tiny model gains nothing from threads; one thread makes timings steadier
 bench_prompt = list(range(10, 26))
 n_new = 200
 ours_s, hf_s = [], []
@@ -469,7 +474,6 @@ for _ in range(3):  # alternate the two contenders, keep medians
         hf_s.append(seconds(lambda: hf_model.generate(torch.tensor([bench_prompt]), attention_mask=torch.ones(1, 16, dtype=torch.long),
                                                       do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new,
                                                       pad_token_id=0), 1))
-torch.set_num_threads(threads)
 ours_rate, hf_rate = n_new / sorted(ours_s)[1], n_new / sorted(hf_s)[1]
 print(f"greedy, batch 1, {n_new} new tokens: minimind {ours_rate:.0f} tokens/s, transformers {hf_rate:.0f} tokens/s "
       f"({ours_rate / hf_rate:.2f}x)")
