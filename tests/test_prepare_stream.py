@@ -3,6 +3,7 @@ lines with file:line, atomic writes, kept + dropped == read, and a few hundred M
 a fixed memory bound."""
 import gzip
 import json
+from collections import Counter
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from minimind.data.dirty import SFT_DIRT, write_dirty_sample
 from minimind.data.io import RecordWriter, detect_format, iter_records, write_records
 from minimind.data.jsonl import DataError
 from minimind.data.prepare import Summary, main, run
@@ -120,8 +122,6 @@ def test_summary_balance_check_fails_when_a_record_is_lost():
 
 
 def test_run_charges_each_drop_to_the_first_filter_and_balances(tmp_path):
-    from minimind.data.dirty import write_dirty_sample
-
     counts = write_dirty_sample(tmp_path / "dirty.jsonl", "pretrain", clean_rows=400, seed=3)
     filters = [F.length_filter(20, 1000), F.script_filter(0.9, ["han", "latin"]), F.markup_filter(0.1),
                F.symbol_filter(0.1), F.repeated_lines_filter(0.4), F.repeated_ngrams_filter(0.8),
@@ -236,3 +236,32 @@ def test_pipeline_streams_hundreds_of_megabytes_in_bounded_memory(tmp_path):
     # loading the file would take more than FILE_MIB; streaming holds one record at a time plus
     # the dedup tables (16 to 32 bytes per kept document, and per band for near duplicates)
     assert growth_mib < GROWTH_BOUND_MIB, f"RSS grew by {growth_mib:.0f} MiB streaming {FILE_MIB} MiB"
+
+
+def test_dirty_sample_is_deterministic_by_seed(tmp_path):
+    first = write_dirty_sample(tmp_path / "a.jsonl", "sft", clean_rows=300, seed=5)
+    second = write_dirty_sample(tmp_path / "b.jsonl", "sft", clean_rows=300, seed=5)
+    write_dirty_sample(tmp_path / "c.jsonl", "sft", clean_rows=300, seed=6)
+    assert first == second
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
+    assert set(first) == {"clean", "broken_json", *SFT_DIRT}
+
+
+def test_dirty_conversations_are_caught_by_the_structure_filters(tmp_path):
+    counts = write_dirty_sample(tmp_path / "sft.jsonl", "sft", clean_rows=600, seed=2)
+    filters = [F.conversation_format_filter(), F.role_order_filter(), F.script_filter(0.9, ["han", "latin"]),
+               F.markup_filter(0.1), F.ExactDeduplicator()]
+    run(tmp_path / "sft.jsonl", tmp_path / "clean.jsonl", filters, skip_bad=True, dropped_path=tmp_path / "dropped.jsonl")
+    fate = {}
+    for row in _lines(tmp_path / "dropped.jsonl"):
+        if row["record"]:
+            fate.setdefault(row["record"]["dirt"], Counter())[row["filter"]] += 1
+    assert fate["empty_conversation"] == Counter({"conversation_format": counts["empty_conversation"]})
+    assert fate["empty_message"] == Counter({"conversation_format": counts["empty_message"]})
+    assert fate["role_order"] == Counter({"role_order": counts["role_order"]})
+    assert fate["foreign_script"] == Counter({"script": counts["foreign_script"]})
+    assert fate["markup"] == Counter({"markup": counts["markup"]})
+    assert fate["exact_dup"] == Counter({"exact_dup": counts["exact_dup"]})
+    kept = _lines(tmp_path / "clean.jsonl")
+    assert all(F.role_order_problem(row["conversations"]) is None for row in kept)
