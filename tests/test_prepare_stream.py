@@ -265,3 +265,9 @@ def test_dirty_conversations_are_caught_by_the_structure_filters(tmp_path):
     assert fate["exact_dup"] == Counter({"exact_dup": counts["exact_dup"]})
     kept = _lines(tmp_path / "clean.jsonl")
     assert all(F.role_order_problem(row["conversations"]) is None for row in kept)
+
+
+def test_unknown_script_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["clean", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), "--scripts", "klingon"])
+    assert "unknown script 'klingon'" in capsys.readouterr().err

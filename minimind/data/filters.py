@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import re
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
 

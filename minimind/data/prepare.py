@@ -176,6 +176,16 @@ def _threshold(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
+def _scripts(text: str) -> tuple:
+    """Script names for --scripts, refused with the list of known ones."""
+    from minimind.data.filters import parse_scripts
+
+    try:
+        return parse_scripts(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def quality_filters(args, tokenizer=None) -> list:
     """The `clean` filters the flags ask for: structure first (a malformed record cannot be
     measured), then content, then length — so junk that also happens to be long is charged to
@@ -230,7 +240,7 @@ def _add_clean_flags(parser):
     group.add_argument("--tokenizer", metavar="PATH", help="tokenizer directory or tokenizer.json, for token lengths")
     group.add_argument("--min-tokens", type=int, help="drop samples shorter than this many training tokens (needs --tokenizer)")
     group.add_argument("--max-tokens", type=int, help="drop samples longer than this many training tokens, chat template included (needs --tokenizer)")
-    group.add_argument("--scripts", help="comma-separated scripts to require, e.g. 'han' or 'han,latin' "
+    group.add_argument("--scripts", type=_scripts, help="comma-separated scripts to require, e.g. 'han' or 'han,latin' "
                        "(han, latin, cyrillic, greek, arabic, devanagari, thai, kana, hangul; cjk = han)")
     group.add_argument("--min-script-share", type=float, default=0.5, help="with --scripts: least share of letters in those scripts (default 0.5)")
     group.add_argument("--max-symbol-share", type=_threshold, default=0.1, help="most share of symbol noise among visible characters (default 0.1)")
