@@ -108,8 +108,8 @@ def short(text, width=90):
 # ## 2. A deliberately dirty sample
 #
 # To see what each filter does we need data whose junk we know. `minimind.data.dirty` takes 2,000
-# clean rows of the synthetic pretraining corpus and adds a quarter as much dirt again, in equal
-# shares of nine kinds: exact copies, near copies (a character in every eighty changed, spacing
+# clean rows of the synthetic pretraining corpus and adds dirty rows until they make up a quarter
+# of the sample, in equal shares of nine kinds: exact copies, near copies (a character in every eighty changed, spacing
 # altered), symbol noise, leftover HTML, lines in a foreign script, boilerplate lines repeated,
 # generation loops, fragments and run-ons. It labels every row with what was done to it (field
 # `dirt`) and adds three lines of broken JSON, as an interrupted download would leave.
