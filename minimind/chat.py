@@ -252,6 +252,17 @@ def fit_history(messages: list[dict], tokenizer, context: int, max_new_tokens: i
             rest = rest[1:]
 
 
+def plan_reply(messages: list[dict], tokenizer, context: int, max_new_tokens: int,
+               enable_thinking: bool | None = None) -> tuple[list[dict], int]:
+    """Fit a conversation into the context for interactive use: drop the oldest turns until at
+    least min(max_new_tokens, context // 2) tokens are left for the reply, then cap the reply at
+    what is left. Returns (messages, max_new_tokens); ValueError if the last message alone is too long."""
+    reserve = max(1, min(max_new_tokens, context // 2))
+    fitted = fit_history(messages, tokenizer, context, reserve, enable_thinking)
+    prompt_len = len(tokenizer.encode_chat_prompt(fitted, enable_thinking=enable_thinking))
+    return fitted, min(max_new_tokens, context - prompt_len)
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line.
 
@@ -311,7 +322,6 @@ def main(argv=None) -> int:
         print(f"minimind chat: {error}", file=sys.stderr)
         return 2
     context = model.config.max_position_embeddings
-    params = params.replace(max_new_tokens=min(params.max_new_tokens, context - 1))
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     print(f"model {args.model} ({model.num_parameters() / 1e6:.2f}M parameters) on {device} in "
           f"{str(dtype).removeprefix('torch.')}", file=sys.stderr)
@@ -352,7 +362,7 @@ def main(argv=None) -> int:
             keep = history[:1] if history[0]["role"] == "system" else []
             history = keep + history[len(keep):][-args.history:]
         try:
-            history = fit_history(history, tokenizer, context, params.max_new_tokens, thinking)
+            history, max_new_tokens = plan_reply(history, tokenizer, context, params.max_new_tokens, thinking)
         except ValueError as error:
             print(f"minimind chat: {error}", file=sys.stderr)
             history.pop()
@@ -361,7 +371,8 @@ def main(argv=None) -> int:
             return 2
         if interactive:
             sys.stdout.write("minimind> ")
-        reply = stream_reply(model, tokenizer, history, params, enable_thinking=thinking)
+        reply = stream_reply(model, tokenizer, history, params.replace(max_new_tokens=max_new_tokens),
+                             enable_thinking=thinking)
         try:
             _print_reply(reply, sys.stdout, show_reasoning_header=True)
         except KeyboardInterrupt:

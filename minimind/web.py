@@ -37,7 +37,7 @@ def app() -> None:
     """The Streamlit script: one run per user interaction, state in `st.session_state`."""
     import streamlit as st
 
-    from minimind.chat import fit_history, load_chat_model, stream_reply
+    from minimind.chat import load_chat_model, plan_reply, stream_reply
     from minimind.generate import SamplingParams
 
     @st.cache_resource(show_spinner="Loading the model…")
@@ -78,11 +78,10 @@ def app() -> None:
         st.markdown(question)
 
     context = model.config.max_position_embeddings
-    max_new_tokens = min(max_new_tokens, context - 1)
     history = [{"role": m["role"], "content": m["content"]} for m in messages]
     with st.chat_message("assistant"):
         try:
-            history = fit_history(history, tokenizer, context, max_new_tokens, thinking)
+            history, max_new_tokens = plan_reply(history, tokenizer, context, max_new_tokens, thinking)
         except ValueError as error:
             st.error(str(error))
             messages.pop()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minimind.chat import ThinkingSplitter, fit_history, load_chat_model, main, stream_reply
+from minimind.chat import ThinkingSplitter, fit_history, load_chat_model, main, plan_reply, stream_reply
 from minimind.generate import SamplingParams, generate
 from inference_helpers import save_tiny_checkpoint, tiny_model, tiny_tokenizer
 
@@ -208,3 +208,19 @@ def test_chat_with_an_upstream_minimind2_pth_and_its_tokenizer(tmp_path, capsys)
     assert main(["--model", str(tmp_path / "full_sft_64.pth"), "--tokenizer", str(MINIMIND2_TOKENIZER),
                  "--device", "cpu", "--max-new-tokens", "5", "--temperature", "0", "--prompt", "你好"]) == 0
     assert "tokens/s" in capsys.readouterr().err
+
+
+def test_plan_reply_caps_the_reply_to_the_context_left(checkpoint):
+    _, _, tokenizer = checkpoint
+    messages = [{"role": "user", "content": "Who are you?"}]
+    prompt_len = len(tokenizer.encode_chat_prompt(messages))
+    context = prompt_len + 60  # room for 60 new tokens, more than half the context
+    kept, max_new = plan_reply(messages, tokenizer, context=context, max_new_tokens=512)
+    assert kept == messages and max_new == 60
+    kept, max_new = plan_reply(messages, tokenizer, context=1024, max_new_tokens=64)
+    assert max_new == 64
+    long = [{"role": "user", "content": "x " * 200}, {"role": "assistant", "content": "y"}] + messages
+    kept, max_new = plan_reply(long, tokenizer, context=context, max_new_tokens=512)
+    assert kept == messages and max_new == 60
+    with pytest.raises(ValueError, match="context"):
+        plan_reply(messages, tokenizer, context=prompt_len + 10, max_new_tokens=512)
