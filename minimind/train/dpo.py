@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -279,7 +280,8 @@ def main(argv=None):
     result = run(config)
     last = result.records[-1] if result.records else {}
     summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "reward_margin", "preference_accuracy") if k in last)
-    print(f"DPO done: {result.steps} steps, {summary}" + (f"; saved to {result.out_dir}" if result.out_dir else ""))
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary
+        print(f"DPO done: {result.steps} steps, {summary}" + (f"; saved to {result.out_dir}" if result.out_dir else ""))
     return 0
 
 

@@ -12,6 +12,7 @@ base model with :func:`minimind.lora.load_lora`, or merge it for export.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -91,9 +92,10 @@ def main(argv=None):
     result = run(config)
     trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in result.model.parameters())
-    print(f"LoRA done: {result.steps} steps, final loss {result.final_loss:.4f}, "
-          f"{trainable:,} of {total:,} parameters trained ({100 * trainable / total:.2f}%)"
-          + (f"; adapter saved to {result.out_dir}" if result.out_dir else ""))
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary
+        print(f"LoRA done: {result.steps} steps, final loss {result.final_loss:.4f}, "
+              f"{trainable:,} of {total:,} parameters trained ({100 * trainable / total:.2f}%)"
+              + (f"; adapter saved to {result.out_dir}" if result.out_dir else ""))
     return 0
 
 
