@@ -33,6 +33,7 @@ class LoRALinear(nn.Linear):
         self.lora_scaling: dict[str, float] = {}
         self.active_adapter: str | None = None
         self.merged_adapter: str | None = None  # the adapter whose B·A is currently inside `weight`
+        self._weight_before_merge: torch.Tensor | None = None  # so that unmerging restores W exactly
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "LoRALinear":
@@ -63,9 +64,12 @@ class LoRALinear(nn.Linear):
         return (self.lora_B[name] @ self.lora_A[name]) * self.lora_scaling[name]
 
     def merge(self) -> None:
+        """Fold the active adapter into `weight`. A copy of the unmerged weight is kept (outside the
+        state dict) so that `unmerge` gives back W bit for bit: W + ΔW − ΔW is not W in floating point."""
         if self.active_adapter is None or self.merged_adapter is not None:
             return
         with torch.no_grad():
+            self._weight_before_merge = self.weight.detach().clone()
             self.weight += self.delta_weight(self.active_adapter).to(self.weight.dtype)
         self.merged_adapter = self.active_adapter
 
@@ -73,7 +77,8 @@ class LoRALinear(nn.Linear):
         if self.merged_adapter is None:
             return
         with torch.no_grad():
-            self.weight -= self.delta_weight(self.merged_adapter).to(self.weight.dtype)
+            self.weight.copy_(self._weight_before_merge)
+        self._weight_before_merge = None
         self.merged_adapter = None
 
     def set_active(self, name: str | None) -> None:
@@ -158,13 +163,16 @@ def set_active_adapter(model: nn.Module, name: str | None) -> None:
 
 
 def merge_lora(model: nn.Module) -> None:
-    """Fold the active adapter into the base weights: same outputs, no extra matmuls at inference."""
+    """Fold the active adapter into the base weights: same outputs, no extra matmuls at inference.
+
+    Each merged layer keeps a copy of its unmerged weight for an exact `unmerge_lora`; to drop it
+    (and the adapters) for export, follow with `unload_lora`."""
     for layer in lora_layers(model).values():
         layer.merge()
 
 
 def unmerge_lora(model: nn.Module) -> None:
-    """Take a merged adapter back out of the base weights (exact up to float rounding)."""
+    """Take a merged adapter back out of the base weights, restoring them exactly."""
     for layer in lora_layers(model).values():
         layer.unmerge()
 
