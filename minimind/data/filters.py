@@ -262,8 +262,8 @@ _MARKUP_RE = re.compile(
 def markup_share(text: str) -> float:
     """Share of the characters of `text` inside HTML/XML tags, HTML entities and URLs
     (`<think>`, `<answer>` and the tool tags are not counted: they are the book's own format)."""
-    if not text:
-        return 0.0
+    if not text or not ("<" in text or "&" in text or "://" in text or "www." in text):
+        return 0.0  # nothing any markup pattern could match: skip the regex scan
     return sum(len(match) for match in _MARKUP_RE.findall(text)) / len(text)
 
 
@@ -520,13 +520,14 @@ def repeated_ngrams_filter(max_share: float, n: int = 5) -> FunctionFilter:
 # Deduplication
 
 _MASK64 = (1 << 64) - 1
+_REHASH_CHUNK = 1 << 16
 
 
 class FingerprintTable:
     """A hash table from nonzero 64-bit keys to line numbers (below 2³²) in two numpy arrays, with
     linear probing, grown (doubled) when more than 3/4 full: 12 bytes a slot, 16 to 32 bytes a key
-    — a Python dict of ints needs about 100. Keys must already be well mixed (hash outputs): the
-    low bits pick the slot."""
+    (half as much again while it doubles) — a Python dict of ints needs about 100. Keys must
+    already be well mixed (hash outputs): the low bits pick the slot."""
 
     MAX_LOAD = 0.75
 
@@ -571,15 +572,18 @@ class FingerprintTable:
             self._grow()
 
     def _grow(self) -> None:
-        occupied = self.keys != 0
-        old_keys, old_values = self.keys[occupied], self.values[occupied]
-        capacity = 2 * len(self.keys)
-        self.keys = np.zeros(capacity, dtype=np.uint64)  # the old arrays are freed here
-        self.values = np.zeros(capacity, dtype=np.uint32)
-        for key, value in zip(old_keys.tolist(), old_values.tolist()):
-            slot = self._slot(key)
-            self.keys[slot] = key
-            self.values[slot] = value
+        old_keys, old_values = self.keys, self.values
+        self.keys = np.zeros(2 * len(old_keys), dtype=np.uint64)
+        self.values = np.zeros(2 * len(old_values), dtype=np.uint32)
+        # Re-insert chunk by chunk: Python ints for a whole large table would cost far more
+        # memory than the table itself.
+        for start in range(0, len(old_keys), _REHASH_CHUNK):
+            keys, values = old_keys[start:start + _REHASH_CHUNK], old_values[start:start + _REHASH_CHUNK]
+            occupied = keys != 0
+            for key, value in zip(keys[occupied].tolist(), values[occupied].tolist()):
+                slot = self._slot(key)
+                self.keys[slot] = key
+                self.values[slot] = value
 
     @property
     def nbytes(self) -> int:
