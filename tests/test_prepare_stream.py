@@ -271,3 +271,17 @@ def test_unknown_script_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["clean", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), "--scripts", "klingon"])
     assert "unknown script 'klingon'" in capsys.readouterr().err
+
+
+def test_stats_stops_at_a_bad_line_unless_told_to_skip_and_count_it(tmp_path, capsys):
+    from minimind.data.stats import collect_stats
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "abc"}\n{"text": \n{"messages": []}\n{"text": "de"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=":2: invalid JSON"):
+        collect_stats(path)
+    report = collect_stats(path, skip_bad=True)
+    assert report.count == 2 and len(report.skipped) == 2
+    assert ":3: not a MiniMind record" in report.skipped[1]
+    assert main(["stats", str(path), "--skip-bad"]) == 0
+    assert "skipped 2 malformed line(s)" in capsys.readouterr().out

@@ -227,6 +227,8 @@ def _add_io_flags(parser, with_output=True):
         parser.add_argument("output", help="output file (.jsonl, .txt or .parquet, optionally .gz), written atomically")
         parser.add_argument("--dropped", metavar="FILE", help="also write every dropped record, with its line, filter and reason, to this jsonl")
         parser.add_argument("--skip-bad", action="store_true", help="count malformed lines as dropped (bad_input) instead of stopping")
+    else:
+        parser.add_argument("--skip-bad", action="store_true", help="count and report malformed lines instead of stopping")
     parser.add_argument("--text-unit", choices=("line", "paragraph"), default="line",
                         help="for .txt files: one document per line (default) or per blank-line-separated paragraph")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -321,7 +323,8 @@ def _run_command(args, progress: bool) -> int:
 
     tokenizer = load_tokenizer(args.tokenizer) if getattr(args, "tokenizer", None) else None
     if args.command == "stats":
-        report = collect_stats(args.input, tokenizer, args.max_seq_len, progress=progress, text_unit=args.text_unit)
+        report = collect_stats(args.input, tokenizer, args.max_seq_len, progress=progress, text_unit=args.text_unit,
+                               skip_bad=args.skip_bad)
         print(report.format())
         if args.out:
             for path in report.save(args.out).values():

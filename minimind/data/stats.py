@@ -89,6 +89,7 @@ class StatsReport:
     lengths: np.ndarray
     kinds: dict = field(default_factory=dict)
     scripts: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # the errors of malformed lines skipped, if any
 
     @property
     def count(self) -> int:
@@ -116,6 +117,7 @@ class StatsReport:
         return {
             "path": self.path,
             "count": self.count,
+            "skipped_lines": len(self.skipped),
             "kinds": dict(self.kinds),
             "chars": self._describe(self.char_lengths),
             "length_unit": self.unit,
@@ -142,6 +144,8 @@ class StatsReport:
                          f"padding {numbers['padding_share']:.1%} of a padded batch")
         if self.unit == "chars":
             lines.append("  (no tokenizer: lengths are characters, which overstate tokens)")
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} malformed line(s); first: {self.skipped[0]}")
         return "\n".join(lines)
 
     def plot(self, axes=None):
@@ -231,16 +235,27 @@ class StatsCollector:
 
 
 def collect_stats(path, tokenizer=None, max_seq_lens=(512,), *, progress: bool = False,
-                  text_unit: str = "line") -> StatsReport:
-    """Stream `path` (jsonl, text or parquet) once and return its `StatsReport`. A record that is
-    not in a MiniMind schema raises `DataError` naming the file and line."""
+                  text_unit: str = "line", skip_bad: bool = False) -> StatsReport:
+    """Stream `path` (jsonl, text or parquet) once and return its `StatsReport`. A malformed line,
+    or a record that is not in a MiniMind schema, raises `DataError` naming the file and line;
+    with `skip_bad` it is counted in the report's `skipped` instead."""
     from minimind.data.io import iter_records
     from minimind.data.jsonl import DataError
 
     collector = StatsCollector(tokenizer, max_seq_lens, path=str(path))
-    for line, record in iter_records(path, text_unit=text_unit, progress=progress, desc="stats"):
+    skipped = []
+
+    def skip(line, error):
+        skipped.append(str(error))
+
+    for line, record in iter_records(path, text_unit=text_unit, progress=progress, desc="stats",
+                                     on_bad=skip if skip_bad else None):
         try:
             collector.add(record)
         except RecordError as error:
-            raise DataError(f"{path}:{line}: {error}") from None
-    return collector.report()
+            if not skip_bad:
+                raise DataError(f"{path}:{line}: {error}") from None
+            skip(line, DataError(f"{path}:{line}: {error}"))
+    report = collector.report()
+    report.skipped = skipped
+    return report
