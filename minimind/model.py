@@ -336,7 +336,8 @@ class MiniMindModel(nn.Module):
         elif position_ids.dim() == 1:
             position_ids = position_ids[None]
         position_ids = position_ids.expand(B, T)
-        if int(position_ids.max()) >= self.rope_cos.size(0):
+        # (a host sync, skipped while torch.compile traces the graph)
+        if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.rope_cos.size(0):
             raise ValueError(
                 f"position {int(position_ids.max())} is beyond max_position_embeddings "
                 f"{self.rope_cos.size(0)}; use a config with a longer context (or rope_scaling)"
