@@ -9,11 +9,10 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
     Token-level mean over every supervised position of the batch, as upstream MiniMind.
     logits: (B, T, V); labels: (B, T) with `ignore_index` where nothing is supervised.
     """
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-        labels[:, 1:].reshape(-1),
-        ignore_index=ignore_index,
-    )
+    # Shift the (small) labels rather than the (B, T, V) logits: slicing the logits would copy
+    # them, which costs as much memory as the logits themselves.
+    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index)
 
 
 def reasoning_weighted_loss(

@@ -182,19 +182,22 @@ class Attention(nn.Module):
             k, v = cache.update(layer, k, v)  # (B, KV, S, d), past keys first
         S = k.size(2)
         group = self.num_heads // self.num_kv_heads
-        k = k.repeat_interleave(group, dim=1)  # (B, H, S, d)
-        v = v.repeat_interleave(group, dim=1)
         dropout = self.dropout if self.training else 0.0
 
         if self.flash and not return_weights:
+            # enable_gqa lets the kernel read each KV head for its whole query group, so the
+            # (B, H, S, d) copies that repeat_interleave would make are never materialised
+            gqa = group > 1
             if mask is None and T == S:
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
             else:
                 if mask is None:
                     mask = causal_mask(T, S, x.device)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
             weights = None
         else:
+            k = k.repeat_interleave(group, dim=1)  # (B, H, S, d): query head j reads KV head j // group
+            v = v.repeat_interleave(group, dim=1)
             if mask is None:
                 mask = causal_mask(T, S, x.device)
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
