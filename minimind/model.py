@@ -190,6 +190,8 @@ class Attention(nn.Module):
             gqa = group > 1
             if mask is None and T == S:
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
+            elif mask is None and T == 1:  # one decoding step sees every key: no mask to build
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, enable_gqa=gqa)
             else:
                 if mask is None:
                     mask = causal_mask(T, S, x.device)
