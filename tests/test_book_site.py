@@ -6,7 +6,9 @@ table of contents is opened in Debian's Chromium driven by Playwright (no browse
 Each page must: typeset all its math (MathJax CHTML), load every image, render every widget
 from its stored state, request nothing that fails and nothing from any host but 127.0.0.1,
 raise no JavaScript error, show its download button (and, for a chapter, its Colab launch
-button), and link only to pages and anchors that exist. The search page must find a chapter.
+button), and link only to pages and anchors that exist. A chapter must also be a course unit
+(objectives, estimated time, numbered exercises with collapsed solutions, self-checks, summary,
+further reading). The search page must find a chapter.
 A full-page screenshot of every page is saved in _build/screenshots/ for people to look at.
 """
 from __future__ import annotations
@@ -339,6 +341,40 @@ def check_buttons(page, docname: str) -> list[str]:
     return problems
 
 
+def check_course_structure(page, docname: str) -> list[str]:
+    """A chapter is a course unit: objectives and time up front, ≥3 numbered exercises whose
+    solutions start collapsed, self-checks from minimind.checks, a summary and further reading."""
+    if not docname.startswith("chapters/"):
+        return []
+    problems = []
+    chapter = int(Path(docname).name.split("_")[0])
+    found = page.evaluate("""() => ({
+        text: document.querySelector('main').innerText,
+        headings: [...document.querySelectorAll('main h2')].map(h => h.textContent.replace(/[#¶]/g, '').trim()),
+        exercises: [...document.querySelectorAll('.exercise > .admonition-title')].map(t => t.textContent.trim()),
+        solutions: [...document.querySelectorAll('.solution')].map(s => ({
+            collapsed: s.classList.contains('toggle-hidden') &&
+                [...s.children].slice(1).every(c => c.getBoundingClientRect().height === 0)})) })""")
+    for phrase in ("Learning objectives", "Estimated time"):
+        if phrase not in found["text"]:
+            problems.append(f"no '{phrase}' near the top")
+    for heading in ("Exercises", "Summary", "Further reading"):
+        if not any(h.startswith(heading) for h in found["headings"]):
+            problems.append(f"no '{heading}' section")
+    if len(found["exercises"]) < 3:
+        problems.append(f"{len(found['exercises'])} exercises (at least 3 wanted)")
+    wrong_numbers = [t for t in found["exercises"] if not re.match(rf"Exercise {chapter}\.\d+\b", t)]
+    if wrong_numbers:
+        problems.append(f"exercises not numbered {chapter}.k: {wrong_numbers[:3]}")
+    if len(found["solutions"]) < len(found["exercises"]):
+        problems.append(f"{len(found['exercises'])} exercises but {len(found['solutions'])} solutions")
+    if not all(s["collapsed"] for s in found["solutions"]):
+        problems.append("a solution is not collapsed (use `:class: dropdown`)")
+    if "minimind.checks" not in (REPO / f"{docname}.ipynb").read_text(encoding="utf-8"):
+        problems.append("no self-check from minimind.checks is demonstrated")
+    return problems
+
+
 @pytest.mark.parametrize("docname", PAGES)
 def test_page_renders_offline_without_errors(site, browser, docname):
     base_url, refused = site
@@ -349,6 +385,7 @@ def test_page_renders_offline_without_errors(site, browser, docname):
         problems = _wait_until_settled(page)
         problems += inspect_page(page)
         problems += check_buttons(page, docname)
+        problems += check_course_structure(page, docname)
         problems += check_internal_links(page, url)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(_screenshot_path(docname)), full_page=True)

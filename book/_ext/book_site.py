@@ -8,11 +8,15 @@
    run, rendered from book/chapter_times.json, which scripts/chapter_times.py writes from
    timed nbval runs. One row per chapter in _toc.yml; a chapter whose code changed since
    it was timed is marked, one never timed says so.
+3. `number_exercises_by_chapter`: sphinx-exercise numbers exercises through the whole book
+   (chapter 2's first exercise would be "Exercise 10"). A course assigns "exercise 2.3", so
+   exercises in chapters/NN_*.ipynb are numbered NN.1, NN.2, … in page order.
 
-tests/test_book_site.py opens every page in headless Chromium and checks both.
+tests/test_book_site.py opens every page in headless Chromium and checks them.
 """
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -39,6 +43,22 @@ def drop_repeated_scripts(app, pagename, templatename, context, doctree):
             seen.add(key)
             unique.append(script)
     scripts[:] = unique  # in place: Sphinx restores the shared list after the page
+
+
+CHAPTER_DOCNAME = re.compile(r"chapters/(\d+)_")
+
+
+def number_exercises_by_chapter(app, env):
+    """Renumber each chapter's exercises NN.1, NN.2, … (after Sphinx has assigned book-wide numbers)."""
+    for docname, numbers_by_type in env.toc_fignumbers.items():
+        match = CHAPTER_DOCNAME.match(docname)
+        exercises = numbers_by_type.get("exercise")
+        if not match or not exercises:
+            continue
+        chapter = int(match.group(1))
+        in_page_order = sorted(exercises, key=lambda node_id: exercises[node_id])
+        numbers_by_type["exercise"] = {node_id: (chapter, i) for i, node_id in enumerate(in_page_order, start=1)}
+    return []
 
 
 def format_duration(seconds):
@@ -145,4 +165,6 @@ def setup(app):
     app.add_directive("chapter-times", ChapterTimes)
     # After every other html-page-context handler, so scripts added per page are seen too.
     app.connect("html-page-context", drop_repeated_scripts, priority=900)
+    # After Sphinx's TocTreeCollector (priority 500) has assigned the book-wide numbers.
+    app.connect("env-get-updated", number_exercises_by_chapter, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
