@@ -1,49 +1,19 @@
 """Saving and loading weights: safetensors + config.json written atomically, and imports of
 upstream MiniMind2 `.pth` files and transformers-format folders, always with strict key checks."""
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from minimind.config import CONFIG_FILE, MiniMindConfig
+from minimind.files import atomic_save_bytes, atomic_write  # noqa: F401 (re-exported)
 from minimind.model import MiniMind
 
 WEIGHTS_FILE = "model.safetensors"
 # prefixes added by DistributedDataParallel and torch.compile; they are not part of the layout
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def atomic_write(path, write_fn: Callable[[str], None]) -> Path:
-    """Call `write_fn(temp_path)` to write a temporary file beside `path`, then rename it over
-    `path`: a reader sees either the old file or the complete new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(temp)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    return path
-
-
-def atomic_save_bytes(path, data: bytes) -> Path:
-    """Write `data` to `path` atomically."""
-
-    def write(temp):
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    return atomic_write(path, write)
 
 
 def save_model(model: MiniMind, out_dir, dtype: Optional[torch.dtype] = None) -> Path:

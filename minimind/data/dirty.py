@@ -220,7 +220,7 @@ def write_dirty_sample(path, kind: str = "pretrain", clean_rows: int = 2000, dir
     `clean_rows` rows drawn from its train split, dirty rows added, and `broken_lines` lines of
     invalid JSON at seeded positions. Returns the count of rows per `dirt` label (the broken
     lines as 'broken_json')."""
-    from minimind.data.io import write_file_atomically
+    from minimind.files import atomic_write
     from minimind.data.jsonl import read_jsonl
     from minimind.data.synthetic import dataset_path
 
@@ -239,7 +239,7 @@ def write_dirty_sample(path, kind: str = "pretrain", clean_rows: int = 2000, dir
         line = lines[rng.randrange(len(lines))]
         lines.insert(position, line[: rng.randint(5, min(40, len(line) - 1))])
     data = ("\n".join(lines) + "\n").encode("utf-8")
-    write_file_atomically(path, lambda temp: Path(temp).write_bytes(data))
+    atomic_write(path, lambda temp: Path(temp).write_bytes(data))
     counts = Counter(row[LABEL] for row in rows)
     if broken_lines:
         counts["broken_json"] = broken_lines

@@ -294,20 +294,3 @@ def write_records(path, records, *, text_unit: str = "line") -> int:
     return writer.count
 
 
-def write_file_atomically(path, write_fn: Callable[[str], None]) -> Path:
-    """Call `write_fn(temp_path)`, then rename the temporary file over `path` (removed on error).
-
-    The same contract as `minimind.checkpoint.atomic_write`, kept here so that the data tools,
-    which stream multi-GB corpora under a memory bound, never import torch.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write_fn(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from minimind.data.filters import RecordError, dominant_script, record_text
-from minimind.data.io import write_file_atomically
+from minimind.files import atomic_write
 
 PERCENTILES = (50, 90, 99)
 
@@ -190,7 +190,7 @@ class StatsReport:
         paths = {"json": out_dir / "stats.json", "chars": out_dir / "char_lengths.png",
                  "lengths": out_dir / "training_lengths.png", "scripts": out_dir / "scripts.png"}
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"
-        write_file_atomically(paths["json"], lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+        atomic_write(paths["json"], lambda temp: Path(temp).write_text(text, encoding="utf-8"))
         panels = {
             "chars": lambda ax: self.plot_histogram(ax, self.char_lengths, "characters per sample", "characters"),
             "lengths": lambda ax: self.plot_histogram(ax, self.lengths, f"training {self.unit} per sample",
@@ -200,7 +200,7 @@ class StatsReport:
         for name, draw in panels.items():
             figure = Figure(figsize=(6, 4), layout="constrained")
             draw(figure.subplots())
-            write_file_atomically(paths[name], lambda temp: figure.savefig(temp, format="png", dpi=100))
+            atomic_write(paths[name], lambda temp: figure.savefig(temp, format="png", dpi=100))
         return paths
 
 

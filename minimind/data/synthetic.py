@@ -666,7 +666,7 @@ def _jsonl_bytes(rows: List[dict]) -> bytes:
 def write_datasets(out_dir, seed: int = 0) -> Dict[str, Path]:
     """Write every `{name}_{split}.jsonl` and a README.md describing them into `out_dir`.
     Same seed → byte-identical files. Returns {"name_split": path}."""
-    from minimind.checkpoint import atomic_write
+    from minimind.files import atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
