@@ -241,18 +241,26 @@ def sft_config(**changes):
     return dataclasses.replace(SFTConfig(progress=False), **changes)
 
 
-def sft_dir() -> Path:
-    """The pretrained model fine-tuned on the synthetic Q&As (`python -m minimind.train.sft`'s run)."""
+def _sft_artefact(name: str, config) -> Path:
     from minimind.train.sft import run
 
     data, base = _synthetic("sft"), pretrained_dir()
-    config = sft_config()
 
     def build(out: Path):
         run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), data_path=str(data)))
         _drop_resume_file(out)
 
-    return get_or_build("sft", build, fingerprint(config, data=[data], parents=[base], code=["minimind.train.sft"]))
+    return get_or_build(name, build, fingerprint(config, data=[data], parents=[base], code=["minimind.train.sft"]))
+
+
+def sft_dir() -> Path:
+    """The pretrained model fine-tuned on the synthetic Q&As (`python -m minimind.train.sft`'s run)."""
+    return _sft_artefact("sft", sft_config())
+
+
+def sft_all_tokens_dir() -> Path:
+    """Chapter 4's ablation: the same SFT run with the loss on every token, prompts included."""
+    return _sft_artefact("sft_all_tokens", sft_config(supervise_all=True))
 
 
 def sft():
