@@ -70,6 +70,13 @@ def test_cli_parses_types_and_bare_boolean_flags():
     assert (config.resume, config.packing, config.lr, config.max_steps) == (True, False, 1e-4, 7)
 
 
+def test_upstream_preset_brings_upstream_defaults_but_the_command_line_wins():
+    config = parse_config(PretrainConfig, ["--preset", "minimind2-small", "--lr", "1e-4"])
+    assert (config.max_seq_len, config.batch_size, config.grad_accum, config.epochs, config.max_steps) == (340, 32, 8, 1, 0)
+    assert config.lr == 1e-4 and config.packing is False
+    assert parse_config(PretrainConfig, ["--preset", "book"]) == PretrainConfig()
+
+
 def test_cli_rejects_bad_values():
     with pytest.raises(SystemExit):
         parse_config(TrainConfig, ["--schedule", "linear"])

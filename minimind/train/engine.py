@@ -135,6 +135,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def preset_defaults(cls, preset: str) -> dict:
+        """Defaults that change with `--preset` (stages override this; the command line wins)."""
+        return {}
+
 
 # ---------------------------------------------------------------------------------------------
 # The command line, generated from the dataclass
@@ -149,7 +154,7 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def build_cli(config_cls: type, description: Optional[str] = None) -> argparse.ArgumentParser:
+def build_cli(config_cls: type, description: Optional[str] = None, _defaults: bool = True) -> argparse.ArgumentParser:
     """An argparse parser with one `--field` per dataclass field, its help and its default."""
     parser = argparse.ArgumentParser(
         description=description or (config_cls.__doc__ or "").strip(),
@@ -159,12 +164,13 @@ def build_cli(config_cls: type, description: Optional[str] = None) -> argparse.A
     for f in dataclasses.fields(config_cls):
         kind = hints[f.name]
         help_text = f.metadata.get("help") or f.name.replace("_", " ")
+        default = f.default if _defaults else argparse.SUPPRESS
         if kind is bool:
             # `--resume` alone means true; `--resume false` is also accepted
             parser.add_argument(f"--{f.name}", type=_parse_bool, nargs="?", const=True,
-                                default=f.default, metavar="BOOL", help=help_text)
+                                default=default, metavar="BOOL", help=help_text)
         elif kind in (int, float, str):
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default,
+            parser.add_argument(f"--{f.name}", type=kind, default=default,
                                 choices=f.metadata.get("choices"), help=help_text)
         else:
             raise TypeError(f"{config_cls.__name__}.{f.name}: CLI fields must be bool, int, float or str")
@@ -172,9 +178,21 @@ def build_cli(config_cls: type, description: Optional[str] = None) -> argparse.A
 
 
 def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None):
-    """Parse the command line (`sys.argv[1:]` when argv is None) into a `config_cls` instance."""
-    args = build_cli(config_cls).parse_args(argv)
-    return config_cls(**vars(args))
+    """Parse the command line (`sys.argv[1:]` when argv is None) into a `config_cls` instance.
+
+    Options not given on the command line take `config_cls.preset_defaults(preset)` where it has
+    them (e.g. upstream's batch size and learning rate for `--preset minimind2-small`), else
+    the dataclass defaults.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    values = vars(build_cli(config_cls).parse_args(argv))
+    given = vars(build_cli(config_cls, _defaults=False).parse_args(argv))
+    for name, value in config_cls.preset_defaults(values["preset"]).items():
+        if name not in given:
+            values[name] = value
+    return config_cls(**values)
 
 
 # ---------------------------------------------------------------------------------------------

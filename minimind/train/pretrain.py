@@ -6,16 +6,19 @@ caches::
 
     python -m minimind.train.pretrain
 
-Upstream MiniMind2-Small's setup (25.8M parameters, MiniMind2's tokenizer, `pretrain_hq.jsonl`)
-on one GPU, then on 8 GPUs of one node, then on 2 nodes (run the same command on each node,
-with its own --node_rank)::
+With an upstream preset (`minimind2-small`, `minimind2`, `minimind2-moe`, `minimind3`) the
+defaults become upstream's hyper-parameters (`UPSTREAM_PRETRAIN`: 340-token padded documents,
+32 x 8 sequences per step, lr 5e-4, one epoch); options given on the command line still win.
+MiniMind2-Small (25.8M parameters) with MiniMind2's tokenizer on `pretrain_hq.jsonl`, on one
+GPU, on 8 GPUs of one node (`--batch_size` is per process), and on 2 nodes (the same command on
+each, with its own --node_rank)::
 
     python -m minimind.train.pretrain --preset minimind2-small --tokenizer path/to/minimind2_tokenizer \\
-        --data_path pretrain_hq.jsonl --max_seq_len 340 --batch_size 32 --grad_accum 8 --lr 5e-4 \\
-        --max_steps 0 --epochs 1 --warmup_steps 100 --packing false --out_dir out/pretrain_512
-    torchrun --standalone --nproc_per_node 8 -m minimind.train.pretrain ...same flags, --grad_accum 1
+        --data_path pretrain_hq.jsonl --out_dir out/pretrain_512
+    torchrun --standalone --nproc_per_node 8 -m minimind.train.pretrain --preset minimind2-small \\
+        --tokenizer path/to/minimind2_tokenizer --data_path pretrain_hq.jsonl --grad_accum 1 --out_dir out/pretrain_512
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d \\
-        --rdzv_endpoint HOST:29500 -m minimind.train.pretrain ...
+        --rdzv_endpoint HOST:29500 -m minimind.train.pretrain ...same flags...
 
 Packing is the default (every position trains); `--packing false` pads one document per
 example as upstream does. Chapter 3 measures the difference.
@@ -42,6 +45,19 @@ class PretrainConfig(TrainConfig):
     lr: float = option(3e-3, "peak learning rate")
     warmup_steps: int = option(30, "linear warm-up steps (cosine schedule)")
     log_interval: int = option(20, "log a metrics record every N optimizer steps")
+
+    @classmethod
+    def preset_defaults(cls, preset: str) -> dict:
+        # upstream MiniMind2's pretraining hyper-parameters for its own model sizes
+        return UPSTREAM_PRETRAIN if preset.startswith("minimind") else {}
+
+
+# Upstream's train_pretrain.py settings: 1 epoch of 340-token padded documents, 32 x 8
+# sequences per optimizer step, peak lr 5e-4 (decayed to a tenth). The engine keeps its
+# warm-up and no-decay groups (pass --schedule upstream --decay_norms_and_embeddings true
+# --weight_decay 0.01 --beta2 0.999 for upstream's optimizer exactly).
+UPSTREAM_PRETRAIN = dict(max_seq_len=340, batch_size=32, grad_accum=8, lr=5e-4, epochs=1, max_steps=0,
+                         warmup_steps=100, packing=False, log_interval=100, save_interval=1000)
 
 
 def default_data_path() -> str:
