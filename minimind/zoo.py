@@ -65,19 +65,28 @@ TRAINING_CODE = ("minimind.config", "minimind.model", "minimind.tokenizer", "min
 
 
 def code_digest(modules: Iterable[str]) -> str:
-    """sha256 over the source files of `modules` (imported by name)."""
+    """sha256 over the code of `modules` (imported by name): their syntax trees without
+    docstrings, so editing a comment or a docstring does not rebuild anything."""
+    import ast
     import importlib
 
     digest = hashlib.sha256()
     for name in modules:
-        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+        tree = ast.parse(Path(importlib.import_module(name).__file__).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(name.encode() + ast.dump(tree).encode())
     return digest.hexdigest()
 
 
-def fingerprint(config=None, data: Iterable = (), parents: Iterable = (), code: Iterable[str] = (), **extra) -> dict:
+def fingerprint(config=None, data: Iterable = (), parents: Iterable = (), code: Iterable[str] = (),
+                training_code: bool = True, **extra) -> dict:
     """What an artefact depends on: a config (a dataclass; paths and logging switches are left out,
     they do not change the result), digests of data files, the keys of parent artefacts, and a
-    digest of the code that builds it (`TRAINING_CODE` plus the stage's module)."""
+    digest of the code that builds it (`TRAINING_CODE` unless `training_code=False`, plus `code`)."""
     values = dataclasses.asdict(config) if config is not None else {}
     for irrelevant in ("out_dir", "metrics_file", "progress", "init_from", "tokenizer", "data_path", "resume"):
         values.pop(irrelevant, None)
@@ -86,7 +95,7 @@ def fingerprint(config=None, data: Iterable = (), parents: Iterable = (), code: 
         "config": values,
         "data": [file_digest(path) for path in data],
         "parents": [artefact_key(parent) for parent in parents],
-        "code": code_digest([*TRAINING_CODE, *code]),
+        "code": code_digest([*(TRAINING_CODE if training_code else ()), *code]),
         **extra,
     }
 
@@ -197,7 +206,8 @@ def tokenizer_dir() -> Path:
     def build(out: Path):
         train_tokenizer(texts_from_jsonl(data), vocab_size=TOKENIZER_VOCAB_SIZE).save(out)
 
-    return get_or_build("tokenizer", build, fingerprint(data=[data], vocab_size=TOKENIZER_VOCAB_SIZE))
+    print_ = fingerprint(data=[data], code=["minimind.tokenizer"], training_code=False, vocab_size=TOKENIZER_VOCAB_SIZE)
+    return get_or_build("tokenizer", build, print_)
 
 
 def tokenizer():

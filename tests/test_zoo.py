@@ -66,6 +66,19 @@ def test_fingerprint_ignores_paths_and_tracks_data_and_code(tmp_path):
     assert a["code"] == zoo.code_digest(zoo.TRAINING_CODE)
 
 
+def test_code_digest_ignores_comments_and_docstrings(tmp_path, monkeypatch):
+    module = tmp_path / "stage_under_test.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module.write_text('"""Doc."""\ndef f(x):\n    """Old doc."""\n    return x + 1  # why\n')
+    before = zoo.code_digest(["stage_under_test"])
+    module.write_text('"""New doc."""\n\ndef f(x):\n    """New doc."""\n    # a comment\n    return x + 1\n')
+    sys.modules.pop("stage_under_test", None)
+    assert zoo.code_digest(["stage_under_test"]) == before
+    module.write_text('def f(x):\n    return x + 2\n')
+    sys.modules.pop("stage_under_test", None)
+    assert zoo.code_digest(["stage_under_test"]) != before
+
+
 def test_two_processes_asking_at_once_build_once(cache, tmp_path):
     log = tmp_path / "builds.log"
     script = textwrap.dedent(f"""
