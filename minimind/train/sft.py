@@ -33,7 +33,7 @@ class SFTConfig(TrainConfig):
     out_dir: str = option("out/sft", "where weights, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(192, "tokens per conversation (longer ones are cut; a cut reply stays supervised)")
     supervise_all: bool = option(False, "train on every token, prompts included (the ablation of chapter 4)")
-    max_steps: int = option(400, "optimizer steps to run (0: as many as --epochs take)")
+    max_steps: int = option(250, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(32, "conversations per micro-batch, per process")
     lr: float = option(1e-3, "peak learning rate")
     warmup_steps: int = option(20, "linear warm-up steps (cosine schedule)")
