@@ -3,11 +3,11 @@
 Any chapter can ask for what it needs — `tokenizer()`, `pretrained()`, `sft()`, and the later
 stages' artefacts, which their own modules add with :func:`get_or_build` — whether or not an
 earlier chapter ran. Each artefact is a folder ``cache_dir()/<name>`` (``.cache/minimind`` in a
-checkout, ``MINIMIND_CACHE`` to move it) holding its files, the training metrics
-(``metrics.jsonl``, so a chapter can plot the curve either way) and ``artefact.json`` with a
-fingerprint of everything it was built from: code version, training config, model config, the
-data file's digest and the fingerprints of the artefacts it started from. A different
-fingerprint rebuilds it. Builds hold a file lock (two processes never build the same artefact at
+checkout, ``MINIMIND_CACHE`` to move it) holding one sub-folder per version: its files, the
+training metrics (``metrics.jsonl``, so a chapter can plot the curve either way) and
+``artefact.json`` with a fingerprint of everything it was built from: the code, the training
+config, the data file's digest and the fingerprints of the artefacts it started from. A
+different fingerprint builds a new version. Builds hold a file lock (two processes never build the same artefact at
 once), write into a temporary folder and publish it with a rename, so a killed build leaves
 nothing half-made behind. They are silent and seeded.
 
@@ -142,35 +142,47 @@ def _one_thread():
 
 
 def get_or_build(name: str, build: Callable[[Path], object], fingerprint: dict) -> Path:
-    """The folder of artefact `name`, built by `build(folder)` unless a current one is cached.
+    """The folder of artefact `name` for this fingerprint, built by `build(folder)` unless cached.
 
-    The build runs on one thread (see `_one_thread`), under a file lock, into a staging folder
-    that is renamed into place only when it finished.
+    Each fingerprint gets its own folder, ``cache_dir()/name/<key>``, so a path once returned
+    never changes under its user, even while a process running other code builds another
+    version. The newest `KEEP_VERSIONS` versions are kept. The build runs on one thread (see
+    `_one_thread`), under a file lock, into a staging folder renamed into place when it finished.
     """
-    root = cache_dir()
-    target = root / name
+    folder = cache_dir() / name
+    folder.mkdir(parents=True, exist_ok=True)
     key = _key_of(fingerprint)
+    target = folder / key
     if _is_current(target, key):
         return target
-    with _locked(root / f".{name}.lock"):
+    with _locked(folder / ".lock"):
         if _is_current(target, key):  # another process built it while we waited
             return target
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".building", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".building", dir=folder))
         try:
             with _one_thread():
                 build(staging)
             (staging / MARKER_FILE).write_text(
                 json.dumps({"name": name, "key": key, "fingerprint": fingerprint}, indent=2, default=str) + "\n",
                 encoding="utf-8")
-            if target.exists():
-                retired = root / f".{name}.{os.getpid()}.retired"
-                os.replace(target, retired)
-                shutil.rmtree(retired, ignore_errors=True)
+            if target.exists():  # a version without its marker: left by a crash, never published
+                shutil.rmtree(target)
             os.replace(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        _prune(folder)
     return target
+
+
+KEEP_VERSIONS = 3
+
+
+def _prune(folder: Path) -> None:
+    versions = sorted((p for p in folder.iterdir() if (p / MARKER_FILE).exists()),
+                      key=lambda p: (p / MARKER_FILE).stat().st_mtime, reverse=True)
+    for old in versions[KEEP_VERSIONS:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def metrics(directory) -> list[dict]:
