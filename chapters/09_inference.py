@@ -45,6 +45,7 @@ import math
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -59,6 +60,7 @@ from minimind.generate import (SamplingParams, generate, generate_batch, sample_
                                top_k_filter, top_p_filter)
 
 torch.manual_seed(0)
+warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # CJK tokens in plot labels
 # A model this small decodes one token in well under a millisecond of arithmetic: thread start-up and
 # synchronisation would cost more than they save (and make timings noisy on a shared machine).
 torch.set_num_threads(1)
@@ -79,18 +81,25 @@ print(f"SFT model: {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {m
 
 # %%
 person = world.sft_people[0]
-question = f"What is the occupation of {person.name}?"
+question = f"In which city is {person.name}'s home?"
 prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": question}])
 with torch.no_grad():
     logits = model(torch.tensor([prompt])).logits[0, -1].float()
 probs = logits.softmax(-1)
 top = probs.topk(8)
-print(f"Q: {question}   (true answer: {person.job})")
+print(f"Q: {question}   (true answer: {person.city})")
 for p, token_id in zip(top.values.tolist(), top.indices.tolist()):
     print(f"  {tokenizer.decode([token_id])!r:>14}  p = {p:.4f}")
 print(f"probability mass of the top 8 tokens: {top.values.sum():.4f}")
+right = tokenizer.encode(person.city)[0]
+print(f"the right city's first token, {tokenizer.decode([right])!r}, is ranked "
+      f"{int((probs > probs[right]).sum()) + 1} with p = {probs[right]:.4f}")
 
 # %% [markdown]
+# The model is not sure: it spreads its bet over several first tokens, and the most likely one
+# need not be the right answer. *How* we pick from this distribution therefore changes what the
+# user reads — sometimes right, sometimes wrong, sometimes nonsense.
+#
 # ## 9.2 Temperature
 #
 # Dividing the logits by a temperature $T>0$ before the softmax reshapes the distribution
@@ -129,6 +138,13 @@ assert all(a < b for a, b in zip(entropies, entropies[1:])), "entropy must grow 
 assert torch.allclose(softmax_with_temperature(logits, 0.7), torch.softmax(logits / 0.7, -1), atol=1e-6)
 # minimind: temperature 0 is greedy, not a division by zero
 assert int(sample_next_token(logits[None], temperature=0.0)) == int(logits.argmax())
+
+# How often does sampling start the answer with the right city? Exact probability and 2000 seeded draws.
+generator = torch.Generator().manual_seed(0)
+for t in (0.3, 0.7, 1.0, 1.5):
+    draws = sample_next_token(logits.repeat(2000, 1), temperature=t, generator=generator)
+    print(f"T = {t:3.1f}: p(right first token) = {softmax_with_temperature(logits, t)[right]:.4f}, "
+          f"drawn {float((draws == right).float().mean()):.4f} of 2000 times")
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
@@ -307,7 +323,8 @@ for q, answer in zip(questions, batched):
 # small step away. The CTRL repetition penalty {cite}`keskar2019ctrl` makes every token already in
 # the context less likely: its logit is divided by $\theta>1$ if positive and multiplied by
 # $\theta$ if negative (either way it moves down). We measure repetition as the share of 4-grams
-# of the continuation that already occurred earlier in it.
+# of the continuation that already occurred earlier in it, and print the end of each continuation
+# (of the pretrained model of chapter 3, which continues text rather than answering).
 
 # %%
 def repeated_ngram_share(ids, n=4):
@@ -325,7 +342,7 @@ shares = []
 for penalty in penalties:
     out = generate(pretrained, loop_prompt, max_new_tokens=120, stop_token_ids=(), repetition_penalty=penalty)
     shares.append(repeated_ngram_share(out))
-    print(f"penalty {penalty:3.1f}: repeated 4-grams {shares[-1]:.3f}  | {tokenizer.decode(out[:40])!r}")
+    print(f"penalty {penalty:3.1f}: repeated 4-grams {shares[-1]:.3f}  | …{tokenizer.decode(out[-36:])!r}")
 assert shares[-1] < shares[0], "a stronger penalty should repeat less"
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(penalties, shares, "o-")
@@ -345,19 +362,27 @@ plt.show()
 #
 # `minimind.chat.stream_reply` renders the conversation with the chat template, decodes token
 # by token, and streams text pieces as soon as they form whole characters (a Chinese character
-# spans several byte-level tokens). Here the SFT model answers held-out *rewordings* of trained
-# questions, in both languages, greedily; the exact-match score is the same one chapter 4 reports.
+# spans several byte-level tokens). Here the SFT model answers, greedily, questions worded as in
+# its training set and *rewordings* it never saw, in both languages (the same exact-match scoring
+# as chapter 4).
 
 # %%
-items = world.questions("sft", "reworded", "en")[:10] + world.questions("sft", "reworded", "zh")[:10]
 greedy = SamplingParams(temperature=0.0, max_new_tokens=24)
-correct = 0
-for item in items:
-    reply = stream_reply(model, tokenizer, [{"role": "user", "content": item.prompt}], greedy)
-    text = "".join(piece for _, piece in reply)
-    correct += is_correct(text, item.answer)
-    print(f"{'✓' if is_correct(text, item.answer) else '✗'} {item.prompt}  ->  {text!r}  (expected {item.answer!r})")
-print(f"exact match on {len(items)} reworded questions: {correct / len(items):.0%}")
+
+
+def ask(question: str) -> str:
+    reply = stream_reply(model, tokenizer, [{"role": "user", "content": question}], greedy)
+    return "".join(piece for _, piece in reply)  # the pieces, as a chat window would print them
+
+
+for wording in ("train", "reworded"):
+    for lang in ("en", "zh"):
+        items = world.questions("sft", wording, lang)[:20]
+        replies = [ask(item.prompt) for item in items]
+        score = sum(is_correct(r, item.answer) for r, item in zip(replies, items)) / len(items)
+        print(f"{wording:>8} wording, {lang}: exact match {score:.0%} on {len(items)} questions")
+        for item, r in list(zip(items, replies))[:3]:
+            print(f"    {'✓' if is_correct(r, item.answer) else '✗'} {item.prompt} -> {r!r} (expected {item.answer!r})")
 
 # %% [markdown]
 # A conversation is the same call with the history in `messages`. The command line does this
@@ -405,7 +430,7 @@ try:
         except Exception:
             time.sleep(0.2)
     print("models:", [m.id for m in client.models.list().data])
-    question = f"What is the occupation of {person.name}?"
+    question = f"How old is {person.name}?"
     completion = client.chat.completions.create(
         model="minimind", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=16)
     print("answer:", repr(completion.choices[0].message.content), "| finish:", completion.choices[0].finish_reason,
