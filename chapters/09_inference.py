@@ -41,6 +41,7 @@ if importlib.util.find_spec("minimind") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
 # %%
+import io
 import math
 import socket
 import tempfile
@@ -208,7 +209,8 @@ for t in (0.5, 0.7, 1.0, 1.5):
 # the nucleus drops (they will never be sampled), and the title says how many survive.
 
 # %%
-def plot_filtered(temperature=0.7, top_p=0.9):
+def filtered_chart(temperature: float, top_p: float) -> bytes:
+    """PNG of the 15 most likely tokens after temperature; grey = dropped by the nucleus."""
     p = softmax_with_temperature(logits, temperature)
     keep = top_p_mask(p, top_p)
     shown = p.topk(15).indices
@@ -220,15 +222,24 @@ def plot_filtered(temperature=0.7, top_p=0.9):
     ax.set_ylabel("probability")
     ax.set_title(f"T = {temperature:.2f}, top-p = {top_p:.2f}: {int(keep.sum())} tokens kept")
     fig.tight_layout()
-    plt.show()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
-controls = widgets.interactive(
-    plot_filtered,
-    temperature=widgets.FloatSlider(value=0.7, min=0.05, max=3.0, step=0.05, description="temperature"),
-    top_p=widgets.FloatSlider(value=0.9, min=0.05, max=1.0, step=0.01, description="top-p"),
-)
-display(controls)
+temperature_slider = widgets.FloatSlider(value=0.7, min=0.05, max=3.0, step=0.05, description="temperature")
+top_p_slider = widgets.FloatSlider(value=0.9, min=0.05, max=1.0, step=0.01, description="top-p")
+chart = widgets.Image(value=filtered_chart(0.7, 0.9), format="png")
+
+
+def redraw(_change=None):
+    chart.value = filtered_chart(temperature_slider.value, top_p_slider.value)
+
+
+temperature_slider.observe(redraw, names="value")
+top_p_slider.observe(redraw, names="value")
+display(widgets.VBox([widgets.HBox([temperature_slider, top_p_slider]), chart]))
 
 # %% [markdown]
 # ## 9.4 The KV cache: why decoding does not need to recompute the past
