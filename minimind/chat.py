@@ -28,8 +28,8 @@ from minimind.generate import (
 )
 from minimind.tokenizer import THINK_END, THINK_START
 
-ZOO_MODELS = ("pretrained", "sft", "dpo", "reasoning", "distilled")  # the book's chat-able artefacts
-# where the stages define their artefact folders (`<name>_dir()`, built on first use)
+ZOO_MODELS = ("pretrained", "sft", "dpo", "reasoning")  # the book's chat models (others resolve the same way)
+# where the stages define their artefact folders (`<name>_dir()` or `zoo_<name>_dir()`, built on first use)
 ZOO_MODULES = ("minimind.zoo", "minimind.train.dpo", "minimind.train.reason", "minimind.train.distill")
 
 
@@ -45,10 +45,11 @@ def zoo_model_dir(name: str) -> Path:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        folder_of = getattr(module, f"{name}_dir", None)
-        if callable(folder_of):
-            return Path(folder_of())
-    raise ValueError(f"{name!r} is neither an existing checkpoint path nor a zoo artefact ({', '.join(ZOO_MODELS)})")
+        for function in (f"{name}_dir", f"zoo_{name}_dir"):
+            folder_of = getattr(module, function, None)
+            if callable(folder_of):
+                return Path(folder_of())
+    raise FileNotFoundError(f"{name}: no such checkpoint, nor a zoo artefact (e.g. {', '.join(ZOO_MODELS)})")
 
 
 def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora: Sequence[str | Path] = (),
@@ -71,8 +72,8 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
 
     path = Path(model)
     if not path.exists():
-        if str(model) not in ZOO_MODELS:
-            raise FileNotFoundError(f"{model}: no such checkpoint (nor one of the zoo models {', '.join(ZOO_MODELS)})")
+        if path.name != str(model) or path.suffix:  # looks like a path, not an artefact name
+            raise FileNotFoundError(f"{model}: no such checkpoint")
         path = zoo_model_dir(str(model))
     config = get_config(preset) if preset else None
     network = load_model(path, config=config)  # fp32 on the CPU first: adapters check the base's exact bytes

@@ -224,3 +224,17 @@ def test_plan_reply_caps_the_reply_to_the_context_left(checkpoint):
     assert kept == messages and max_new == 60
     with pytest.raises(ValueError, match="context"):
         plan_reply(messages, tokenizer, context=prompt_len + 10, max_new_tokens=512)
+
+
+def test_zoo_names_resolve_to_their_artefact_builders(monkeypatch, tmp_path):
+    import minimind.chat as chat_module
+    from minimind import zoo
+
+    monkeypatch.setattr(zoo, "sft_dir", lambda: tmp_path / "sft-artefact")
+    assert chat_module.zoo_model_dir("sft") == tmp_path / "sft-artefact"
+    for name in chat_module.ZOO_MODELS:  # every documented name has a builder (not called here)
+        modules = [__import__(m, fromlist=["_"]) for m in chat_module.ZOO_MODULES]
+        assert any(callable(getattr(m, f"{name}_dir", None)) or callable(getattr(m, f"zoo_{name}_dir", None))
+                   for m in modules), name
+    with pytest.raises(FileNotFoundError, match="zoo artefact"):
+        chat_module.zoo_model_dir("no_such_artefact")
