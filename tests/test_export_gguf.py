@@ -280,9 +280,13 @@ func main() {
 
 @pytest.mark.skipif(__import__("shutil").which("go") is None, reason="needs Go (Ollama's template engine is Go's text/template)")
 def test_ollama_template_renders_like_our_chat_template(tokenizer, tmp_path):
+    import os
     import subprocess
 
     from minimind.export.gguf import OLLAMA_TEMPLATE
+
+    go_env = {**os.environ, "GOCACHE": str(tmp_path / "go-cache"), "GOPATH": str(tmp_path / "go-path"),
+              "GOFLAGS": "", "GO111MODULE": "auto"}
 
     (tmp_path / "render.go").write_text(GO_RENDERER)
     (tmp_path / "template.tmpl").write_text(OLLAMA_TEMPLATE)
@@ -299,5 +303,5 @@ def test_ollama_template_renders_like_our_chat_template(tokenizer, tmp_path):
         (tmp_path / "data.json").write_text(json.dumps(data))
         rendered = subprocess.run(["go", "run", str(tmp_path / "render.go"), str(tmp_path / "template.tmpl"),
                                    str(tmp_path / "data.json")], capture_output=True, text=True, check=True,
-                                  cwd=tmp_path).stdout
+                                  cwd=tmp_path, env=go_env).stdout
         assert rendered == tokenizer.apply_chat_template(messages, add_generation_prompt=True)
