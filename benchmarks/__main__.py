@@ -1,0 +1,95 @@
+"""`make bench`: every benchmark, printed as tables with ratios measured in the same run.
+
+    python -m benchmarks            # the full set (a few minutes on 2 cores)
+    python -m benchmarks --quick    # the chapters' preset only (for a smoke run)
+    python -m benchmarks --json out.json
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import child_peak_rss_mb, matmul_peak_gflops, set_threads, table
+from benchmarks.generation import bench_generate
+from benchmarks.train_step import bench_train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="chapters' preset only, fewer repetitions")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    cores = set_threads()
+    results = {"machine": machine(), "threads": cores}
+    print(f"machine: {results['machine']}\n")
+
+    peak = matmul_peak_gflops()
+    results["matmul_peak_gflops"] = peak
+    print(f"fp32 matmul peak (1024², best of 20): {peak:.0f} GFLOP/s\n")
+
+    train_cases = [("book", 16, 256)] if args.quick else [("minimind2-small", 4, 512), ("book", 16, 256)]
+    rows = []
+    results["train"] = []
+    for preset, b, t in train_cases:
+        r = bench_train(preset, b, t, repeats=3 if args.quick else 5)
+        r["ours"]["peak_rss_mb"] = child_peak_rss_mb(["ours", preset, str(b), str(t)])
+        r["transformers"]["peak_rss_mb"] = child_peak_rss_mb(["transformers", preset, str(b), str(t)])
+        results["train"].append(r)
+        for name in ("ours", "transformers"):
+            x = r[name]
+            rows.append([preset, r["batch"], name, f"{x['tokens_per_s']:.0f}", f"{x['gflops']:.1f}",
+                         f"{x['gflops'] / peak:.0%}", f"{x['peak_rss_mb']:.0f}",
+                         f"{r['ratio']:.2f}x" if name == "ours" else ""])
+    print("Training step (fwd + bwd + AdamW, fp32), medians of alternating repetitions")
+    print(table(rows, ["preset", "batch", "impl", "tokens/s", "GFLOP/s", "MFU", "peak RSS MB", "ours/theirs"]))
+    print()
+
+    gen_cases = [("book", 1)] if args.quick else [("minimind2-small", 1), ("book", 1), ("minimind2-small", 8)]
+    rows = []
+    results["generate"] = []
+    for preset, b in gen_cases:
+        r = bench_generate(preset, batch_size=b, repeats=2 if args.quick else 3)
+        results["generate"].append(r)
+        for name in ("ours", "transformers"):
+            rows.append([preset, b, name, f"{r[name]['tokens_per_s']:.0f}",
+                         f"{r['ratio']:.2f}x" if name == "ours" else ""])
+    print("Greedy generation: 200 new tokens from a 16-token prompt")
+    print(table(rows, ["preset", "batch", "impl", "tokens/s", "ours/theirs"]))
+    print()
+
+    times_file = ROOT / "book" / "chapter_times.json"  # written by scripts/chapter_times.py
+    if times_file.exists():
+        for device, run in json.loads(times_file.read_text()).get("runs", {}).items():
+            results.setdefault("chapters", {})[device] = run
+            rows = [[name, f"{c.get('standalone_seconds', float('nan')):.0f}",
+                     f"{c['in_order_seconds']:.0f}" if "in_order_seconds" in c else "-"]
+                    for name, c in sorted(run.get("chapters", {}).items())]
+            print(f"The book under nbval on {device} ({run.get('machine', {}).get('cpu', 'unknown machine')})")
+            print(table(rows, ["chapter", "standalone s", "in order s"]))
+            print()
+
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

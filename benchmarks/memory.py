@@ -1,0 +1,36 @@
+"""Peak resident memory of a few training steps, one contender per fresh process:
+`python -m benchmarks.memory {ours,transformers} PRESET BATCH SEQ` prints {"peak_rss_mb": …}."""
+import json
+import resource
+import sys
+
+import torch
+
+from minimind.config import get_config
+from minimind.model import MiniMind
+
+
+def main(argv):
+    kind, preset, batch_size, seq_len = argv[0], argv[1], int(argv[2]), int(argv[3])
+    torch.manual_seed(0)
+    config = get_config(preset)
+    if kind == "ours":
+        model = MiniMind(config)
+    else:  # built directly from the equivalent transformers config: memory does not depend on values
+        from transformers import AutoModelForCausalLM
+
+        from minimind.export.transformers import transformers_config
+
+        model = AutoModelForCausalLM.from_config(transformers_config(config))
+    from benchmarks.train_step import make_step
+
+    batch = torch.randint(0, config.vocab_size, (batch_size, seq_len))
+    step = make_step(model, batch, hf=kind != "ours")
+    for _ in range(3):
+        step()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
