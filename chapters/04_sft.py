@@ -1,0 +1,459 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 4 — Supervised fine-tuning: from a text continuer to a chat model
+#
+# The model of chapter 3 continues text. Asked a question, it writes whatever usually follows
+# such text in its corpus — another question, a greeting, the next line of a dialogue. Supervised
+# fine-tuning (SFT) teaches it the shape of a conversation: a user turn, then an assistant reply
+# that answers it and stops. This chapter renders conversations with MiniMind's chat template,
+# builds the loss mask that trains only on the assistant's replies, measures what happens
+# without it, fine-tunes the chapter model, and scores its answers on questions it was trained on,
+# on reworded ones, and on people whose facts it only ever read in pretraining.
+#
+# **Learning objectives**
+#
+# - render single- and multi-turn conversations with the chat template and read the result token by token;
+# - build SFT labels from the assistant loss mask, including truncation, and check them against `minimind.datasets`;
+# - measure what training on the user's tokens does, against training on the replies only;
+# - score a chat model by exact match on trained, reworded and held-out questions, and say what SFT does and does not teach;
+# - hold a multi-turn conversation with the fine-tuned model.
+#
+# **Estimated time:** about 60 minutes of reading and exercises. The notebook runs in about two
+# minutes once its models are cached; the first run trains them (a few minutes on 2 CPU cores).
+
+# %%
+# Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("minimind") is None:
+    source = os.environ.get("MINIMIND_SOURCE", "git+https://github.com/minimind-book/minimind-book")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
+
+# %%
+import html
+from collections import Counter
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from IPython.display import HTML, display
+
+from minimind import zoo
+from minimind.data.jsonl import read_jsonl
+from minimind.data.synthetic import build_world, dataset_path
+from minimind.datasets import SFTDataset, collate_causal_lm
+from minimind.generate import generate
+from minimind.train import plot_metrics
+from minimind.train.sft import exact_match
+
+# One thread: the same float sums in the same order on every machine, so every number below reproduces.
+torch.set_num_threads(1)
+torch.manual_seed(0)
+tokenizer = zoo.tokenizer()
+world = build_world(seed=0)
+pretrained = zoo.pretrained()
+print(world)
+
+# %% [markdown]
+# ## 1. The chat template
+#
+# A conversation is a list of messages with roles `system`, `user` and `assistant`. MiniMind
+# writes each message as `<|im_start|>role\ncontent<|im_end|>\n` (the ChatML layout), adds the
+# default system prompt "You are a helpful assistant" when the conversation has none, and — when
+# asking the model for a reply — ends with the *generation prompt* `<|im_start|>assistant\n`. The
+# model then writes the reply and closes it with `<|im_end|>`, which is where generation stops.
+# The template lives in one place, `MiniMindTokenizer.apply_chat_template`, and renders exactly as
+# MiniMind2's does.
+
+# %%
+sft_rows = list(read_jsonl(dataset_path("sft", "train"), "sft"))
+conversation = next(row["conversations"] for row in sft_rows if len(row["conversations"]) >= 6)
+print(tokenizer.apply_chat_template(conversation))
+print("— asking for the next reply:")
+print(tokenizer.apply_chat_template(conversation[:1], add_generation_prompt=True))
+
+# %% [markdown]
+# ## 2. The loss mask
+#
+# SFT minimises the same next-token cross-entropy as pretraining, but only over the tokens the
+# model should learn to *write*: the assistant's replies. The system prompt, the user's turns
+# and the `<|im_start|>assistant\n` headers are context — the model reads them but is not
+# trained to produce them. `render_conversation` returns the ids and this mask from one
+# rendering, so they cannot drift apart: 1 on every reply token, on its closing `<|im_end|>` (so
+# the model learns to stop) and on the newline after it (as upstream MiniMind does).
+#
+# Below, supervised tokens are green; each box is one token.
+
+# %%
+def show_mask(ids, mask):
+    boxes = []
+    for token_id, supervised in zip(ids, mask):
+        piece = html.escape(tokenizer.decode([token_id])).replace("\n", "⏎")
+        colour = "#b7ebb4" if supervised else "#eeeeee"
+        boxes.append(f'<span style="background:{colour};border:1px solid #bbb;border-radius:3px;'
+                     f'margin:1px;padding:0 2px;font-family:monospace;white-space:pre">{piece}</span>')
+    display(HTML("<div style='line-height:2'>" + "".join(boxes) + "</div>"))
+
+
+ids, mask = tokenizer.render_conversation(conversation)
+show_mask(ids, mask)
+supervised_text = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+print(f"{len(ids)} tokens, {sum(mask)} supervised: {supervised_text!r}")
+assert supervised_text == "".join(m["content"] + "<|im_end|>\n" for m in conversation if m["role"] == "assistant")
+
+# %% [markdown]
+# The labels follow from the mask: the token id where the mask is 1, and −100 (ignored by the
+# loss) elsewhere. A conversation longer than `max_seq_len` is cut, ids and labels together; a
+# reply cut in the middle is still supervised up to the cut. Built by hand, then compared with
+# what `SFTDataset` — the class the SFT stage trains on — returns for every conversation of the
+# training set:
+
+# %%
+def sft_labels(ids, mask, max_len):
+    ids, mask = ids[:max_len], mask[:max_len]
+    return ids, [token if supervised else -100 for token, supervised in zip(ids, mask)]
+
+
+max_len = zoo.sft_config().max_seq_len
+dataset = SFTDataset(dataset_path("sft", "train"), tokenizer, max_seq_len=max_len)
+for index, row in enumerate(sft_rows):
+    ours_ids, ours_labels = sft_labels(*tokenizer.render_conversation(row["conversations"]), max_len)
+    assert ours_ids == dataset[index]["input_ids"].tolist() and ours_labels == dataset[index]["labels"].tolist()
+
+cut_ids, cut_labels = sft_labels(ids, mask, 40)
+print(f"all {len(dataset)} training conversations agree; cut at 40 tokens, the example keeps "
+      f"{sum(label != -100 for label in cut_labels)} supervised tokens")
+lengths = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+supervised_share = sum(int((dataset[i]["labels"] != -100).sum()) for i in range(len(dataset))) / sum(lengths)
+print(f"conversation length: max {max(lengths)} tokens (max_seq_len {max_len}); "
+      f"{supervised_share:.0%} of all tokens are supervised")
+assert 0.15 < supervised_share < 0.4
+
+# %% [markdown]
+# So only about a quarter of the tokens carry a training signal — the rest is the template, the
+# default system prompt and the questions.
+#
+# ## 3. Before fine-tuning
+#
+# The pretrained model has seen plain-text Q&A ("Q: … A: …") and a few dialogues written as
+# "user: … assistant: …", but never the chat template. Asked a question in it, it continues the
+# text as best it can:
+
+# %%
+questions = world.questions("sft", "train", "en")[:2] + world.questions("heldout", "train", "zh")[:1]
+for item in questions:
+    prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": item.prompt}])
+    reply = tokenizer.decode(generate(pretrained, prompt, max_new_tokens=16))
+    print(f"{item.prompt!r} → {reply!r} (truth: {item.answer})")
+
+# %% [markdown]
+# ## 4. Fine-tuning
+#
+# `python -m minimind.train.sft` starts from the pretrained checkpoint and trains on the
+# 1,920 SFT conversations of the synthetic world: value-only answers ("63", "Quesso", "potter")
+# to questions about the *SFT half* of the people, multi-turn chats about them, "tell me about X"
+# replies, greetings and an identity. The *held-out* half is never asked about in SFT (nor in
+# pretraining's Q&A); their facts appear only in pretraining biographies. Batches are padded to
+# their longest conversation; the loss is the masked next-token cross-entropy, so the curve
+# below measures reply tokens only. `zoo.sft_dir()` trains it once and caches it.
+
+# %%
+config = zoo.sft_config()
+sft_dir = zoo.sft_dir()
+sft_model = zoo.load(sft_dir)
+records = zoo.metrics(sft_dir)
+print(f"{config.max_steps} steps of {config.batch_size} conversations, peak lr {config.lr:g}, "
+      f"{records[-1]['epoch']:.1f} passes over the SFT set")
+print(f"loss on reply tokens: step {records[0]['step']} {records[0]['loss']:.2f} → step {records[-1]['step']} {records[-1]['loss']:.2f}")
+fig, ax = plt.subplots(figsize=(6, 3))
+plot_metrics(records, keys=("loss",), ax=ax)
+ax.set_ylabel("SFT loss (reply tokens)")
+plt.show()
+
+# %% [markdown]
+# ## 5. Scoring the answers
+#
+# Each question has a value-only answer; a reply counts if it equals the value up to case,
+# spaces and final punctuation (greedy decoding, at most 16 new tokens). Three groups:
+#
+# - **trained**: the SFT people, asked with the templates used in training (600 per language);
+# - **reworded**: the SFT people, asked with one new phrasing per attribute ("Tell me the age of X.");
+# - **held-out**: the other 60 people, whose facts the model read only in pretraining biographies.
+
+# %%
+groups = {"trained": world.questions("sft", "train"), "reworded": world.questions("sft", "reworded"),
+          "held-out": world.questions("heldout", "train")}
+scores, replies = {}, {}
+for model_name, model in (("pretrained", pretrained), ("SFT", sft_model)):
+    for group, items in groups.items():
+        for lang in ("en", "zh"):
+            subset = [item for item in items if item.lang == lang]
+            scores[model_name, group, lang], replies[model_name, group, lang] = exact_match(model, tokenizer, subset)
+    print(f"{model_name:>10}: " + "  ".join(f"{group} {scores[model_name, group, 'en']:.0%} / "
+                                          f"{scores[model_name, group, 'zh']:.0%}" for group in groups) + "   (en / zh)")
+
+
+def majority_baseline(items):
+    """Exact match of always answering the most common value among the SFT people."""
+    common = {(a, lang): Counter(p.value(a, lang) for p in world.sft_people).most_common(1)[0][0]
+              for a in {i.attribute for i in items} for lang in ("en", "zh")}
+    return sum(item.answer == common[item.attribute, item.lang] for item in items) / len(items)
+
+
+baseline = {lang: majority_baseline([i for i in groups["held-out"] if i.lang == lang]) for lang in ("en", "zh")}
+print(f"  majority: held-out {baseline['en']:.0%} / {baseline['zh']:.0%} (always the most common value)")
+assert max(scores["pretrained", g, l] for g in groups for l in ("en", "zh")) < 0.02
+assert scores["SFT", "trained", "zh"] > 0.8 and scores["SFT", "trained", "en"] > 0.4
+assert scores["SFT", "held-out", "zh"] > baseline["zh"]
+
+# %% [markdown]
+# Before SFT the model answers nothing in the format asked. After SFT it answers every trained
+# question in Chinese and a good part in English. Why is English harder? The scores by attribute,
+# and how the tokenizer writes a value in a reply and in a pretraining sentence:
+
+# %%
+trained_en = [item for item in groups["trained"] if item.lang == "en"]
+by_attribute = Counter()
+for item, reply in zip(trained_en, replies["SFT", "trained", "en"]):
+    by_attribute[item.attribute] += item.answer.lower() == reply.strip(" .").lower()
+print("trained, English: " + ", ".join(f"{a} {n / (len(trained_en) / 5):.0%}" for a, n in by_attribute.items()))
+print("a reply:", tokenizer.tokens("baker"), "  in pretraining text:", tokenizer.tokens("works as a baker."))
+print("wrong replies:", [r for r in replies["SFT", "trained", "en"] if r not in {i.answer for i in trained_en}][:6])
+
+# %% [markdown]
+# Ages (digits, one per token) and city names are answered well. Jobs, pets and colours are
+# written *without* the leading space they have everywhere in pretraining, so a reply's tokens
+# are pieces the model rarely saw, and it must learn to spell each value anew from a few SFT
+# examples — hence replies that mix pieces of two words. (Chinese values are whole tokens
+# either way.) The choice of answer format is part of what SFT data teaches.
+#
+# The two harder groups say what SFT teaches beyond the format:
+#
+# - **Reworded questions** score far below trained ones: a tiny model trained on two phrasings
+#   per attribute has learnt those phrasings more than the notion of "asking for someone's age";
+#   "Tell me the age of X." also looks like the "Tell me about X." requests of the SFT set.
+# - **Held-out people**: their facts were never asked for. In Chinese the model answers a share
+#   of them well above the majority baseline — SFT taught a format ("answer with the value") that
+#   it applies to facts it only read; in English, where it is still learning to spell the values,
+#   it stays near that baseline. Either way, compare with what is *stored*: chapter 3's cloze probe ranked the
+#   true value first for almost every held-out fact. Only a small part of the stored knowledge is
+#   *extracted* by questions. That gap is the finding of {cite}`allenzhu2023physics31`: knowledge
+#   becomes extractable when pretraining data is diverse enough (many rephrasings, Q&A mixed in for
+#   some people) and models are large enough; the synthetic corpus does the first, a 1M-parameter
+#   model trained for minutes falls short of the second. We report what we measure.
+#
+# ## 6. With and without the loss mask
+#
+# What if SFT trained on *every* token, prompts included (`--supervise_all`)? The same run — same
+# data, steps, learning rate, seed — with the mask switched off is cached as a second model.
+
+# %%
+all_tokens_model = zoo.load(zoo.sft_all_tokens_dir())
+for group, items in groups.items():
+    for lang in ("en", "zh"):
+        subset = [item for item in items if item.lang == lang]
+        scores["all tokens", group, lang], _ = exact_match(all_tokens_model, tokenizer, subset)
+for model_name in ("SFT", "all tokens"):
+    print(f"{model_name:>10}: " + "  ".join(f"{group} {scores[model_name, group, 'en']:.0%} / "
+                                          f"{scores[model_name, group, 'zh']:.0%}" for group in groups) + "   (en / zh)")
+masked_mean = sum(scores["SFT", g, l] for g in groups for l in ("en", "zh")) / 6
+all_mean = sum(scores["all tokens", g, l] for g in groups for l in ("en", "zh")) / 6
+print(f"mean exact match: {masked_mean:.0%} with the mask, {all_mean:.0%} on every token")
+assert masked_mean > all_mean
+
+labels = [f"{g}\n{l}" for g in groups for l in ("en", "zh")]
+x = torch.arange(len(labels)).float()
+fig, ax = plt.subplots(figsize=(7, 3))
+for offset, model_name in ((-0.2, "SFT"), (0.2, "all tokens")):
+    ax.bar(x + offset, [scores[model_name, g, l] for g in groups for l in ("en", "zh")], width=0.4,
+           label="reply tokens only (mask)" if model_name == "SFT" else "every token")
+ax.set_xticks(x.tolist(), labels)
+ax.set_ylabel("exact match")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# Where does the difference come from? Training on every token spends most of the gradient on
+# predicting the *prompt* — about three of every four tokens — which the model never has to write.
+# The per-token loss on held-out SFT conversations (`sft_val`), split into prompt tokens and
+# reply tokens, shows what each model learnt:
+
+# %%
+def split_losses(model, conversations, batch_size=64):
+    """Mean next-token loss over prompt tokens and over reply tokens."""
+    totals = Counter()
+    for start in range(0, len(conversations), batch_size):
+        rendered = [tokenizer.render_conversation(c) for c in conversations[start:start + batch_size]]
+        batch = collate_causal_lm([{"input_ids": torch.tensor(i), "labels": torch.tensor(i)} for i, _ in rendered])
+        reply_mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+        for row, (_, m) in enumerate(rendered):
+            reply_mask[row, :len(m)] = torch.tensor(m, dtype=torch.bool)
+        with torch.no_grad():
+            logits = model(batch["input_ids"]).logits
+        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
+        real = batch["labels"][:, 1:] != -100
+        for part, where in (("reply", reply_mask[:, 1:] & real), ("prompt", ~reply_mask[:, 1:] & real)):
+            totals[part] += losses[where].sum().item()
+            totals[part + " tokens"] += where.sum().item()
+    return {part: totals[part] / totals[part + " tokens"] for part in ("prompt", "reply")}
+
+
+val_conversations = [row["conversations"] for row in read_jsonl(dataset_path("sft", "val"), "sft")][::3]
+split = {name: split_losses(model, val_conversations)
+         for name, model in (("pretrained", pretrained), ("SFT", sft_model), ("all tokens", all_tokens_model))}
+for name, losses in split.items():
+    print(f"{name:>10}: prompt tokens {losses['prompt']:.2f} nats, reply tokens {losses['reply']:.2f} nats")
+assert split["all tokens"]["prompt"] < split["SFT"]["prompt"]
+assert split["SFT"]["reply"] < split["all tokens"]["reply"]
+
+# %% [markdown]
+# The all-token model has become good at predicting the prompts — the template, the default
+# system prompt, the questions — and worse at the replies, the only thing a chat model is asked
+# to produce. With the mask, every gradient step goes to the replies.
+#
+# ## 7. Multi-turn conversations
+#
+# SFT data includes conversations of two or three questions about the same person, and the mask
+# covers every assistant turn. At inference the whole history is rendered with the template and
+# the model writes the next reply. A conversation with the fine-tuned model, its own replies fed
+# back as history:
+
+# %%
+def chat(model, user_turns, max_new_tokens=24):
+    messages = []
+    for text in user_turns:
+        messages.append({"role": "user", "content": text})
+        reply_ids = generate(model, tokenizer.encode_chat_prompt(messages), max_new_tokens=max_new_tokens)
+        messages.append({"role": "assistant", "content": tokenizer.decode(reply_ids, skip_special_tokens=True)})
+    return messages
+
+
+person = world.sft_people[3]
+for message in chat(sft_model, ["Hello!", f"Where does {person.name} live?", f"What is {person.name}'s job?",
+                                f"{person.name}养了什么宠物？"]):
+    print(f"{message['role']:>9}: {message['content']}")
+print(f"(truth: {person.city}, {person.job}, {person.value('pet', 'zh')})")
+
+# %% [markdown]
+# Scored over many conversations: for each of the 60 SFT people, three trained questions in a row,
+# in one language, each answered with the model's own earlier replies in the history.
+
+# %%
+def multi_turn_accuracy(model, people, lang):
+    correct = total = 0
+    for person in people:
+        items = [i for i in world.questions("sft", "train", lang) if i.subject == person.name][::4][:3]
+        messages = chat(model, [item.prompt for item in items], max_new_tokens=12)
+        replies = [m["content"] for m in messages if m["role"] == "assistant"]
+        correct += sum(reply.strip(" .。").lower() == item.answer.lower() for reply, item in zip(replies, items))
+        total += len(items)
+    return correct / total
+
+
+turns = {lang: multi_turn_accuracy(sft_model, world.sft_people, lang) for lang in ("en", "zh")}
+print(f"three questions per conversation: {turns['en']:.0%} (en), {turns['zh']:.0%} (zh) answered exactly")
+assert turns["zh"] > 0.5
+
+# %% [markdown]
+# ## Exercises
+#
+# ```{exercise} Labels from the mask
+# :label: ex-04-labels
+# Write `sft_labels(ids, mask, max_len)` returning `(input_ids, labels)`: both cut to `max_len`,
+# labels equal to the id where the mask is 1 and −100 elsewhere. Check it with
+# `minimind.checks.training.check_sft_labels`.
+# ```
+#
+# ```{solution} ex-04-labels
+# :class: dropdown
+# Section 2's `sft_labels` passes the check below: cut first, then replace unsupervised positions
+# by −100. Cutting after building the labels works too, as long as both lists are cut to the same length.
+# ```
+
+# %%
+from minimind.checks.training import check_sft_labels
+
+check_sft_labels(sft_labels)
+
+# %% [markdown]
+# ```{exercise} Why supervise `<|im_end|>`?
+# :label: ex-04-stop
+# The mask covers each reply's closing `<|im_end|>`. What would a model trained with a mask that
+# stops one token earlier do at inference? And what does supervising the newline after
+# `<|im_end|>` buy (upstream does it)?
+# ```
+#
+# ```{solution} ex-04-stop
+# :class: dropdown
+# Generation stops when the model emits `<|im_end|>`. If that token is never a target, the model
+# never learns to emit it after a reply: it runs on to `max_new_tokens`, typically starting a new
+# turn of its own ("user: …") since pretraining text continues that way. The newline after
+# `<|im_end|>` is what the template always writes next; supervising it costs nothing and makes
+# the model's view of the template consistent, but it is never generated at inference, since
+# generation stops at `<|im_end|>`.
+# ```
+#
+# ```{exercise} How many SFT steps?
+# :label: ex-04-steps
+# Fine-tune the pretrained model (`zoo.pretrained_dir()`) with `zoo.sft_config(max_steps=…)` for
+# 50, 150 and the default number of steps (`minimind.train.sft.run(config)` with an `out_dir` of
+# your own) and plot the exact match of the trained and the held-out groups against the number of
+# steps. Does held-out accuracy keep rising with the trained accuracy?
+# ```
+#
+# ```{solution} ex-04-steps
+# :class: dropdown
+# `for steps in (50, 150, config.max_steps): r = run(zoo.sft_config(max_steps=steps, out_dir=f"out/sft{steps}",
+# init_from=str(zoo.pretrained_dir()))); …exact_match(r.model.eval(), tokenizer, items)…`. The
+# trained group rises steadily with steps. The held-out group rises early — the answer format is
+# learnt in the first passes — then levels off or falls slightly while the model memorises the
+# trained Q&As: more SFT does not extract more of what pretraining stored.
+# ```
+#
+# ```{exercise} SFT and knowledge
+# :label: ex-04-knowledge
+# The held-out people's facts are stored (chapter 3's cloze probe) but only partly answerable
+# after SFT. Name two changes to the *pretraining* data and one to the *SFT* data that you would
+# expect to raise held-out accuracy, and say why.
+# ```
+#
+# ```{solution} ex-04-knowledge
+# :class: dropdown
+# Pretraining: more varied statements of each fact (more paraphrases, orders, and the name in
+# every sentence, so each fact is attached to the name rather than to a position in one
+# biography), and more question–answer text mixed in for *some* people, which teaches the model
+# that stored facts can be retrieved by a question {cite}`allenzhu2023physics31`. SFT: answers
+# that carry only the value (answers that repeat the name teach the model to copy the name, not
+# to retrieve), and questions about many people rather than many questions about few.
+# ```
+#
+# ## Summary
+#
+# - The chat template wraps each message as `<|im_start|>role\n…<|im_end|>\n`; one function
+#   returns the ids and the assistant loss mask, and `SFTDataset` turns them into labels
+#   (checked here on the whole training set, truncation included).
+# - Only about a quarter of the tokens are supervised. Training on every token instead spends
+#   the gradient on predicting prompts, and lowers exact match (measured above).
+# - After SFT the model answers trained questions (all in Chinese, about half in English, where
+#   values are spelled differently than in pretraining), holds multi-turn conversations, and
+#   answers a few questions about people it only read about — far fewer than it has stored;
+#   reworded questions stay hard for a model this small.
+#
+# ## Further reading
+#
+# - Instruction tuning: {cite}`wei2022flan`; SFT as the first step of InstructGPT's pipeline: {cite}`ouyang2022instructgpt`.
+# - How little SFT data a strong pretrained model needs: {cite}`zhou2023lima`.
+# - Knowledge storage versus extraction: {cite}`allenzhu2023physics31`.
+# - Upstream MiniMind's SFT data and scripts: {cite}`gong2024minimind`.
