@@ -145,7 +145,7 @@ def test_dpo_examples_carry_ids_and_masks_padded_to_one_length(tokenizer, tmp_pa
 ])
 def test_malformed_line_names_file_and_line(dataset_cls, good, bad, tokenizer, tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", [good, good, bad, good])
-    with pytest.raises(DataError, match=rf"bad\.jsonl:3: "):
+    with pytest.raises(DataError, match=r"bad\.jsonl:3: "):
         dataset_cls(path, tokenizer, 64)
 
 

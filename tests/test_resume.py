@@ -1,6 +1,5 @@
 """Resume: an interrupted run continued from its checkpoint ends with the same weights, bit for bit,
 and a process killed while writing a checkpoint leaves the previous one loadable."""
-import dataclasses
 import json
 import os
 import subprocess
