@@ -62,7 +62,7 @@ def test_precomputed_reference_trains_exactly_like_a_frozen_reference_model(tmp_
     for (name, p), (_, q) in zip(precomputed.model.named_parameters(), frozen.model.named_parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     first, last = precomputed.records[0], precomputed.records[-1]
-    assert first["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at the first step
+    assert first["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at the first step
     assert last["loss"] < first["loss"] and last["reward_margin"] > 0 and last["preference_accuracy"] == 1.0
     for key in ("chosen_logps", "rejected_logps", "chosen_reward", "rejected_reward", "dpo_loss"):
         assert key in last
