@@ -19,7 +19,7 @@ A stage in ten lines::
         return out.loss + out.aux_loss, {"lm_loss": out.loss}
 
     def main(argv=None):
-        config = parse_config(MyStageConfig, argv)               # `--help` lists every field
+        config = parse_config(MyStageConfig, argv, prog="python -m minimind.train.mystage")
         tokenizer, model = load_tokenizer(config), build_model(config)
         dataset = SFTDataset(config.data_path, tokenizer, config.max_seq_len)
         return train(config, model, dataset, collate_causal_lm, my_loss, tokenizer=tokenizer)
@@ -154,9 +154,11 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def build_cli(config_cls: type, description: Optional[str] = None, _defaults: bool = True) -> argparse.ArgumentParser:
+def build_cli(config_cls: type, description: Optional[str] = None, prog: Optional[str] = None,
+              _defaults: bool = True) -> argparse.ArgumentParser:
     """An argparse parser with one `--field` per dataclass field, its help and its default."""
     parser = argparse.ArgumentParser(
+        prog=prog,
         description=description or (config_cls.__doc__ or "").strip(),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -177,7 +179,7 @@ def build_cli(config_cls: type, description: Optional[str] = None, _defaults: bo
     return parser
 
 
-def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None):
+def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None):
     """Parse the command line (`sys.argv[1:]` when argv is None) into a `config_cls` instance.
 
     Options not given on the command line take `config_cls.preset_defaults(preset)` where it has
@@ -187,8 +189,8 @@ def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None):
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    values = vars(build_cli(config_cls).parse_args(argv))
-    given = vars(build_cli(config_cls, _defaults=False).parse_args(argv))
+    values = vars(build_cli(config_cls, prog=prog).parse_args(argv))
+    given = vars(build_cli(config_cls, prog=prog, _defaults=False).parse_args(argv))
     for name, value in config_cls.preset_defaults(values["preset"]).items():
         if name not in given:
             values[name] = value
@@ -688,8 +690,8 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
                             **step_metrics, **extra})
                 window_start, window_tokens = now, 0
             if bar is not None:
-                bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                bar.update(1)
             if config.save_interval and step % config.save_interval == 0 and step < total_steps:
                 checkpoint()
 

@@ -79,7 +79,7 @@ def run(config: PretrainConfig, callbacks=()) -> TrainResult:
 
 
 def main(argv=None) -> int:
-    config = parse_config(PretrainConfig, argv)
+    config = parse_config(PretrainConfig, argv, prog="python -m minimind.train.pretrain")
     result = run(config)
     if config.progress and (result.out_dir is not None):
         print(f"final loss {result.final_loss:.4f} after {result.steps} steps; saved to {result.out_dir}")

@@ -84,7 +84,7 @@ def exact_match(model, tokenizer, items, max_new_tokens: int = 16) -> tuple[floa
 
 
 def main(argv=None) -> int:
-    config = parse_config(SFTConfig, argv)
+    config = parse_config(SFTConfig, argv, prog="python -m minimind.train.sft")
     result = run(config)
     if config.progress and result.out_dir is not None:
         print(f"final loss {result.final_loss:.4f} after {result.steps} steps; saved to {result.out_dir}")
