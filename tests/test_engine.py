@@ -158,6 +158,12 @@ def test_gradient_accumulation_equals_one_large_batch(dataset):
     assert [r["loss"] for r in small.records] == pytest.approx([r["loss"] for r in large.records], rel=1e-5)
 
 
+def test_data_loader_workers_do_not_change_the_run(dataset):
+    inline = train(quiet(max_steps=3, batch_size=4), tiny_model(), dataset, collate_causal_lm)
+    workers = train(quiet(max_steps=3, batch_size=4, num_workers=2), tiny_model(), dataset, collate_causal_lm)
+    assert [r["loss"] for r in workers.records] == [r["loss"] for r in inline.records]
+
+
 def test_epochs_count_full_passes_without_short_steps(dataset):
     steps_per_epoch = len(dataset) // 16
     result = train(quiet(epochs=2, batch_size=16), tiny_model(), dataset, collate_causal_lm)
