@@ -156,7 +156,7 @@ def test_lora_stage_trains_only_the_adapter_and_saves_it_alone(tmp_path, tokeniz
     assert {name.rsplit(".", 1)[-1] for name in lora_layers(result.model)} == {"q_proj", "v_proj"}
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
     assert "adapter.safetensors" in files and "adapter_config.json" in files and "model.safetensors" not in files
-    fresh = tiny_model(tokenizer)
+    fresh = tiny_model(tokenizer).eval()  # eval: the default adapter dropout is off
     assert load_lora(fresh, tmp_path / "adapter") == "me"
     ids = torch.tensor([tokenizer.encode_chat_prompt([{"role": "user", "content": "who?"}])])
     result.model.eval()
