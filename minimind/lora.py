@@ -57,6 +57,7 @@ class LoRALinear(nn.Linear):
         self.lora_A[name] = nn.Parameter(lora_A)
         self.lora_B[name] = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
         self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout[name].train(self.training)  # an adapter added to an eval-mode model must not drop out
         self.lora_scaling[name] = alpha / rank
 
     def delta_weight(self, name: str) -> torch.Tensor:

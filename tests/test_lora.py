@@ -141,6 +141,13 @@ def test_dropout_acts_on_the_adapter_input_only_in_training():
     assert torch.equal(layer(x), layer(x))
     layer.train()
     assert not torch.equal(layer(x), layer(x))
+    # an adapter added to a layer already in eval mode starts in eval mode too
+    frozen = LoRALinear.from_linear(nn.Linear(16, 8)).eval()
+    frozen.add_adapter("b", rank=4, alpha=4.0, dropout=0.5)
+    frozen.set_active("b")
+    with torch.no_grad():
+        frozen.lora_B["b"].normal_()
+    assert torch.equal(frozen(x), frozen(x))
     # base path is never dropped: with the adapter off, training mode changes nothing
     layer.set_active(None)
     assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
