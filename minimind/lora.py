@@ -41,7 +41,7 @@ class LoRALinear(nn.Linear):
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         layer.weight = linear.weight
         layer.bias = linear.bias
-        return layer
+        return layer.train(linear.training)
 
     def add_adapter(self, name: str, rank: int, alpha: float, dropout: float = 0.0) -> None:
         if name in self.lora_A:

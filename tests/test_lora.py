@@ -142,7 +142,8 @@ def test_dropout_acts_on_the_adapter_input_only_in_training():
     layer.train()
     assert not torch.equal(layer(x), layer(x))
     # an adapter added to a layer already in eval mode starts in eval mode too
-    frozen = LoRALinear.from_linear(nn.Linear(16, 8)).eval()
+    frozen = LoRALinear.from_linear(nn.Linear(16, 8).eval())
+    assert not frozen.training
     frozen.add_adapter("b", rank=4, alpha=4.0, dropout=0.5)
     frozen.set_active("b")
     with torch.no_grad():
