@@ -18,6 +18,10 @@ def atomic_write(path, write_fn: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write_fn(temp)
+        # mkstemp creates 0600; give the file the mode an ordinary open() would have
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
