@@ -34,9 +34,9 @@ class ReasonConfig(TrainConfig):
     data_path: str = option("", "reasoning jsonl in the SFT schema (empty: the book's synthetic reason data)")
     out_dir: str = option("out/reason", "where weights, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(192, "tokens per training sequence (longer ones are truncated)")
-    max_steps: int = option(300, "optimizer steps to run (0: as many as --epochs take)")
+    max_steps: int = option(400, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(32, "sequences per micro-batch, per process")
-    lr: float = option(1e-3, "peak learning rate")
+    lr: float = option(2e-3, "peak learning rate")
     warmup_steps: int = option(10, "linear warm-up steps (cosine schedule)")
     tag_weight: float = option(10.0, "loss weight of the <think> </think> <answer> </answer> targets (1 = plain SFT)")
     loss_normalize: str = option(
