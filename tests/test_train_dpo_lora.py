@@ -186,3 +186,37 @@ def test_stage_help_lists_its_options(stage, capsys):
     for option_name in {"dpo": ("--beta", "--logps", "--reference", "--sft_weight"),
                         "lora": ("--rank", "--alpha", "--targets", "--lora_name")}[stage]:
         assert option_name in out
+
+
+def test_zoo_builders_train_once_then_reuse_the_artefact(tmp_path, tokenizer, monkeypatch):
+    import minimind.data.synthetic as synthetic
+    from minimind import zoo
+    from minimind.checkpoint import save_model
+    from minimind.lora import lora_layers
+    from minimind.train import dpo, lora
+
+    # a tiny stand-in for the book's SFT artefact and data, so the real builders run in seconds
+    base = tmp_path / "sft"
+    save_model(tiny_model(tokenizer), base)
+    tokenizer.save(base)
+    (base / "artefact.json").write_text('{"key": "tiny-sft"}')
+    files = {"dpo": polite_pairs(tmp_path / "pairs.jsonl"),
+             "lora_identity": write_jsonl(tmp_path / "identity.jsonl",
+                                          [{"conversations": conversation(p, "I am MiniMind.")} for p in PROMPTS * 3])}
+    monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "sft_dir", lambda: base)
+    monkeypatch.setattr(zoo, "tokenizer_dir", lambda: base)
+    monkeypatch.setattr(synthetic, "dataset_path", lambda name, split="train": files[name])
+    monkeypatch.setattr(dpo, "zoo_config", lambda **changes: dpo.DPOConfig(progress=False, batch_size=4, epochs=1,
+                                                                            max_seq_len=128, **changes))
+    monkeypatch.setattr(lora, "zoo_config", lambda **changes: lora.LoRAConfig(progress=False, batch_size=8, epochs=1,
+                                                                              **changes))
+    dpo_folder = dpo.zoo_dpo_dir()
+    assert (dpo_folder / "model.safetensors").exists() and not (dpo_folder / "resume.pt").exists()
+    assert dpo.zoo_dpo_dir() == dpo_folder  # cached: the same version, not rebuilt
+    adapter_folder = lora.zoo_lora_dir("identity")
+    assert (adapter_folder / "adapter.safetensors").exists() and not (adapter_folder / "model.safetensors").exists()
+    model = lora.zoo_lora("identity")
+    assert lora_layers(model) and not model.training
+    with pytest.raises(ValueError, match="'identity' and 'domain'"):
+        lora.zoo_lora_dir("tea")

@@ -120,6 +120,8 @@ def zoo_lora_dir(name: str = "identity") -> Path:
     import dataclasses
 
     from minimind import zoo
+    from minimind.data.synthetic import dataset_path
+    from minimind.train.engine import RESUME_FILE
 
     if name not in ("identity", "domain"):
         raise ValueError(f"the zoo has LoRA adapters 'identity' and 'domain', not {name!r}")
