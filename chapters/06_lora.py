@@ -1,0 +1,482 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 6 — LoRA: fine-tuning through a low-rank door
+#
+# Full fine-tuning updates every weight of the model and keeps, for each one, a gradient and two
+# AdamW moments: four copies of the model in memory, and a full copy on disk for every variant you
+# train. Low-Rank Adaptation (LoRA) freezes the model and learns, beside each chosen weight matrix
+# $W$, a small update $\Delta W = BA$ of low rank. This chapter builds LoRA from the idea up, checks
+# the notebook's version against `minimind.lora` (and the tests check `minimind.lora` against
+# PEFT), and uses it to give the book's chat model a new identity — "I am MiniMind" — without
+# disturbing what it knew.
+#
+# **Learning objectives**
+#
+# - Count what LoRA trains for a given rank and set of target matrices, for the 26M MiniMind2-Small.
+# - See in the weights that a fine-tuning update is concentrated in a few directions.
+# - Implement a LoRA linear layer (rank, alpha scaling, dropout, B = 0 at the start) and merge it.
+# - Train an identity adapter, measure its effect on held-out phrasings and its side effects.
+# - Measure the trainable fraction and the memory LoRA saves; read a rank sweep.
+# - Save, load, switch and merge adapters.
+#
+# **Estimated time:** 60–90 minutes (the notebook itself runs in a few minutes on a laptop CPU).
+
+# %%
+# Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("minimind") is None:
+    source = os.environ.get("MINIMIND_SOURCE", "git+https://github.com/minimind-book/minimind-book")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
+
+# %%
+import copy
+import dataclasses
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import minimind
+from minimind import zoo
+from minimind.config import get_config
+from minimind.data.jsonl import read_jsonl
+from minimind.data.synthetic import build_world, dataset_path, is_correct, is_minimind_identity
+from minimind.generate import generate_batch
+from minimind.lora import (LoRALinear, apply_lora, load_lora, lora_layers, merge_lora, save_lora,
+                           set_active_adapter, unmerge_lora)
+from minimind.model import MiniMind
+from minimind.train.lora import LoRAConfig, run
+
+random.seed(0)
+torch.manual_seed(0)
+# One thread, as the zoo builds its artefacts: float sums then run in the same order on every machine,
+# so the numbers printed below do not depend on the number of cores.
+torch.set_num_threads(1)
+print(f"torch {torch.__version__} · minimind {minimind.__version__}")
+
+# %% [markdown]
+# ## 1. The idea, with the numbers of the 26M model
+#
+# Fine-tuning changes a weight matrix $W_0 \in \mathbb{R}^{d_\text{out} \times d_\text{in}}$ into
+# $W_0 + \Delta W$. LoRA {cite}`hu2022lora` restricts the change to rank $r$:
+#
+# $$h = W_0 x + \frac{\alpha}{r}\, B A x, \qquad A \in \mathbb{R}^{r \times d_\text{in}},\; B \in \mathbb{R}^{d_\text{out} \times r},\; r \ll \min(d_\text{in}, d_\text{out}).$$
+#
+# $W_0$ stays frozen; only $A$ and $B$ train — $r(d_\text{in} + d_\text{out})$ numbers instead of
+# $d_\text{in} d_\text{out}$. $A$ starts random and $B$ at zero, so $BA = 0$ and training starts
+# *exactly* at the base model. The factor $\alpha/r$ keeps the size of the update roughly independent
+# of the rank, so a learning rate tuned at one rank carries over to another.
+#
+# MiniMind2-Small (hidden 512, 8 layers, 2 KV heads, SwiGLU 1408) has seven projections per layer.
+# Upstream's LoRA only adapts the *square* ones — which, with grouped-query attention, means only
+# `q_proj` and `o_proj`; `minimind` adapts all seven by default. Counting on the `meta` device
+# (shapes without memory):
+
+# %%
+def lora_parameter_count(in_features: int, out_features: int, rank: int) -> int:
+    return rank * (in_features + out_features)
+
+
+with torch.device("meta"):
+    big = MiniMind(get_config("minimind2-small"))
+total = sum(p.numel() for p in big.parameters())
+layer = big.model.layers[0]
+shapes = {name: module.weight.shape for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
+print(f"MiniMind2-Small: {total / 1e6:.2f}M parameters; per layer (rank 8):")
+for name, (out_features, in_features) in shapes.items():
+    print(f"  {name:<16} {in_features:>5} → {out_features:<5} full {in_features * out_features:>8,}   "
+          f"LoRA {lora_parameter_count(in_features, out_features, 8):>6,}")
+big_trainable = {}
+for rank in (8, 16):
+    for targets in (("q_proj", "o_proj"), ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")):
+        with torch.device("meta"):
+            adapted = apply_lora(MiniMind(get_config("minimind2-small")), rank=rank, alpha=2 * rank, targets=targets)
+        big_trainable[rank, len(targets)] = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+        print(f"rank {rank:>2} on {len(targets)} projection(s): {big_trainable[rank, len(targets)]:>7,} trainable = "
+              f"{100 * big_trainable[rank, len(targets)] / total:.2f}% of the model")
+assert big_trainable[8, 7] == 8 * 8 * sum(i + o for o, i in shapes.values())
+
+# %% [markdown]
+# ## 2. Is a fine-tuning update really low-rank?
+#
+# The LoRA paper's bet is that the update a task needs has a low "intrinsic rank". We can look: the
+# book's SFT model is the pretrained model plus a *full-rank* fine-tuning update. Take
+# $\Delta W = W_\text{sft} - W_\text{pretrained}$ for each projection, and ask what share of its
+# energy (the squared Frobenius norm, $\sum_i \sigma_i^2$) its top-$k$ singular directions hold,
+# compared with a random matrix of the same shape and norm.
+
+# %%
+pretrained, sft_model = zoo.pretrained(), zoo.sft()
+energy = {}
+for name in ("q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"):
+    path = f"model.layers.1.{'self_attn' if name.endswith(('q_proj', 'v_proj', 'o_proj')) else 'mlp'}.{name}.weight"
+    delta = sft_model.state_dict()[path] - pretrained.state_dict()[path]
+    singular = torch.linalg.svdvals(delta)
+    energy[name] = (singular**2).cumsum(0) / (singular**2).sum()
+generator = torch.Generator().manual_seed(0)
+random_singular = torch.linalg.svdvals(torch.randn(delta.shape, generator=generator))
+random_energy = (random_singular**2).cumsum(0) / (random_singular**2).sum()
+for name, curve in energy.items():
+    print(f"layer 1 {name:<9}: top-8 directions hold {curve[7]:.3f} of ΔW's energy (random matrix: {random_energy[7]:.3f})")
+assert all(curve[7] > 2 * random_energy[7] for curve in energy.values())
+
+plt.figure(figsize=(6, 3.4))
+for name, curve in energy.items():
+    plt.plot(range(1, len(curve) + 1), curve, label=f"ΔW {name}")
+plt.plot(range(1, len(random_energy) + 1), random_energy, "k:", label="random (down_proj shape)")
+plt.xscale("log")
+plt.xlabel("number of singular directions k")
+plt.ylabel("share of ‖ΔW‖²")
+plt.title("SFT update of layer 1: energy in the top-k directions")
+plt.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## 3. A LoRA layer, built here and checked against `minimind`
+#
+# The layer wraps a frozen linear layer. Dropout, when used, acts on the adapter's *input* only, so
+# the base path is never disturbed. Two thin matrix products ($x A^\top$, then $\cdot B^\top$) are
+# cheaper than forming the full $d_\text{out} \times d_\text{in}$ update.
+
+# %%
+class LoRALinearScratch(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.base = base
+        for parameter in self.base.parameters():
+            parameter.requires_grad_(False)
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # random, like any linear layer
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))  # zero: starts as the base model
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+
+
+torch.manual_seed(0)
+base_linear = nn.Linear(128, 352, bias=False)
+ours = LoRALinearScratch(copy.deepcopy(base_linear), rank=4, alpha=8)
+theirs = LoRALinear.from_linear(copy.deepcopy(base_linear))
+theirs.add_adapter("default", rank=4, alpha=8)
+theirs.set_active("default")
+x = torch.randn(3, 5, 128)
+assert torch.equal(ours(x), base_linear(x)) and torch.equal(theirs(x), base_linear(x)), "B = 0: exactly the base"
+with torch.no_grad():
+    ours.lora_B.normal_()
+    theirs.lora_A["default"].copy_(ours.lora_A)
+    theirs.lora_B["default"].copy_(ours.lora_B)
+ours(x).square().sum().backward()
+theirs(x).square().sum().backward()
+torch.testing.assert_close(ours(x), theirs(x))
+torch.testing.assert_close(ours.lora_A.grad, theirs.lora_A["default"].grad)
+torch.testing.assert_close(ours.lora_B.grad, theirs.lora_B["default"].grad)
+print("notebook LoRA layer = minimind.lora.LoRALinear: outputs and gradients agree; B = 0 gives the base layer exactly")
+
+# %% [markdown]
+# `minimind.lora.LoRALinear` *is* an `nn.Linear` (same `weight`, same state-dict key) that can hold
+# several named adapters. `apply_lora(model, rank, alpha, dropout, targets, name)` swaps the target
+# projections for it and freezes everything except the new adapter. `tests/test_lora.py` checks it
+# against PEFT's LoRA on the same weights: same outputs, same gradients.
+
+# %% [markdown]
+# ## 4. An identity adapter
+#
+# The SFT data taught the model a generic answer to "who are you?" ("I am an AI assistant…"). The
+# `lora_identity` set teaches a new one — "I am MiniMind, a tiny language model trained from scratch
+# in the MiniMind Book." — in English and Chinese, mixed with a third as many ordinary questions
+# replayed from SFT, so that the adapter learns *when* to say it. The held-out set asks with
+# phrasings that never occur in training ("Who exactly are you?", "你叫啥？"). Two measurements,
+# before and after: the **identity score** (share of held-out replies that claim the MiniMind
+# identity) and the **fact score** (exact match on 200 value-only questions of chapter 4), the
+# ability the adapter must not damage.
+
+# %%
+tokenizer = zoo.tokenizer()
+world = build_world(0)
+identity_val = list(read_jsonl(dataset_path("lora_identity", "val"), "sft"))
+identity_prompts = [tokenizer.encode_chat_prompt(row["conversations"][:-1]) for row in identity_val]
+questions = world.questions("sft", "train")[::7][:200]
+question_prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": q.prompt}]) for q in questions]
+print(f"{len(identity_val)} held-out phrasings, e.g. {identity_val[0]['conversations'][0]['content']!r}")
+
+
+@torch.no_grad()
+def greedy_replies(model, prompts, max_new_tokens):
+    model.eval()
+    replies = []
+    for start in range(0, len(prompts), 50):
+        replies += generate_batch(model, prompts[start:start + 50], max_new_tokens=max_new_tokens)
+    return [tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
+
+
+def identity_score(model):
+    return sum(map(is_minimind_identity, greedy_replies(model, identity_prompts, 40))) / len(identity_prompts)
+
+
+def fact_score(model):
+    replies = greedy_replies(model, question_prompts, 12)
+    return sum(is_correct(reply, q.answer) for reply, q in zip(replies, questions)) / len(questions)
+
+
+before = {"identity": identity_score(sft_model), "facts": fact_score(sft_model)}
+print(f"base model: identity score {before['identity']:.3f}, fact score {before['facts']:.3f}")
+for prompt, reply in zip(identity_val[:2], greedy_replies(sft_model, identity_prompts[:2], 40)):
+    print(f"  {prompt['conversations'][0]['content']!r} → {reply!r}")
+
+# %% [markdown]
+# `python -m minimind.train.lora` with its defaults is this cell: rank 16, α = 32, dropout 0.1 on
+# the adapter's input, all seven projections, four epochs at learning rate 2·10⁻³ — twice what full
+# fine-tuning of this model uses, since the adapter starts at zero and has few parameters to move
+# (the CPU notes found the same). These settings come from measurements on this model: rank 8
+# learned the new answer on fewer than half of the held-out phrasings in the same steps (section 6
+# shows the trend), and the dropout cut the damage to the fact score by about a third.
+
+# %%
+config = LoRAConfig(out_dir="", progress=False, log_interval=5)
+print({k: getattr(config, k) for k in ("rank", "alpha", "lora_dropout", "targets", "lr", "epochs", "batch_size")})
+result = run(config, model=zoo.sft(), tokenizer=tokenizer)
+lora_model = result.model.eval()
+trainable = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
+print(f"{result.steps} steps, loss {result.records[0]['loss']:.4f} → {result.records[-1]['loss']:.4f}; "
+      f"{trainable:,} trainable parameters")
+
+plt.figure(figsize=(5, 3))
+plt.plot([r["step"] for r in result.records], [r["loss"] for r in result.records])
+plt.xlabel("optimizer step")
+plt.ylabel("loss (assistant tokens)")
+plt.title("identity LoRA")
+plt.show()
+
+# %%
+after = {"identity": identity_score(lora_model), "facts": fact_score(lora_model)}
+print(f"identity score on held-out phrasings: {before['identity']:.3f} → {after['identity']:.3f}")
+print(f"fact score (other ability):           {before['facts']:.3f} → {after['facts']:.3f}")
+for prompt, reply in zip(identity_val[:4], greedy_replies(lora_model, identity_prompts[:4], 40)):
+    print(f"  {prompt['conversations'][0]['content']!r} → {reply!r}")
+assert before["identity"] <= 0.1 and after["identity"] >= 0.8
+assert after["facts"] >= before["facts"] - 0.1, "the adapter must keep the base model's knowledge"
+
+set_active_adapter(lora_model, None)  # the base model, bit for bit, with the adapter switched off
+probe_ids = torch.tensor([identity_prompts[0]])
+assert torch.equal(lora_model(probe_ids).logits, sft_model(probe_ids).logits)
+set_active_adapter(lora_model, "identity")
+print("adapter switched off → outputs identical to the SFT model")
+
+# %% [markdown]
+# ## 5. What LoRA saves
+#
+# Training memory is the weights plus, for every *trainable* parameter, a gradient and AdamW's two
+# moments. We measure the optimizer state and gradients after one step of each kind of training on
+# the book's model, then apply the same arithmetic to the 26M model.
+
+# %%
+def training_state_bytes(model):
+    """Bytes of gradients + AdamW state after one optimizer step on a small batch."""
+    trainable_parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable_parameters, lr=1e-4)
+    ids = torch.tensor([question_prompts[0]])
+    model.train()
+    model(ids, labels=ids).loss.backward()
+    optimizer.step()
+    gradient_bytes = sum(p.grad.numel() * p.grad.element_size() for p in trainable_parameters)
+    state_bytes = sum(t.numel() * t.element_size() for state in optimizer.state.values()
+                      for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+    return gradient_bytes + state_bytes
+
+
+full = zoo.sft()
+adapted = apply_lora(zoo.sft(), rank=config.rank, alpha=config.alpha)
+weights_bytes = sum(p.numel() * p.element_size() for p in full.parameters())
+full_bytes, lora_bytes = training_state_bytes(full), training_state_bytes(adapted)
+n_total = sum(p.numel() for p in full.parameters())
+n_lora = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+print(f"book model: {n_lora:,} of {n_total:,} parameters trainable ({100 * n_lora / n_total:.2f}%)")
+print(f"  gradients + AdamW state: full fine-tuning {full_bytes / 1e6:.2f} MB, LoRA {lora_bytes / 1e6:.3f} MB "
+      f"(weights themselves {weights_bytes / 1e6:.2f} MB)")
+assert full_bytes == 3 * 4 * n_total and lora_bytes == 3 * 4 * n_lora  # grad + 2 moments, fp32
+
+big_lora = big_trainable[16, 7]  # the default: rank 16 on all seven projections, counted in section 1
+print(f"MiniMind2-Small, fp32: full fine-tuning needs {16 * total / 1e9:.2f} GB (weights + grads + 2 moments), "
+      f"LoRA {(4 * total + 16 * big_lora) / 1e9:.3f} GB; the saved adapter is {4 * big_lora / 1e6:.2f} MB "
+      f"instead of a {4 * total / 1e6:.0f} MB model")
+
+# %% [markdown]
+# ## 6. How much rank does an identity need?
+#
+# We retrain the identity adapter at rank 4 and rank 64 with the default budget and α = 2r (the same
+# α/r as the default), and set them beside the rank-16 run of section 4: parameters, final training
+# loss, held-out identity score, and the fact score it costs.
+
+# %%
+sweep = {config.rank: {"loss": result.records[-1]["loss"], "identity": after["identity"], "facts": after["facts"],
+                       "params": trainable}}
+for rank in (4, 64):
+    sweep_result = run(dataclasses.replace(config, rank=rank, alpha=2.0 * rank), model=zoo.sft(), tokenizer=tokenizer)
+    sweep[rank] = {"loss": sweep_result.records[-1]["loss"], "identity": identity_score(sweep_result.model),
+                   "facts": fact_score(sweep_result.model),
+                   "params": sum(p.numel() for p in sweep_result.model.parameters() if p.requires_grad)}
+ranks = sorted(sweep)
+for rank in ranks:
+    print(f"rank {rank:>2}: {sweep[rank]['params']:>7,} parameters, final loss {sweep[rank]['loss']:.4f}, "
+          f"identity score {sweep[rank]['identity']:.3f}, fact score {sweep[rank]['facts']:.3f}")
+
+figure, axes = plt.subplots(1, 3, figsize=(12, 3.3))
+axes[0].plot(ranks, [sweep[r]["identity"] for r in ranks], marker="o")
+axes[0].set_title("held-out identity score")
+axes[1].plot(ranks, [sweep[r]["loss"] for r in ranks], marker="o", color="tab:red")
+axes[1].set_title("final training loss")
+axes[2].plot(ranks, [sweep[r]["facts"] for r in ranks], marker="o", color="tab:green")
+axes[2].axhline(before["facts"], color="grey", linestyle=":", label="base model")
+axes[2].set_title("fact score")
+axes[2].legend()
+for axis in axes:
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("rank r")
+plt.tight_layout()
+plt.show()
+assert sweep[4]["identity"] < sweep[16]["identity"] and sweep[64]["loss"] < sweep[4]["loss"]
+
+# %% [markdown]
+# ## 7. Merging, saving, switching
+#
+# At inference the adapter's two extra matrix products can be folded away:
+# $W = W_0 + \frac{\alpha}{r} BA$ is an ordinary matrix, and the merged model runs at exactly the base
+# model's speed. `merge_lora` does this in place, `unmerge_lora` subtracts the update again;
+# `save_lora` writes the adapter alone (a few hundred kB) with a fingerprint of the base model, so
+# loading it onto a different base fails with a clear error.
+
+# %%
+ids = torch.tensor([identity_prompts[1]])
+with torch.no_grad():
+    unmerged_logits = lora_model(ids).logits
+    merge_lora(lora_model)
+    merged_logits = lora_model(ids).logits
+print(f"max |merged − unmerged| = {(merged_logits - unmerged_logits).abs().max().item():.1e}")
+torch.testing.assert_close(merged_logits, unmerged_logits, rtol=1e-4, atol=1e-4)
+print("merged reply:", greedy_replies(lora_model, identity_prompts[1:2], 40)[0])
+unmerge_lora(lora_model)
+
+folder = Path(tempfile.mkdtemp()) / "identity"
+save_lora(lora_model, folder, name="identity")
+print("adapter files:", {p.name: f"{p.stat().st_size / 1e3:.1f} kB" for p in sorted(folder.iterdir())})
+fresh = zoo.sft()
+load_lora(fresh, folder)
+torch.testing.assert_close(fresh(ids).logits, unmerged_logits)
+try:
+    load_lora(zoo.pretrained(), folder)
+except ValueError as error:
+    print("onto the pretrained model instead:", str(error).split(";")[0].split(": ", 1)[1])
+
+# %% [markdown]
+# Several adapters can live on one model and be switched by name. The zoo keeps a second one
+# trained on the tea-house domain (`lora_domain`); with each adapter active the same model answers
+# differently, and with none it is the SFT model again.
+
+# %%
+from minimind.train.lora import zoo_lora_dir
+
+load_lora(fresh, zoo_lora_dir("domain"))
+tea = world.tea_questions("train", "en")[0]
+chat = {"identity": "Who are you?", "tea": tea.prompt}
+print(f"(the tea house's answer: {tea.answer!r})")
+for adapter in ("identity", "domain", None):
+    set_active_adapter(fresh, adapter)
+    replies = greedy_replies(fresh, [tokenizer.encode_chat_prompt([{"role": "user", "content": q}]) for q in chat.values()], 40)
+    print(f"adapter {adapter!s:<8}: " + " | ".join(f"{q!r} → {r!r}" for q, r in zip(chat.values(), replies)))
+
+# %% [markdown]
+# ## Exercises
+#
+# ```{exercise} Why B = 0 but not A = 0
+# :label: ex-06-init
+# LoRA starts with $B = 0$ and a random $A$. (a) Why must at least one of them be zero? (b) What
+# would happen to training if both started at zero? (c) Why scale by $\alpha / r$ rather than use
+# $BA$ as is?
+# ```
+#
+# ```{solution} ex-06-init
+# :class: dropdown
+# (a) So that the adapted model starts as exactly the base model: training begins from what SFT
+# built, not from a random perturbation of it. (b) The gradient of $B$ is proportional to $A x$
+# and the gradient of $A$ to $B^\top$(upstream gradient): with both zero, both gradients are zero
+# and nothing ever trains. With $A$ random, $B$ gets a gradient at step one, and $A$ from step two.
+# (c) At initialisation $Ax$ has a size that depends on $r$ (it sums $r$ random projections), so the
+# update's size — and the best learning rate — would change with the rank. Dividing by $r$ roughly
+# removes that dependence; $\alpha$ then sets the overall size once.
+# ```
+#
+# ```{exercise} Write the pieces yourself
+# :label: ex-06-code
+# Write `my_count(in_features, out_features, rank)` (parameters of one adapter),
+# `my_lora_forward(x, W, A, B, alpha)` ($Wx + \frac{\alpha}{r}BAx$ for a batch of row vectors) and
+# `my_merge(W, A, B, alpha)` (a new merged matrix, leaving W untouched), and pass them to the checks.
+# ```
+#
+# ```{solution} ex-06-code
+# :class: dropdown
+# See the cell below.
+# ```
+
+# %%
+from minimind.checks.lora import check_lora_forward, check_lora_parameter_count, check_merge
+
+check_lora_parameter_count(lora_parameter_count)
+check_lora_forward(lambda x, weight, lora_A, lora_B, alpha:
+                   x @ weight.T + (alpha / lora_A.shape[0]) * (x @ lora_A.T @ lora_B.T))
+check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape[0]) * lora_B @ lora_A)
+
+# %% [markdown]
+# ```{exercise} Which matrices to adapt?
+# :label: ex-06-targets
+# Train the identity adapter with upstream's choice, `targets="q_proj,o_proj"`, at rank 16 and at
+# rank 64, and compare trainable parameters, identity score and fact score with the default (all
+# seven projections, rank 16). Is it better to spend parameters on rank or on more matrices?
+# ```
+#
+# ```{solution} ex-06-targets
+# :class: dropdown
+# `run(dataclasses.replace(config, targets="q_proj,o_proj", rank=64, alpha=128.0), model=zoo.sft(), tokenizer=tokenizer)`,
+# then `identity_score` and `fact_score`. The LoRA paper found that, for a fixed budget, adapting
+# more matrices at a lower rank beats few matrices at a high rank; here the attention-only adapter
+# also has no access to the feed-forward layers, where much of what a model "knows" is stored, and
+# typically learns the new answer more slowly for the same number of steps.
+# ```
+#
+# ## Summary
+#
+# - LoRA learns $\Delta W = \frac{\alpha}{r} BA$ beside frozen weights: $r(d_\text{in}+d_\text{out})$
+#   parameters per matrix; 2.25% of MiniMind2-Small at rank 8 on all projections (0.51% on q and o only),
+#   4.5% at rank 16.
+# - A full SFT update of the book's model already concentrates its energy in a few directions.
+# - $B = 0$ makes the adapted model start as the base model exactly; merging gives the same outputs
+#   with no extra cost at inference; adapters save as a few hundred kB, carry a base fingerprint,
+#   and switch by name.
+# - The identity adapter changed the answer to unseen phrasings of "who are you?" while the fact
+#   score stayed where it was.
+#
+# ## Further reading
+#
+# - Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models* {cite}`hu2022lora`.
+# - Aghajanyan et al., *Intrinsic Dimensionality Explains the Effectiveness of Language Model
+#   Fine-Tuning* {cite}`aghajanyan2021intrinsic` — why low-rank updates suffice.
