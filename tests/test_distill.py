@@ -281,3 +281,49 @@ def test_checks_accept_the_reference_and_reject_a_missing_temperature_factor(cap
         check_distillation_loss(without_t_squared)
     with pytest.raises(AssertionError, match="divide the logits by T"):
         check_soft_targets(lambda logits, t: torch.softmax(logits, dim=-1))
+
+
+def test_a_student_keeping_every_teacher_layer_is_the_teacher():
+    from minimind.train.distill import student_from_teacher
+
+    teacher, _ = _models(300)
+    ids = torch.randint(0, 300, (2, 11))
+    copy = student_from_teacher(teacher, [0, 1, 2])
+    torch.testing.assert_close(copy(ids).logits, teacher(ids).logits)
+
+
+def test_a_shallower_student_takes_the_chosen_teacher_layers():
+    from minimind.train.distill import student_from_teacher
+
+    teacher, _ = _models(300)
+    student = student_from_teacher(teacher, [0, 2])
+    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == teacher.config.hidden_size
+    assert torch.equal(student.model.layers[1].self_attn.q_proj.weight, teacher.model.layers[2].self_attn.q_proj.weight)
+    assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+    assert student.lm_head.weight is student.model.embed_tokens.weight  # still tied, not two copies
+    student.model.layers[0].mlp.up_proj.weight.data.add_(1.0)  # a copy: training it leaves the teacher alone
+    assert not torch.equal(student.model.layers[0].mlp.up_proj.weight, teacher.model.layers[0].mlp.up_proj.weight)
+    for bad in ([], [0, 3], [1, 1]):
+        with pytest.raises(ValueError, match="layers"):
+            student_from_teacher(teacher, bad)
+
+
+def test_distill_script_with_student_layers_and_a_row_limit(tokenizer, tmp_path):
+    import json
+
+    from minimind.checkpoint import load_model, save_model
+    from minimind.train import distill
+
+    teacher, _ = _models(tokenizer.vocab_size)
+    teacher_dir = tmp_path / "teacher"
+    save_model(teacher, teacher_dir)
+    tokenizer.save(teacher_dir)
+    path, _ = _batch_of(tokenizer, tmp_path)
+    out = tmp_path / "student"
+    argv = ["--teacher", str(teacher_dir), "--student_layers", "0,2", "--max_rows", "4", "--data_path", str(path),
+            "--out_dir", str(out), "--epochs", "2", "--max_steps", "0", "--batch_size", "2", "--progress", "false",
+            "--log_interval", "1"]
+    assert distill.main(argv) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # 4 rows / batch 2 = 2 steps per epoch
+    assert load_model(out).config.num_hidden_layers == 2

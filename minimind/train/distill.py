@@ -6,12 +6,20 @@ teacher runs in eval mode under `torch.no_grad()` on every batch; it may differ 
 student in depth and width, but it must share the student's vocabulary (same tokenizer).
 
     python -m minimind.train.distill --help
-    python -m minimind.train.distill --teacher out/teacher --preset book --alpha 0.5 --temperature 2
-    torchrun --nproc_per_node 2 -m minimind.train.distill --teacher out/teacher
+    python -m minimind.train.distill --teacher out/sft --student_layers 0,2     # half the depth
+    python -m minimind.train.distill --teacher out/sft --preset book --model_overrides hidden_size=64
+    torchrun --nproc_per_node 2 -m minimind.train.distill --teacher out/sft --student_layers 0,2
+
+The student is either a fresh model (`--preset`, `--model_overrides`), a checkpoint
+(`--init_from`), or — `--student_layers 0,2` — the teacher with only the listed layers kept, as
+DistilBERT initialises its student from every other teacher layer: a shallower student that
+starts with the teacher's embeddings and some of its layers.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -23,11 +31,19 @@ from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_con
 class DistillConfig(TrainConfig):
     """Distillation: a student (fresh of --preset, or --init_from) learns from --teacher's soft labels."""
 
-    teacher: str = option("", "teacher checkpoint directory (empty: the book's distillation teacher from the zoo)")
+    teacher: str = option("out/sft", "teacher checkpoint directory (same tokenizer as the student)")
+    tokenizer: str = option("", "tokenizer directory (empty: the one in --init_from, else the teacher's, else the "
+                            "book's zoo tokenizer)")
+    student_layers: str = option("", "start the student from these teacher layers, e.g. 0,2 (DistilBERT-style; "
+                                 "empty: a fresh student of --preset, or --init_from)")
     data_path: str = option("", "chat jsonl in the SFT schema (empty: the book's synthetic distill data)")
+    max_rows: int = option(0, "train on the first N conversations only (0: all)")
     out_dir: str = option("out/distill", "where weights, metrics and the resume file go (empty: save nothing)")
-    max_seq_len: int = option(128, "tokens per training sequence (longer ones are truncated)")
+    max_seq_len: int = option(192, "tokens per training sequence (longer ones are truncated)")
+    max_steps: int = option(150, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(32, "sequences per micro-batch, per process")
+    lr: float = option(1e-3, "peak learning rate")
+    warmup_steps: int = option(10, "linear warm-up steps (cosine schedule)")
     alpha: float = option(0.5, "weight of the hard-label cross-entropy; 1 - alpha goes to the KL term")
     temperature: float = option(2.0, "softening temperature T of both distributions in the KL term")
     reverse_kl: bool = option(False, "use KL(student‖teacher) (mode-seeking) instead of KL(teacher‖student)")
@@ -69,6 +85,39 @@ def check_same_vocabulary(student_config, teacher_config, teacher_source: str = 
             f"({student_config.vocab_size}); distill only between models trained with the same tokenizer")
 
 
+def student_from_teacher(teacher, layers) -> torch.nn.Module:
+    """A shallower copy of `teacher` that keeps only the transformer blocks `layers` (in order),
+    with the teacher's embeddings, final norm and head: DistilBERT's student initialisation."""
+    from minimind.config import MiniMindConfig
+    from minimind.model import MiniMind
+
+    layers = [int(i) for i in layers]
+    depth = teacher.config.num_hidden_layers
+    if not layers or any(not 0 <= i < depth for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"student layers {layers} must be distinct indices of the teacher's {depth} layers")
+    config = MiniMindConfig.from_dict({**teacher.config.to_dict(), "num_hidden_layers": len(layers)})
+    student = MiniMind(config)
+    teacher_state = teacher.state_dict()
+    state = {}
+    for name in student.state_dict():
+        if name.startswith("model.layers."):
+            index = int(name.split(".")[2])
+            name_in_teacher = name.replace(f"model.layers.{index}.", f"model.layers.{layers[index]}.", 1)
+            state[name] = teacher_state[name_in_teacher].detach().clone()
+        else:
+            state[name] = teacher_state[name].detach().clone()
+    student.load_state_dict(state)
+    return student
+
+
+def parse_layers(text: str) -> list[int]:
+    """`"0,2"` → `[0, 2]`."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--student_layers: expected comma-separated layer indices, got {text!r}") from None
+
+
 def default_data_path(split: str = "train") -> str:
     from minimind.data.synthetic import dataset_path
 
@@ -77,25 +126,67 @@ def default_data_path(split: str = "train") -> str:
 
 def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: torch.nn.Module | None = None,
         callbacks=()):
-    """Distil per `config` (a teacher / student module given here replaces --teacher / the preset)."""
+    """Distil per `config` (a teacher / student module given here replaces --teacher / the student options)."""
     from minimind.checkpoint import load_model
     from minimind.datasets import SFTDataset, collate_causal_lm
-    from minimind.train.engine import build_model
+    from minimind.train.engine import build_model, check_vocabulary, seed_everything
 
+    teacher_source = "teacher module"
     if teacher is None:
-        teacher_path = config.teacher or str(_zoo_teacher_path())
-        teacher = load_model(teacher_path)
-    else:
-        teacher_path = "teacher module"
+        teacher_source = config.teacher
+        teacher = load_model(config.teacher)
+    if not config.tokenizer and not config.init_from and (Path(teacher_source) / "tokenizer.json").exists():
+        config = dataclasses.replace(config, tokenizer=teacher_source)  # the student speaks the teacher's tokens
     tokenizer = load_tokenizer(config)
     if student is None:
-        # a fresh student takes the teacher's vocabulary size; a loaded one is checked below
-        student = build_model(config) if config.init_from else build_model(config, vocab_size=teacher.config.vocab_size)
-    check_same_vocabulary(student.config, teacher.config, teacher_path)
+        if config.student_layers:
+            if config.init_from:
+                raise ValueError("--student_layers and --init_from both choose the student's start; pass one")
+            seed_everything(config.seed)
+            student = student_from_teacher(teacher, parse_layers(config.student_layers))
+        elif config.init_from:
+            student = build_model(config)
+        else:  # a fresh student takes the teacher's vocabulary size
+            student = build_model(config, vocab_size=teacher.config.vocab_size)
+    check_same_vocabulary(student.config, teacher.config, teacher_source)
+    check_vocabulary(tokenizer, student)
     teacher.to(resolve_device(config.device))
-    dataset = SFTDataset(config.data_path or default_data_path("train"), tokenizer, config.max_seq_len)
+    dataset = SFTDataset(config.data_path or default_data_path("train"), tokenizer, config.max_seq_len,
+                         max_rows=config.max_rows)
     loss_fn = distillation_loss_fn(teacher, config.alpha, config.temperature, config.reverse_kl)
     return train(config, student, dataset, collate_causal_lm, loss_fn, tokenizer=tokenizer, callbacks=callbacks)
+
+
+def teacher_config(**changes):
+    """The config of the book's distillation teacher: the SFT stage, on the distillation set."""
+    from minimind.train.sft import SFTConfig
+
+    return dataclasses.replace(SFTConfig(progress=False, max_steps=200), **changes)
+
+
+def teacher_dir():
+    """The book's distillation teacher (cached in the zoo): the SFT chat model fine-tuned for a
+    few epochs on the distillation conversations, so it knows every kind of reply they hold."""
+    from minimind import zoo
+    from minimind.train.engine import RESUME_FILE
+    from minimind.train.sft import run as run_sft
+
+    data, base = Path(default_data_path("train")), zoo.sft_dir()
+    config = teacher_config()
+
+    def build(out: Path):
+        run_sft(dataclasses.replace(config, out_dir=str(out), init_from=str(base), data_path=str(data)))
+        (out / RESUME_FILE).unlink(missing_ok=True)
+
+    print_ = zoo.fingerprint(config, data=[data], parents=[base], code=["minimind.train.sft"])
+    return zoo.get_or_build("distill_teacher", build, print_)
+
+
+def zoo_teacher():
+    """The book's distillation teacher (CPU, eval mode)."""
+    from minimind import zoo
+
+    return zoo.load(teacher_dir())
 
 
 def main(argv=None):
