@@ -483,11 +483,12 @@ assert after["styles"]["held-out prompts"]["polite"] > plain_after["styles"]["he
 
 # %% [markdown]
 # Both runs reach the same held-out preference accuracy — by the measure DPO optimises, plain DPO
-# works. But it gets there mostly by pushing the rejected replies down, and the chosen ones do not
-# rise: the shared tokens are pulled both ways, the replies lose their spelling ("Sellpy to help!"),
-# and to the held-out prompts almost none of them comes out polite. The SFT term (as in RPO
-# {cite}`pang2024iterative`, and upstream's request #817) raises the chosen replies while the margin
-# grows, and keeps the generations usable. On large models with diverse data plain DPO is usually
+# works. But it widens the gap by pushing *both* replies down, the rejected one faster: the held-out
+# chosen replies lose probability too, the tokens the two replies share are pulled both ways, the
+# replies lose their spelling (see the samples above), and to the held-out prompts hardly any comes
+# out polite. With the
+# SFT term (as in RPO {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep
+# their probability while the rejected ones fall, and the generations stay usable. On large models with diverse data plain DPO is usually
 # stable enough; on a small model and narrow data the anchor is what makes it work.
 #
 # ## 11. What β does

@@ -248,9 +248,10 @@ for prompt, reply in zip(identity_val[:2], greedy_replies(sft_model, identity_pr
 # `python -m minimind.train.lora` with its defaults is this cell: rank 16, α = 32, dropout 0.1 on
 # the adapter's input, all seven projections, four epochs at learning rate 2·10⁻³ — twice what full
 # fine-tuning of this model uses, since the adapter starts at zero and has few parameters to move
-# (the CPU notes found the same). These settings come from measurements on this model: rank 8
-# learned the new answer on fewer than half of the held-out phrasings in the same steps (section 6
-# shows the trend), and the dropout cut the damage to the fact score by about a third.
+# (the CPU notes found the same). These settings come from measurements on this model: at rank 8 the
+# adapter learned the new answer on fewer than half of the held-out phrasings in the same steps
+# (section 6 shows the trend), and dropout on the adapter's input is the usual guard against an
+# adapter that memorises its few hundred examples.
 
 # %%
 config = LoRAConfig(out_dir="", progress=False, log_interval=5)
@@ -356,6 +357,13 @@ for axis in axes:
 plt.tight_layout()
 plt.show()
 assert sweep[4]["identity"] < sweep[16]["identity"] and sweep[64]["loss"] < sweep[4]["loss"]
+
+# %% [markdown]
+# The new answer is about fifty tokens of text the tokenizer barely knows (it was trained on the
+# synthetic corpus, where "MiniMind" and most of these words never occur), so the adapter must
+# memorise an almost character-level string: at rank 4 it cannot within this budget, from rank 16 on
+# it can, and more rank only lowers the loss further. The cost to the fact score is about the same
+# at every rank — it comes from *what* is trained, not from how many parameters train it.
 
 # %% [markdown]
 # ## 7. Merging, saving, switching
@@ -472,8 +480,9 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 # - $B = 0$ makes the adapted model start as the base model exactly; merging gives the same outputs
 #   with no extra cost at inference; adapters save as a few hundred kB, carry a base fingerprint,
 #   and switch by name.
-# - The identity adapter changed the answer to unseen phrasings of "who are you?" while the fact
-#   score stayed where it was.
+# - The identity adapter changed the answer to unseen phrasings of "who are you?" from none to nearly
+#   all, while the fact score fell by only a few points; switched off, the model is the SFT model
+#   again, bit for bit.
 #
 # ## Further reading
 #
