@@ -241,8 +241,10 @@ assert abs(at_start.item() - math.log(2)) < 1e-6
 #    as the strength of the KL penalty towards $\pi_\text{ref}$.
 # 2. The length bias is smaller than it looks: the reward is a log-*ratio* against the reference,
 #    and the reference sees the same lengths, so what counts is how much each token *moved*.
-# 3. With the mean every token's log-ratio is divided by the reply length (30–60 tokens here), so the
-#    same β pushes about that many times more weakly; you would have to raise β by that factor.
+# 3. With the mean every token's log-ratio is divided by the reply length (about 40 tokens here), so
+#    the same β weighs the preference about that many times less against the rest of the loss (the
+#    SFT term of section 10), and the margins grow that much more slowly; you would have to raise β
+#    by that factor.
 #
 # Here are the lengths the two styles actually have:
 
