@@ -18,6 +18,7 @@ starts with the teacher's embeddings and some of its layers.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def zoo_teacher():
 def main(argv=None):
     config = parse_config(DistillConfig, argv)
     result = run(config)
-    if result.out_dir is not None:
+    if result.out_dir is not None and int(os.environ.get("RANK", 0)) == 0:  # one line, not one per torchrun process
         print(f"saved {result.out_dir} after {result.steps} steps, final loss {result.final_loss:.4f}")
     return 0
 

@@ -17,6 +17,7 @@ sub-word anywhere in a reply); and the weighted sum is divided by the sum of the
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def zoo_reasoning():
 def main(argv=None):
     config = parse_config(ReasonConfig, argv)
     result = run(config)
-    if result.out_dir is not None:
+    if result.out_dir is not None and int(os.environ.get("RANK", 0)) == 0:  # one line, not one per torchrun process
         print(f"saved {result.out_dir} after {result.steps} steps, final loss {result.final_loss:.4f}")
     return 0
 
