@@ -92,10 +92,13 @@ for temperature in (1.0, 2.0, 4.0):
     print(f"T = {temperature:g}: {shown}")
 
 # %% [markdown]
-# At $T = 1$ the teacher is almost sure; at $T = 4$ its second and third guesses carry real mass —
-# they are the other values it has seen for this kind of question. Averaged over every supervised
-# position of a batch of held-out conversations, the entropy of the softened distribution grows
-# steadily with $T$ (in nats; the uniform distribution over the 2048 tokens has $\ln 2048 \approx 7.6$):
+# At $T = 1$ the teacher is almost sure of the first digit; at $T = 2$ the ranking of its other
+# guesses becomes visible — which digits it considers possible for an age, in which order — the
+# information a hard label throws away. At $T = 4$ the distribution is already nearly flat: with a
+# vocabulary of 2048 tokens, the long tail of unlikely tokens soaks up the mass. Averaged over every
+# supervised position of a batch of held-out conversations, the entropy of the softened distribution
+# grows steadily with $T$ and approaches the uniform distribution's $\ln 2048 \approx 7.6$ nats
+# quickly — a first hint that large temperatures will wash the signal out:
 
 # %%
 val_set = SFTDataset(dataset_path("distill", "val"), tokenizer, max_seq_len=192)
@@ -160,7 +163,9 @@ for temperature in grad_temperatures:
         out.append(grad.norm().item())
 for temperature, a, b in zip(grad_temperatures, with_factor, without_factor):
     print(f"T = {temperature:>2}: gradient norm with T² {a:.2e}, without {b:.2e}")
-assert max(with_factor[1:]) / min(with_factor[1:]) < 2 and without_factor[1] / without_factor[-1] > 30
+# in the large-T regime (T = 8 → 16) the scaled gradient settles, the unscaled one keeps falling by T² = 4
+assert with_factor[-2] / with_factor[-1] < 1.3 and without_factor[-2] / without_factor[-1] > 3.5
+assert (without_factor[0] / without_factor[-1]) / (with_factor[0] / with_factor[-1]) > 100
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.loglog(grad_temperatures, with_factor, marker="o", label="T² · KL")
 ax.loglog(grad_temperatures, without_factor, marker="s", label="KL alone")
@@ -170,6 +175,12 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
+# The approximation needs $T$ larger than the spread of the logits, and a confident teacher's logits
+# span tens of nats: up to $T \approx 4$ the scaled gradient still changes (the softened
+# distributions themselves change shape there), from $T = 8$ on it settles, while the unscaled
+# gradient keeps falling by the predicted factor 4 per doubling — over the whole range it shrinks
+# thousands of times more.
+#
 # Forward KL, $\mathrm{KL}(p\,\|\,q)$, is what upstream uses: wherever the teacher puts mass the
 # student must too ("mean-seeking"). Reverse KL, $\mathrm{KL}(q\,\|\,p)$, punishes the student for
 # putting mass where the teacher has none and lets it drop some of the teacher's modes
@@ -274,8 +285,8 @@ for name, scores in reference.items():
 # ## 5. With a teacher, and without
 #
 # Distillation earns its keep when labelled data are scarce — the situation of a small student
-# trained on a narrow task. The transfer set here is the first 300 conversations of the
-# distillation set, and both students take 150 optimizer steps of 32 conversations on it (16
+# trained on a narrow task. The transfer set here is the first 200 conversations of the
+# distillation set, and both students take 100 optimizer steps of 32 conversations on it (16
 # passes): same start, same data, same order, same learning rate. One is trained on the hard labels
 # only ($\alpha = 1$: plain SFT), the other with $\alpha = 0.5$, $T = 2$. A callback records the
 # held-out loss as training goes.
@@ -283,14 +294,14 @@ for name, scores in reference.items():
 # %%
 from minimind.train.distill import DistillConfig, run as distil
 
-TRANSFER_ROWS, STEPS = 300, 150
+TRANSFER_ROWS, STEPS = 200, 100
 
 
 def train_student(alpha, temperature):
     curve = {"step": [0], "val_loss": [reference["student at start"]["val_loss"]]}
 
     def track(info):
-        if info.step % 25 == 0:
+        if info.step % 20 == 0:
             curve["step"].append(info.step)
             curve["val_loss"].append(held_out_loss(info.model, val_set))
 
@@ -324,7 +335,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The student trained on hard labels fits its 300 conversations ever better and drifts away from
+# The student trained on hard labels fits its 200 conversations ever better and drifts away from
 # what the teacher knew beyond them: its held-out loss turns up after the first passes, and it
 # forgets facts it was never asked about again. The distilled student is pulled, at every supervised
 # position, towards the teacher's whole distribution — a far richer target than one token — and keeps
@@ -334,11 +345,11 @@ plt.show()
 #
 # ## 6. The temperature
 #
-# The same distillation run at four temperatures ($\alpha = 0.5$):
+# The same distillation run at three temperatures ($\alpha = 0.5$):
 
 # %%
 sweep = {2.0: soft}
-for temperature in (1.0, 4.0, 8.0):
+for temperature in (1.0, 4.0):
     sweep[temperature] = train_student(alpha=0.5, temperature=temperature)[0]
 sweep = dict(sorted(sweep.items()))
 for temperature, scores in sweep.items():
@@ -361,6 +372,14 @@ for ax in axes:
     ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Every temperature beats the hard labels on the held-out questions. In between there is a best
+# value: at $T = 1$ the teacher's distributions are nearly one-hot (section 1) and say little more
+# than the labels; at large $T$ the long tail of the vocabulary flattens them towards uniform and
+# the signal thins out again (the $T^2$ factor keeps the gradient's *size*, not its information).
+# Upstream MiniMind uses $T = 1.5$; on a larger vocabulary the tail is longer still, which argues
+# for modest temperatures.
 
 # %% [markdown]
 # ## Exercises
@@ -422,21 +441,22 @@ check_distillation_loss(my_distillation_loss)
 # %% [markdown]
 # ```{exercise} When labels are plentiful
 # :label: ex-08-full-data
-# Re-run section 5 with `TRANSFER_ROWS = 0` (all 1,500 conversations, about 3 passes in 150
+# Re-run section 5 with `TRANSFER_ROWS = 0` (all 1,500 conversations, about 2 passes in 100
 # steps). How large is the gap between the two students now? Then try `alpha=0.1` (almost only the
-# teacher) and, with `DistillConfig(..., reverse_kl=True)`, reverse KL on the 300-conversation set.
+# teacher) and, with `DistillConfig(..., reverse_kl=True)`, reverse KL on the 200-conversation set.
 # Explain what you see.
 # ```
 #
 # ```{solution} ex-08-full-data
 # :class: dropdown
-# With five times more labelled conversations and three passes instead of sixteen, the hard-label
-# student no longer overfits, and the two students end close together (in the book's measurements
-# the held-out losses differ in the third decimal and the exact matches within noise). Distillation
+# With 7.5 times more labelled conversations and two passes instead of sixteen, the hard-label
+# student no longer overfits, and the two students end close together (in the book's measurements, at 150
+# steps, the held-out losses differ in the third decimal and the exact matches within noise). Distillation
 # is a regulariser and a carrier of knowledge the labels lack; when the labels already carry enough
 # and the student does not overfit, there is little for it to add. With $\alpha = 0.1$ the student
-# learns almost only from the teacher: on this transfer set that ends about where $\alpha = 0.5$
-# does (measured for the book), because the teacher is right on nearly every training label. For
+# learns almost only from the teacher: expect it to end near $\alpha = 0.5$ (in the book's
+# measurements on 300 conversations it did), because the teacher is right on nearly every training
+# label, so the hard labels add little that the soft ones lack. For
 # reverse KL, expect a result close to forward KL: the teacher's distributions here are mostly
 # peaked, and the two directions differ most on flat, many-moded ones — check it.
 # ```
@@ -467,7 +487,7 @@ check_distillation_loss(my_distillation_loss)
 # - The distillation loss is $\alpha\,\mathrm{CE} + (1-\alpha)\,T^2\,\mathrm{KL}(p_\text{teacher}\,\|\,p_\text{student})$
 #   on the supervised tokens; the soft term's gradient shrinks like $1/T^2$, and the $T^2$ puts it
 #   back on a temperature-independent scale.
-# - With 300 labelled conversations, a student made of half the teacher's layers and trained with
+# - With 200 labelled conversations, a student made of half the teacher's layers and trained with
 #   the teacher ends with a clearly lower held-out loss and answers many more unseen questions than
 #   the same student on hard labels alone, at every temperature tried.
 # - Distillation passes on the teacher's beliefs, mistakes included: it pays when the teacher knows
