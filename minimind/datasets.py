@@ -118,7 +118,8 @@ class DPODataset(Dataset):
     ``*_mask`` a BoolTensor of the same length, True where that token is a supervised target
     (an assistant reply token, its ``<|im_end|>`` and the newline after it). Masks are
     unshifted like labels: ``mask[t]`` refers to token ``t``, whose log-probability is read
-    from ``logits[t-1]`` — so ``sequence_logps(logits[:, :-1], ids[:, 1:], mask[:, 1:])``.
+    from ``logits[t-1]``. Pass them as they are — ``sequence_logps(logits, ids, mask)`` does the
+    shift itself.
     :func:`collate_dpo` pads all four to one common length (pad id 0, mask False), so chosen and
     rejected can be concatenated along the batch axis for a single forward pass.
     """
