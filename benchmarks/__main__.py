@@ -36,6 +36,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="chapters' preset only, fewer repetitions")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the torch.compile training contenders (they add a minute or two of compiling)")
     args = parser.parse_args(argv)
     cores = set_threads()
     results = {"machine": machine(), "threads": cores}
@@ -49,15 +51,18 @@ def main(argv=None):
     rows = []
     results["train"] = []
     for preset, b, t in train_cases:
-        r = bench_train(preset, b, t, repeats=3 if args.quick else 5)
+        compile_ = args.compile and not args.quick
+        r = bench_train(preset, b, t, repeats=3 if args.quick else 5, compile=compile_)
         r["ours"]["peak_rss_mb"] = child_peak_rss_mb(["ours", preset, str(b), str(t)])
         r["transformers"]["peak_rss_mb"] = child_peak_rss_mb(["transformers", preset, str(b), str(t)])
         results["train"].append(r)
-        for name in ("ours", "transformers"):
+        names = ("ours", "transformers") + (("ours+compile", "transformers+compile") if compile_ else ())
+        for name in names:
             x = r[name]
+            ratio = {"ours": r["ratio"], "ours+compile": r.get("ratio_compiled")}.get(name)
             rows.append([preset, r["batch"], name, f"{x['tokens_per_s']:.0f}", f"{x['gflops']:.1f}",
-                         f"{x['gflops'] / peak:.0%}", f"{x['peak_rss_mb']:.0f}",
-                         f"{r['ratio']:.2f}x" if name == "ours" else ""])
+                         f"{x['gflops'] / peak:.0%}", f"{x['peak_rss_mb']:.0f}" if "peak_rss_mb" in x else "-",
+                         f"{ratio:.2f}x" if ratio is not None else ""])
     print("Training step (fwd + bwd + AdamW, fp32), medians of alternating repetitions")
     print(table(rows, ["preset", "batch", "impl", "tokens/s", "GFLOP/s", "MFU", "peak RSS MB", "ours/theirs"]))
     print()

@@ -1,0 +1,36 @@
+"""The benchmarks run and report what they claim (tiny sizes; no timing is asserted)."""
+import math
+
+from benchmarks.common import child_peak_rss_mb, table, training_flops_per_token
+from benchmarks.generation import bench_generate
+from benchmarks.train_step import bench_train
+from minimind.config import get_config
+
+
+def test_train_benchmark_reports_both_contenders_and_their_ratio():
+    r = bench_train("book", batch_size=2, seq_len=16, repeats=1)
+    for name in ("ours", "transformers"):
+        assert r[name]["tokens_per_s"] > 0 and r[name]["gflops"] > 0
+    assert math.isclose(r["ratio"], r["ours"]["tokens_per_s"] / r["transformers"]["tokens_per_s"])
+
+
+def test_generation_benchmark_runs_the_full_length_for_both():
+    r = bench_generate("book", new_tokens=8, prompt_len=4, batch_size=2, repeats=1)
+    assert r["ours"]["tokens_per_s"] > 0 and r["transformers"]["tokens_per_s"] > 0
+
+
+def test_peak_memory_is_measured_in_a_child_process():
+    assert child_peak_rss_mb(["ours", "book", "1", "8"]) > 50  # at least torch itself
+
+
+def test_flops_per_token_counts_six_times_the_matmul_parameters_plus_attention():
+    config = get_config("book")
+    flops = training_flops_per_token(config, seq_len=1)
+    assert flops > 6 * config.vocab_size * config.hidden_size  # the tied LM head alone
+    assert training_flops_per_token(config, 256) - training_flops_per_token(config, 0) == \
+        12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * 256
+
+
+def test_table_aligns_columns():
+    lines = table([["a", 1], ["bbb", 22]], ["name", "n"]).splitlines()
+    assert len({len(line) for line in lines}) == 1 and lines[1].startswith("----")
