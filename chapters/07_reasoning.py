@@ -21,8 +21,8 @@
 # *format* (a parser can find the answer) and whether the answer is *right*. It builds the loss that
 # upstream MiniMind uses for this stage — cross-entropy with the four tag tokens up-weighted — from
 # scratch, fixes the two places where upstream went wrong, and measures what the weight actually
-# buys. Then it looks at the model's thinking, at what the thinking is worth (a model trained to
-# answer directly), and at what happens when the thinking is cut short.
+# buys. Then it looks at the model's thinking — where it goes right and where it goes wrong — and
+# at what happens when the thinking is cut short.
 #
 # **Learning objectives**
 #
@@ -552,6 +552,46 @@ check_parse_reasoning(parse_reasoning)
 # rate on batches rich in tags; on this data its curves lie close to the weighted mean's, because
 # AdamW and clipping absorb most of the scale. The point of the weighted mean is not a better
 # curve here but a loss whose meaning does not change with $\lambda$.
+# ```
+#
+# ```{exercise} Train it longer
+# :label: ex-07-longer
+# Section 6 blamed the wrong answers on too little training. Test that: continue training the
+# reasoning model with `run(dataclasses.replace(zoo_config(), init_from=str(reasoning_folder),
+# out_dir="", max_steps=1000, lr=1e-3), callbacks=[...])` (from `minimind.train.reason`), with a
+# callback that, every 200 steps, scores the greedy replies to the held-out problems of each kind
+# (`generate_replies`, `score_answers`, as in section 6). Plot accuracy per kind against the steps.
+# Which kind is learned first, and why? (Single-threaded, 1000 steps take about 15 minutes.)
+# ```
+#
+# ```{solution} ex-07-longer
+# :class: dropdown
+# Accuracy rises steadily with the extra steps while the format stays intact throughout. Two-digit
+# sums come first — within a few hundred steps most of them are right — because they need the
+# fewest digits fetched from the question and at most one carry; three-digit sums and subtractions
+# (with borrows) follow far more slowly, close to each other. The model was not missing a skill
+# the format cannot teach; it was missing steps.
+# ```
+#
+# ```{exercise} What is the thinking worth?
+# :label: ex-07-direct
+# Build a second training set from `world.problems("train")` in which the assistant answers with
+# `<answer>…</answer>` only — no working — and fine-tune the chat model on it for as many steps as
+# the reasoning model (use `SFTDataset` on a jsonl you write with `minimind.data.jsonl`). Compare
+# the held-out accuracy per kind with the reasoning model's at the same step count. Before you run
+# it: which do you expect to win on three-digit sums, and why?
+# ```
+#
+# ```{solution} ex-07-direct
+# :class: dropdown
+# The direct model must produce every digit of the answer in one step from the question: for the
+# first (most significant) digit it has to compute all the carries at once, inside the network.
+# The reasoning model writes the column sums one at a time, so each token depends on two digits
+# and a carry it has just written — a much easier function per position — at the price of more
+# tokens to generate. Expect the direct model to learn the units digit quickly and the leading
+# digits slowly, and the gap in its favour to shrink or reverse as the numbers get longer; at this
+# tiny scale both need many more steps than the chapter spends, so run long enough that at least
+# one of them gets two-digit sums mostly right before drawing a conclusion.
 # ```
 #
 # ## Summary
