@@ -84,7 +84,7 @@ def main(argv=None):
     if times_file.exists():
         for device, run in json.loads(times_file.read_text()).get("runs", {}).items():
             results.setdefault("chapters", {})[device] = run
-            rows = [[name, f"{c.get('standalone_seconds', float('nan')):.0f}",
+            rows = [[name, f"{c['standalone_seconds']:.0f}" if "standalone_seconds" in c else "-",
                      f"{c['in_order_seconds']:.0f}" if "in_order_seconds" in c else "-"]
                     for name, c in sorted(run.get("chapters", {}).items())]
             print(f"The book under nbval on {device} ({run.get('machine', {}).get('cpu', 'unknown machine')})")
