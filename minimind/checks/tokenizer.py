@@ -30,6 +30,9 @@ def check_merge(fn) -> None:
         got = list(got)
         if len(ids) == 3 and ids == [5, 5, 5]:
             assert got != [9, 9], "(5, 5) in [5, 5, 5] overlaps itself: merge left to right, so the answer is [9, 5]"
+        if got == original and expected != original:
+            raise AssertionError(f"merge({original}, {pair}, {new_id}) replaced nothing: compare the tuple "
+                                 "(ids[i], ids[i + 1]) with `pair` (a list slice never equals a tuple)")
         assert got == expected, f"merge({original}, {pair}, {new_id}) should be {expected}, got {got}"
     print(f"✓ merge is right on {len(_MERGE_CASES)} cases (overlaps, ends, no match, empty input)")
 
@@ -37,12 +40,23 @@ def check_merge(fn) -> None:
 def check_pair_counts(fn) -> None:
     """fn(words) -> mapping: for words {tuple of ids: frequency}, how often each adjacent pair occurs."""
     for words, expected in _PAIR_CASES:
-        got = dict(Counter(fn(dict(words))))
+        counts = fn(dict(words))
+        assert counts is not None, "return the counts: a dict or Counter {pair: count}"
+        got = dict(Counter(counts))
         got = {pair: count for pair, count in got.items() if count}
         if words == {(1, 2, 3): 4, (2, 3): 2} and got.get((2, 3)) == 2:
             raise AssertionError("each word occurs `frequency` times: add the frequency, not 1")
+        if expected and not got:
+            raise AssertionError(f"pair counts of {words} came back empty: count every adjacent pair "
+                                 "zip(word, word[1:]) of every word")
         assert got == expected, f"pair counts of {words} should be {expected}, got {got}"
     print(f"✓ pair counts are right on {len(_PAIR_CASES)} cases (frequencies, overlapping pairs, one-token words)")
+
+
+def _in_assistant_header(tokenizer, ids, expected, position) -> bool:
+    """Whether token `position` (mask 0) belongs to the `<|im_start|>assistant\\n` before a reply."""
+    reply = next((i for i in range(position, len(ids)) if expected[i]), None)
+    return reply is not None and "<|im_start|>assistant\n".endswith(tokenizer.decode(ids[position:reply]))
 
 
 def check_assistant_mask(fn, tokenizer) -> None:
@@ -66,8 +80,12 @@ def check_assistant_mask(fn, tokenizer) -> None:
         if got != expected:
             first = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
             token = tokenizer.decode([ids[first]])
-            hint = ("the <|im_start|>assistant\\n header is not a target" if expected[first] == 0 and got[first] == 1
-                    else "supervise the reply, its <|im_end|> and the \\n after it")
+            if expected[first] == 1:
+                hint = "supervise the reply, its <|im_end|> and the \\n after it"
+            elif _in_assistant_header(tokenizer, ids, expected, first):
+                hint = "the <|im_start|>assistant\\n header is not a target"
+            else:
+                hint = "only assistant replies are targets: system and user turns get 0"
             raise AssertionError(f"first wrong entry at position {first} (token {token!r}): expected {expected[first]}, "
                                  f"got {got[first]} — {hint}")
     print(f"✓ assistant mask equals render_conversation's on {len(conversations)} conversations")
