@@ -270,6 +270,23 @@ def plan_reply(messages: list[dict], tokenizer, context: int, max_new_tokens: in
 HELP = """commands: /reset (forget the conversation)  /think on|off  /exit  (Ctrl-D also exits)"""
 
 
+def _history_length(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of messages, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no history) or more, got {value}")
+    return value
+
+
+def trim_history(messages: list[dict], keep: int) -> list[dict]:
+    """The system message (if first), the last `keep` earlier messages, and the last message (the new prompt)."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    rest = messages[len(system):]
+    return system + (rest[:-1][-keep:] if keep else []) + rest[-1:]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimind chat", description="Chat with a MiniMind checkpoint.")
     parser.add_argument("--model", default="sft",
@@ -290,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
                         help="open a <think> block (--think), skip it (--no-think), or leave the template as trained")
     parser.add_argument("--thinking-budget", type=int, default=None, help="most tokens inside <think>…</think>")
-    parser.add_argument("--history", type=int, default=None,
-                        help="keep only the last N messages of the conversation (default: as many as fit)")
+    parser.add_argument("--history", type=_history_length, default=None, metavar="N",
+                        help="keep only the last N earlier messages (user and assistant) besides the new prompt; "
+                             "0 = no history (default: as many as fit)")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling (default: random)")
     return parser
 
@@ -360,8 +378,7 @@ def main(argv=None) -> int:
                 return 0
         history.append({"role": "user", "content": user})
         if args.history is not None:
-            keep = history[:1] if history[0]["role"] == "system" else []
-            history = keep + history[len(keep):][-args.history:]
+            history = trim_history(history, args.history)
         try:
             history, max_new_tokens = plan_reply(history, tokenizer, context, params.max_new_tokens, thinking)
         except ValueError as error:

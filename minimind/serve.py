@@ -337,8 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import uvicorn
-
+    try:
+        import fastapi  # noqa: F401  (create_app imports it; fail before loading the model)
+        import uvicorn
+    except ImportError as error:
+        missing = error.name or "FastAPI or uvicorn"
+        print(f"minimind serve: {missing} is not installed; pip install 'minimind[serve]'", file=sys.stderr)
+        return 2
     try:
         model, tokenizer = load_chat_model(args.model, args.tokenizer, args.lora, args.preset, args.device, args.dtype)
     except (ValueError, FileNotFoundError) as error:

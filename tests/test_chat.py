@@ -177,6 +177,50 @@ def test_cli_keeps_the_conversation_between_prompts(checkpoint, capsys, monkeypa
     assert seen[1][1]["content"] == "first" and seen[1][3]["content"] == "second"
 
 
+class FakeReply:
+    """Stands in for stream_reply's ReplyStream: the reply is the prompt in capitals."""
+
+    def __init__(self, content):
+        self.content, self.completion_tokens, self.tokens_per_second, self.finish_reason = content, 1, 1.0, "stop"
+
+    def __iter__(self):
+        yield "content", self.content
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("history, expected", [
+    ("0", [["s", "a"], ["s", "b"], ["s", "c"]]),
+    ("1", [["s", "a"], ["s", "A", "b"], ["s", "B", "c"]]),
+    ("2", [["s", "a"], ["s", "a", "A", "b"], ["s", "b", "B", "c"]]),
+    (None, [["s", "a"], ["s", "a", "A", "b"], ["s", "a", "A", "b", "B", "c"]]),
+])
+def test_cli_history_keeps_the_system_prompt_and_the_last_n_earlier_messages(checkpoint, capsys, monkeypatch,
+                                                                               history, expected):
+    directory, _, _ = checkpoint
+    seen = []
+    import minimind.chat as chat_module
+
+    def canned(model, tokenizer, messages, *args, **kwargs):
+        seen.append([m["content"] for m in messages])
+        return FakeReply(messages[-1]["content"].upper())
+
+    monkeypatch.setattr(chat_module, "stream_reply", canned)
+    argv = ["--model", str(directory), "--device", "cpu", "--system", "s", "--prompt", "a", "--prompt", "b",
+            "--prompt", "c"]
+    assert main(argv + (["--history", history] if history is not None else [])) == 0
+    assert seen == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_cli_rejects_a_negative_or_non_numeric_history(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--history", value, "--prompt", "hi"])
+    assert exit_info.value.code == 2
+    assert "--history" in capsys.readouterr().err
+
+
 def test_cli_interactive_commands(checkpoint, capsys, monkeypatch):
     directory, _, _ = checkpoint
     lines = iter(["hello", "/think on", "what is 2+2?", "/reset", "/help", "bye", "/exit"])

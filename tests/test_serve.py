@@ -78,6 +78,17 @@ def local_reply(server, messages, max_tokens, enable_thinking=None, **fields):
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who are you?"}]
 
 
+@pytest.mark.parametrize("module", ["uvicorn", "fastapi"])
+def test_missing_serve_extra_prints_an_install_hint(module, monkeypatch, capsys):
+    from minimind import serve
+
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ModuleNotFoundError
+    monkeypatch.setattr(serve, "load_chat_model", lambda *args: pytest.fail("the model must not be loaded"))
+    assert serve.main(["--model", "sft"]) == 2
+    err = capsys.readouterr().err
+    assert f"{module} is not installed" in err and "pip install 'minimind[serve]'" in err
+
+
 def test_defaults_bind_loopback_only():
     args = build_parser().parse_args([])
     assert (args.host, args.port) == (DEFAULT_HOST, DEFAULT_PORT) == ("127.0.0.1", 8998)
