@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from minimind.data.jsonl import DataError
+from minimind.data.jsonl import DataError, json_problem
 
 JSONL, TEXT, PARQUET = "jsonl", "text", "parquet"
 TEXT_UNITS = ("line", "paragraph")
@@ -94,7 +94,7 @@ def _jsonl_records(path, progress, desc) -> Iterator[tuple[int, dict | DataError
             yield line_number, error
             continue
         except json.JSONDecodeError as error:
-            yield line_number, DataError(f"{path}:{line_number}: invalid JSON ({error.msg} at column {error.colno})")
+            yield line_number, DataError(f"{path}:{line_number}: {json_problem(error)}")
             continue
         if not isinstance(record, dict):
             yield line_number, DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")

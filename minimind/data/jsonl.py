@@ -31,6 +31,12 @@ class DataError(ValueError):
     """A malformed input line; the message starts with ``path:line:``."""
 
 
+def json_problem(error: json.JSONDecodeError) -> str:
+    """'invalid JSON (Unterminated string starting at column 7)': the decoder's own message, some
+    of which end in "at" ("Invalid control character at"), with the column of the line."""
+    return f"invalid JSON ({error.msg.removesuffix(' at')} at column {error.colno})"
+
+
 @dataclass
 class JsonlReport:
     """What one pass of :func:`read_jsonl` saw: rows yielded, lines skipped, why (first few)."""
@@ -123,7 +129,7 @@ def _read_lines(path: Path, schema: Optional[str], skip_bad: bool, report: Jsonl
                     check_row(row, schema)
                     problem = None
                 except json.JSONDecodeError as error:
-                    problem = f"invalid JSON ({error.msg} at column {error.colno})"
+                    problem = json_problem(error)
                 except ValueError as error:
                     problem = str(error)
             if problem is not None:
