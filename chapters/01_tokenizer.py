@@ -30,7 +30,7 @@
 # - see why a vocabulary stops growing on a small corpus;
 # - render a conversation with MiniMind's chat template and say exactly which tokens are trained on.
 #
-# **Estimated time:** about 60 minutes of reading and exercises; the notebook itself runs in under a minute on a laptop CPU.
+# **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
@@ -439,8 +439,9 @@ assert out_en["BPE 2048"] < in_en["BPE 2048"] / 1.5 and out_zh["BPE 2048"] < in_
 # - **More merges, more compression, with diminishing returns** — until the vocabulary saturates.
 # - **A tokenizer is only as good as its corpus.** On the synthetic world it reaches over three
 #   characters per token; on ordinary prose it falls far back towards the byte baseline, because the
-#   words of that prose were never merged. MiniMind2's 6400-token tokenizer, trained on real web and
-#   chat text, reports about 1.5–1.7 Chinese and 4–5 English characters per token on general text.
+#   words of that prose were never merged. For comparison, upstream's README reports about 1.5–1.7
+#   Chinese and 4–5 English characters per token for MiniMind2's 6400-token tokenizer, trained on real
+#   web and chat text (a figure quoted, not measured here: the book does not ship that tokenizer).
 
 # %% [markdown]
 # ## 5. The chat template and the loss mask

@@ -31,7 +31,7 @@
 # - Show that a KV cache gives the same logits as recomputation, and measure its speed-up.
 # - Account for every parameter of MiniMind2-Small.
 #
-# **Estimated time:** 90 minutes to read and run (the notebook itself runs in about two minutes on a laptop CPU).
+# **Estimated time:** 90 minutes to read and run. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
@@ -884,8 +884,10 @@ for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "mi
 # ```{solution} ex-02-moe
 # :class: dropdown
 # `top_k_routing` of section 6 is a solution. With $k = 1$ each token feeds one expert, so
-# the rich-get-richer loop is tighter: in our run (seed 0, 150 steps) the busiest expert
-# took 49% of a layer's tokens without the auxiliary loss (33% at $k = 2$) and 19% with it. `minimind` renormalises only when $k > 1$ (the flag is ignored at $k = 1$), so the
+# the rich-get-richer loop is tighter: expect the busiest expert of a layer to take a larger share of
+# the tokens without the auxiliary loss than section 6's $k = 2$ run printed, and the auxiliary loss
+# to pull it back towards the uniform share. `minimind` renormalises only when $k > 1$ (the flag is
+# ignored at $k = 1$), so the
 # router still gets a gradient from the language-model loss: its weight is the probability
 # $p_e$, and $\partial y / \partial p_e = \mathrm{FFN}_e(x) \ne 0$. Had the weight been
 # renormalised to $p_e / p_e = 1$, that gradient would vanish, as in upstream minimind-3.

@@ -31,8 +31,7 @@
 # - read a loss curve and check what it means with a probe: cloze recall of stored facts;
 # - launch a multi-GPU run with `torchrun`, and resume it after an interruption.
 #
-# **Estimated time:** about 75 minutes of reading and exercises. The notebook runs in about two
-# minutes once the chapter model is cached; the first run trains it (a few minutes on 2 CPU cores).
+# **Estimated time:** about 75 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.

@@ -31,8 +31,7 @@
 # - score a chat model by exact match on trained, reworded and held-out questions, and say what SFT does and does not teach;
 # - hold a multi-turn conversation with the fine-tuned model.
 #
-# **Estimated time:** about 60 minutes of reading and exercises. The notebook runs in about two
-# minutes once its models are cached; the first run trains them (a few minutes on 2 CPU cores).
+# **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.

@@ -36,7 +36,7 @@
 # - Measure preference accuracy on held-out pairs, and check that the model's other skills survive.
 # - Explain what β does, from a sweep.
 #
-# **Estimated time:** 60–90 minutes (the notebook itself runs in a few minutes on a laptop CPU).
+# **Estimated time:** 60–90 minutes. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.

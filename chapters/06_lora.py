@@ -32,7 +32,7 @@
 # - Measure the trainable fraction and the memory LoRA saves; read a rank sweep.
 # - Save, load, switch and merge adapters.
 #
-# **Estimated time:** 60–90 minutes (the notebook itself runs in a few minutes on a laptop CPU).
+# **Estimated time:** 60–90 minutes. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
@@ -248,10 +248,9 @@ for prompt, reply in zip(identity_val[:2], greedy_replies(sft_model, identity_pr
 # `python -m minimind.train.lora` with its defaults is this cell: rank 16, α = 32, dropout 0.1 on
 # the adapter's input, all seven projections, four epochs at learning rate 2·10⁻³ — twice what full
 # fine-tuning of this model uses, since the adapter starts at zero and has few parameters to move
-# (the CPU notes found the same). These settings come from measurements on this model: at rank 8 the
-# adapter learned the new answer on fewer than half of the held-out phrasings in the same steps
-# (section 6 shows the trend), and dropout on the adapter's input is the usual guard against an
-# adapter that memorises its few hundred examples.
+# (the CPU notes found the same). The rank comes from measurements on this model: section 6's sweep
+# shows how much lower ranks learn in the same steps; and dropout on the adapter's input is the usual
+# guard against an adapter that memorises its few hundred examples.
 
 # %%
 config = LoRAConfig(out_dir="", progress=False, log_interval=5)
@@ -278,11 +277,44 @@ for prompt, reply in zip(identity_val[:4], greedy_replies(lora_model, identity_p
 assert before["identity"] <= 0.1 and after["identity"] >= 0.8
 assert after["facts"] >= before["facts"] - 0.1, "the adapter must keep the base model's knowledge"
 
+
+def word_for_word(model):
+    """Per language: share of held-out replies that are the taught answer itself (a prefix of it where the
+    40-token budget cuts the reply; a character cut in half at the end does not count against it)."""
+    replies = greedy_replies(model, identity_prompts, 40)
+    shares = {}
+    for language, is_chinese in (("en", False), ("zh", True)):
+        pairs = [(reply.rstrip("\ufffd"), row["conversations"][-1]["content"])
+                 for reply, row in zip(replies, identity_val)
+                 if any("\u4e00" <= ch <= "\u9fff" for ch in row["conversations"][0]["content"]) == is_chinese]
+        shares[language] = sum(len(reply) >= 10 and answer.startswith(reply) for reply, answer in pairs) / len(pairs)
+    return shares
+
+
+strict = word_for_word(lora_model)
+print(f"word for word the taught answer: English {strict['en']:.3f}, Chinese {strict['zh']:.3f}")
+for row in identity_val[:2]:  # the first held-out row asks in English, the second in Chinese
+    answer = row["conversations"][-1]["content"]
+    print(f"  taught answer {answer[:12]!r}…: {len(answer)} characters, "
+          f"{len(tokenizer.encode(answer))} tokens ({len(answer) / len(tokenizer.encode(answer)):.2f} characters/token)")
+assert strict["en"] > strict["zh"]
+
 set_active_adapter(lora_model, None)  # the base model, bit for bit, with the adapter switched off
 probe_ids = torch.tensor([identity_prompts[0]])
 assert torch.equal(lora_model(probe_ids).logits, sft_model(probe_ids).logits)
 set_active_adapter(lora_model, "identity")
 print("adapter switched off → outputs identical to the SFT model")
+
+# %% [markdown]
+# The identity score is lenient on purpose: it asks whether the reply *claims* the MiniMind identity,
+# and nearly every held-out reply does. Asked to reproduce the taught sentence word for word, the
+# adapter does much better in English than in Chinese, where the reply starts right and then turns
+# into wrong characters. The last printed lines say why: the book's tokenizer was trained on the
+# synthetic world, whose Chinese never contains words like 训练 or 语言模型, so the Chinese answer
+# needs more tokens than it has characters — many of them byte-level pieces of characters the
+# tokenizer never merged — while the English one packs well over a character into each token; four
+# epochs are not enough to learn that long a run of rare tokens. The exercise "Train it longer" measures what more epochs
+# do; a real tokenizer trained on real Chinese (MiniMind2's) would not have this problem.
 
 # %% [markdown]
 # ## 5. What LoRA saves
@@ -370,7 +402,8 @@ assert sweep[4]["identity"] < sweep[16]["identity"] and sweep[64]["loss"] < swee
 #
 # At inference the adapter's two extra matrix products can be folded away:
 # $W = W_0 + \frac{\alpha}{r} BA$ is an ordinary matrix, and the merged model runs at exactly the base
-# model's speed. `merge_lora` does this in place, `unmerge_lora` subtracts the update again;
+# model's speed. `merge_lora` does this in place, `unmerge_lora` restores the weight saved at merge time
+# (subtracting $\Delta W$ again would not give $W_0$ back bit for bit in floating point);
 # `save_lora` writes the adapter alone (a few hundred kB) with a fingerprint of the base model, so
 # loading it onto a different base fails with a clear error.
 
@@ -471,6 +504,28 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 # typically learns the new answer more slowly for the same number of steps.
 # ```
 #
+# ```{exercise} Train it longer
+# :label: ex-06-longer
+# The identity adapter claims the MiniMind identity on nearly every held-out phrasing, but repeats the
+# Chinese sentence wrongly. Train it for 8 and 16 epochs instead of 4 and measure `identity_score`,
+# `word_for_word` and `fact_score` each time. Does the Chinese answer come right, and what does the
+# longer training cost the fact score? Predict first, then run it (each epoch is about 40 optimizer
+# steps).
+# ```
+#
+# ````{solution} ex-06-longer
+# :class: dropdown
+# ```python
+# for epochs in (8, 16):
+#     longer = run(dataclasses.replace(config, epochs=epochs), model=zoo.sft(), tokenizer=tokenizer).model.eval()
+#     print(epochs, identity_score(longer), word_for_word(longer), fact_score(longer))
+# ```
+# The loss keeps falling after four epochs, and the long run of rare byte-level tokens in the Chinese
+# answer is exactly what extra steps buy: expect the Chinese word-for-word share to climb from zero.
+# The fact score does not have to fall further — the replayed SFT rows in the adapter's data keep
+# reminding it of ordinary questions — so measure it rather than assume it.
+# ````
+#
 # ## Summary
 #
 # - LoRA learns $\Delta W = \frac{\alpha}{r} BA$ beside frozen weights: $r(d_\text{in}+d_\text{out})$
@@ -482,7 +537,8 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 #   and switch by name.
 # - The identity adapter changed the answer to unseen phrasings of "who are you?" from none to nearly
 #   all, while the fact score fell by only a few points; switched off, the model is the SFT model
-#   again, bit for bit.
+#   again, bit for bit. Word for word, the taught sentence came out right in English far more often
+#   than in Chinese, whose characters the book's small tokenizer never learned as tokens.
 #
 # ## Further reading
 #

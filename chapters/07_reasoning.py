@@ -32,8 +32,7 @@
 # - run an ablation over the tag weight and read format adherence and accuracy *against training steps*;
 # - measure what writing out the working is worth, and what a thinking budget costs.
 #
-# **Estimated time:** about 60 minutes of reading and exercises; the notebook trains several small
-# models and runs in a few minutes on a laptop CPU (plus the reasoning model, built once and cached).
+# **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
@@ -567,7 +566,7 @@ check_parse_reasoning(parse_reasoning)
 # ```{solution} ex-07-longer
 # :class: dropdown
 # Accuracy rises steadily with the extra steps while the format stays intact throughout. Two-digit
-# sums come first — within a few hundred steps most of them are right — because they need the
+# sums come first, well ahead of the others, because they need the
 # fewest digits fetched from the question and at most one carry; three-digit sums and subtractions
 # (with borrows) follow far more slowly, close to each other. The model was not missing a skill
 # the format cannot teach; it was missing steps.

@@ -30,8 +30,7 @@
 # - chat with the model trained in chapters 3–4, stream its replies, and serve it over HTTP to the `openai` client;
 # - export the model to a transformers folder and to GGUF, and check that both compute what ours computes.
 #
-# **Estimated time:** about 60 minutes of reading and exercises; the notebook runs in about two
-# minutes on a laptop CPU once the chapter 3–4 models are cached (the first run trains them, a few minutes).
+# **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
 # %%
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.

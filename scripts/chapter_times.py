@@ -15,7 +15,8 @@ compared), in a fresh process, and its wall-clock time is recorded in two ways:
 Results are merged into book/chapter_times.json under the label, with the machine's
 description and a hash of each chapter's code, so the website (book/_ext/book_site.py,
 the `chapter-times` directive) can render the table and mark rows measured on an older
-version of a chapter. Nothing in that table is typed by hand.
+version of a chapter, and each chapter's "Estimated time" line (the `chapter-time` role)
+can show its own measured time. Nothing in either is typed by hand.
 """
 import argparse
 import datetime

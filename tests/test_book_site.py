@@ -98,6 +98,27 @@ def test_cost_table_and_timing_script_hash_a_chapter_the_same_way(tmp_path):
                                                                                   "2 min 05 s"]
 
 
+def test_chapter_time_role_renders_the_measured_time_in_minutes():
+    site_extension = _load(REPO / "book" / "_ext" / "book_site.py")
+    assert [site_extension.approximate_minutes(s) for s in (11.5, 59.9, 60, 89, 90, 188.3, 495.9)] == [
+        "under a minute", "under a minute", "about a minute", "about a minute", "about 2 minutes",
+        "about 3 minutes", "about 8 minutes"]
+    cpu = {"usable_cpus": 2, "gpu": None}
+    entry = {"code_sha256": "abc", "in_order_seconds": 188.3, "in_order_passed": True}
+    text, stale = site_extension.describe_chapter_time(entry, cpu, "abc")
+    assert text.startswith("about 3 minutes on 2 CPU cores (3 min 08 s under nbval with the chapters run in "
+                           "reading order from an empty cache") and not stale
+    assert re.fullmatch(MEASURED_TIME, text)
+    text, stale = site_extension.describe_chapter_time(dict(entry, standalone_seconds=29.6), cpu, "changed")
+    assert stale and "30 s for this chapter alone" in text and "earlier version of the chapter's code" in text
+    assert re.fullmatch(MEASURED_TIME, text)
+    text, _ = site_extension.describe_chapter_time(dict(entry, in_order_passed=False), {"gpu": "NVIDIA H200"}, "abc")
+    assert text.startswith("about 3 minutes on a GPU (NVIDIA H200) (") and "the timed run failed" in text
+    assert re.fullmatch(MEASURED_TIME, text)
+    assert site_extension.describe_chapter_time(None, cpu, "abc") == ("not measured yet", False)
+    assert site_extension.describe_chapter_time({"standalone_seconds": 3.0}, cpu, "abc")[0] == "not measured yet"
+
+
 # ---------------------------------------------------------------------------------------------
 # Build (when stale) and serve the site
 
@@ -341,6 +362,10 @@ def check_buttons(page, docname: str) -> list[str]:
     return problems
 
 
+MEASURED_TIME = (r"(under a minute|about a minute|about \d+ minutes) on (\d+ CPU cores|a GPU \([^()]+\)) "
+                 r"\((\d+ min \d\d s|\d+ s) under nbval[^()]*\)|not measured yet")
+
+
 def check_course_structure(page, docname: str) -> list[str]:
     """A chapter is a course unit: objectives and time up front, ≥3 numbered exercises whose
     solutions start collapsed, self-checks from minimind.checks, a summary and further reading."""
@@ -350,6 +375,7 @@ def check_course_structure(page, docname: str) -> list[str]:
     chapter = int(Path(docname).name.split("_")[0])
     found = page.evaluate("""() => ({
         text: document.querySelector('main').innerText,
+        chapter_time: (document.querySelector('main span.chapter-time') || {}).innerText || null,
         headings: [...document.querySelectorAll('main h2')].map(h => h.textContent.replace(/[#¶]/g, '').trim()),
         exercises: [...document.querySelectorAll('.exercise > .admonition-title')].map(t => t.textContent.trim()),
         solutions: [...document.querySelectorAll('.solution')].map(s => ({
@@ -358,6 +384,11 @@ def check_course_structure(page, docname: str) -> list[str]:
     for phrase in ("Learning objectives", "Estimated time"):
         if phrase not in found["text"]:
             problems.append(f"no '{phrase}' near the top")
+    # The run time shown is the measured one, rendered from book/chapter_times.json by the
+    # {chapter-time}`cpu` role, not a typed estimate.
+    if not re.fullmatch(MEASURED_TIME, found["chapter_time"] or ""):
+        problems.append("the estimated time shows no measured run time ({chapter-time}`cpu` renders "
+                        f"span.chapter-time), found {found['chapter_time']!r}")
     for heading in ("Exercises", "Summary", "Further reading"):
         if not any(h.startswith(heading) for h in found["headings"]):
             problems.append(f"no '{heading}' section")

@@ -8,7 +8,11 @@
    run, rendered from book/chapter_times.json, which scripts/chapter_times.py writes from
    timed nbval runs. One row per chapter in _toc.yml; a chapter whose code changed since
    it was timed is marked, one never timed says so.
-3. `number_exercises_by_chapter`: sphinx-exercise numbers exercises through the whole book
+3. The `chapter-time` role: {chapter-time}`cpu` in a chapter's "Estimated time" line renders
+   that chapter's measured run time under the label (cpu, gpu) from the same file, e.g.
+   "about 3 minutes on 2 CPU cores (3 min 08 s under nbval, …)", marked the same way when the
+   chapter's code changed since it was timed, and "not measured yet" when it never was.
+4. `number_exercises_by_chapter`: sphinx-exercise numbers exercises through the whole book
    (chapter 2's first exercise would be "Exercise 10"). A course assigns "exercise 2.3", so
    exercises in chapters/NN_*.ipynb are numbered NN.1, NN.2, … in page order.
 
@@ -22,7 +26,7 @@ from pathlib import Path
 import yaml
 from docutils import nodes
 from sphinx import addnodes
-from sphinx.util.docutils import SphinxDirective
+from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 
 def _script_key(script):
@@ -77,6 +81,64 @@ def notebook_code_sha256(path):
     return hashlib.sha256("\n\x00\n".join(sources).encode()).hexdigest()
 
 
+STALE_NOTE = "measured on an earlier version of the chapter's code"
+
+
+def approximate_minutes(seconds):
+    """59 → 'under a minute', 90 → 'about 2 minutes', 188 → 'about 3 minutes'."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = int(seconds / 60 + 0.5)
+    return "about a minute" if minutes == 1 else f"about {minutes} minutes"
+
+
+def describe_chapter_time(entry, machine, current_hash):
+    """The `chapter-time` role's text for one chapter's entry of a run (None: never measured); stale flag."""
+    if not entry or "in_order_seconds" not in entry:
+        return "not measured yet", False
+    seconds = entry["in_order_seconds"]
+    where = f"a GPU ({machine['gpu']})" if machine.get("gpu") else f"{machine.get('usable_cpus', '?')} CPU cores"
+    details = [f"{format_duration(seconds)} under nbval with the chapters run in reading order from an empty "
+               "cache, so it includes building the models and data this chapter introduces, while those of earlier "
+               "chapters come from the cache"]
+    if "standalone_seconds" in entry:
+        details.append(f"{format_duration(entry['standalone_seconds'])} for this chapter alone from an empty cache")
+    if not entry.get("in_order_passed", False):
+        details.append("the timed run failed")
+    stale = entry.get("code_sha256") != current_hash
+    if stale:
+        details.append(STALE_NOTE)
+    return f"{approximate_minutes(seconds)} on {where} ({'; '.join(details)})", stale
+
+
+def load_chapter_runs(env, config):
+    """The "runs" of book/chapter_times.json, recorded as a dependency of the current document."""
+    results_path = Path(env.srcdir) / config.chapter_times_path
+    env.note_dependency(str(results_path))
+    if not results_path.exists():
+        return None, results_path
+    return json.loads(results_path.read_text(encoding="utf-8")).get("runs", {}), results_path
+
+
+class ChapterTime(SphinxRole):
+    """{chapter-time}`cpu`: the current chapter's measured run time (see the module docstring)."""
+
+    def run(self):
+        label = self.text.strip()
+        runs, results_path = load_chapter_runs(self.env, self.config)
+        if runs is None:
+            msg = self.inliner.reporter.error(f"{results_path} is missing: run `python scripts/chapter_times.py`",
+                                              line=self.lineno)
+            return [], [msg]
+        notebook = Path(self.env.srcdir) / f"{self.env.docname}.ipynb"
+        current_hash = notebook_code_sha256(notebook) if notebook.exists() else None
+        run = runs.get(label, {})
+        entry = run.get("chapters", {}).get(Path(self.env.docname).name)
+        text, stale = describe_chapter_time(entry, run.get("machine", {}), current_hash)
+        classes = ["chapter-time"] + (["chapter-time-stale"] if stale else [])
+        return [nodes.inline(self.rawtext, text, classes=classes)], []
+
+
 class ChapterTimes(SphinxDirective):
     """Table of measured chapter run times (see the module docstring)."""
 
@@ -88,12 +150,10 @@ class ChapterTimes(SphinxDirective):
 
     def run(self):
         srcdir = Path(self.env.srcdir)
-        results_path = srcdir / self.config.chapter_times_path
         toc_path = srcdir / self.config.external_toc_path
-        self.env.note_dependency(str(results_path))
-        if not results_path.exists():
+        runs, results_path = load_chapter_runs(self.env, self.config)
+        if runs is None:
             raise self.error(f"{results_path} is missing: run `python scripts/chapter_times.py`")
-        runs = json.loads(results_path.read_text(encoding="utf-8")).get("runs", {})
         toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
         chapters = [e["file"] for part in toc.get("parts", []) for e in part.get("chapters", [])
                     if e["file"].startswith("chapters/")]
@@ -147,7 +207,7 @@ class ChapterTimes(SphinxDirective):
                 "A load average above the number of usable cores means other jobs shared the machine "
                 "during the run: those times are upper bounds.")))
         if stale_seen:
-            result.append(nodes.paragraph(text="* measured on an earlier version of the chapter's code."))
+            result.append(nodes.paragraph(text=f"* {STALE_NOTE}."))
         return result
 
     @staticmethod
@@ -163,6 +223,7 @@ class ChapterTimes(SphinxDirective):
 def setup(app):
     app.add_config_value("chapter_times_path", "book/chapter_times.json", "env")
     app.add_directive("chapter-times", ChapterTimes)
+    app.add_role("chapter-time", ChapterTime())
     # After every other html-page-context handler, so scripts added per page are seen too.
     app.connect("html-page-context", drop_repeated_scripts, priority=900)
     # After Sphinx's TocTreeCollector (priority 500) has assigned the book-wide numbers.
