@@ -1,5 +1,6 @@
 """Peak resident memory of a few training steps, one contender per fresh process:
-`python -m benchmarks.memory {ours,transformers} PRESET BATCH SEQ` prints {"peak_rss_mb": …}."""
+`python -m benchmarks.memory {ours,transformers}[+ckpt] PRESET BATCH SEQ` prints {"peak_rss_mb": …}
+(`+ckpt`: with that model's activation checkpointing)."""
 import json
 import resource
 import sys
@@ -12,6 +13,9 @@ from minimind.model import MiniMind
 
 def main(argv):
     kind, preset, batch_size, seq_len = argv[0], argv[1], int(argv[2]), int(argv[3])
+    kind, _, variant = kind.partition("+")
+    if kind not in ("ours", "transformers") or variant not in ("", "ckpt"):
+        raise SystemExit(f"unknown contender {argv[0]!r}: expected ours, transformers, ours+ckpt or transformers+ckpt")
     torch.manual_seed(0)
     config = get_config(preset)
     if kind == "ours":
@@ -25,7 +29,7 @@ def main(argv):
     from benchmarks.train_step import make_step
 
     batch = torch.randint(0, config.vocab_size, (batch_size, seq_len))
-    step = make_step(model, batch, hf=kind != "ours")
+    step = make_step(model, batch, hf=kind != "ours", checkpointing=variant == "ckpt")
     for _ in range(3):
         step()
     print(json.dumps({"peak_rss_mb": peak_rss_kb() / 1024}))

@@ -5,11 +5,15 @@ import torch
 from benchmarks.common import alternate, build_pair, median, training_flops_per_token
 
 
-def make_step(model, batch: torch.Tensor, hf: bool, compile: bool = False):
+def make_step(model, batch: torch.Tensor, hf: bool, compile: bool = False, checkpointing: bool = False):
     """One optimizer step as each project runs it: ours through the engine's AdamW settings
     (no-decay groups), transformers' with torch's AdamW defaults, as its users do. With
     `compile`, the forward and backward run through `torch.compile(model)`, as the engine's
-    `--compile` does (the optimizer stays eager in both)."""
+    `--compile` does (the optimizer stays eager in both). With `checkpointing`, each model's
+    own activation checkpointing is switched on (ours: the engine's `--grad_checkpointing`;
+    transformers: `gradient_checkpointing_enable()`)."""
+    if checkpointing:  # transformers ≥ 5 renamed its switch; the old name warns
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     if hf:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     else:
@@ -31,9 +35,11 @@ def make_step(model, batch: torch.Tensor, hf: bool, compile: bool = False):
     return step
 
 
-def bench_train(preset: str, batch_size: int, seq_len: int, repeats: int = 5, compile: bool = False) -> dict:
-    """Tokens/s of both projects, eager; with `compile`, also both under torch.compile (each
-    compiled model gets its own copy of the weights, so the contenders never share state)."""
+def bench_train(preset: str, batch_size: int, seq_len: int, repeats: int = 5, compile: bool = False,
+                checkpointing: bool = False) -> dict:
+    """Tokens/s of both projects, eager; with `compile`, also both under torch.compile, and with
+    `checkpointing`, both with activation checkpointing (each extra contender gets its own copy
+    of the weights, so the contenders never share state)."""
     ours, theirs = build_pair(preset)
     vocab = ours.config.vocab_size
     batch = torch.randint(0, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
@@ -42,6 +48,10 @@ def bench_train(preset: str, batch_size: int, seq_len: int, repeats: int = 5, co
         ours_c, theirs_c = build_pair(preset)
         contenders["ours+compile"] = make_step(ours_c, batch, hf=False, compile=True)
         contenders["transformers+compile"] = make_step(theirs_c, batch, hf=True, compile=True)
+    if checkpointing:
+        ours_k, theirs_k = build_pair(preset)
+        contenders["ours+ckpt"] = make_step(ours_k, batch, hf=False, checkpointing=True)
+        contenders["transformers+ckpt"] = make_step(theirs_k, batch, hf=True, checkpointing=True)
     times = alternate(contenders, repeats=repeats, warmup=2 if compile else 1)
     tokens = batch_size * seq_len
     flops = training_flops_per_token(ours, seq_len) * tokens
@@ -51,4 +61,6 @@ def bench_train(preset: str, batch_size: int, seq_len: int, repeats: int = 5, co
     result["ratio"] = result["ours"]["tokens_per_s"] / result["transformers"]["tokens_per_s"]
     if compile:
         result["ratio_compiled"] = result["ours+compile"]["tokens_per_s"] / result["transformers+compile"]["tokens_per_s"]
+    if checkpointing:
+        result["ratio_ckpt"] = result["ours+ckpt"]["tokens_per_s"] / result["transformers+ckpt"]["tokens_per_s"]
     return result

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from minimind.config import MiniMindConfig
 from minimind.losses import masked_cross_entropy
@@ -329,6 +330,8 @@ class MiniMindModel(nn.Module):
         # derived from the config, so not saved with the weights
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # activation checkpointing for training (off by default; `MiniMind.gradient_checkpointing_enable`)
+        self.gradient_checkpointing = False
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, return_attentions=False):
         """Returns (hidden (B, T, hidden), aux loss summed over layers, per-layer attention weights or None)."""
@@ -366,8 +369,13 @@ class MiniMindModel(nn.Module):
         x = self.dropout(self.embed_tokens(input_ids))
         aux_loss = x.new_zeros((), dtype=torch.float32)
         attentions = [] if return_attentions else None
+        checkpointed = self.gradient_checkpointing and self.training and cache is None and not return_attentions
         for i, block in enumerate(self.layers):
-            x, weights, aux = block(x, cos, sin, mask, cache, i, return_attentions)
+            if checkpointed:
+                # keep only the block's input; its activations are recomputed in the backward pass
+                x, weights, aux = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x, weights, aux = block(x, cos, sin, mask, cache, i, return_attentions)
             aux_loss = aux_loss + aux
             if return_attentions:
                 attentions.append(weights)
@@ -481,6 +489,12 @@ class MiniMind(nn.Module):
             hidden_states=hidden,
             attentions=attentions,
         )
+
+    def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
+        """Trade compute for memory in training: each block keeps only its input for the backward
+        pass and recomputes the rest (one extra forward per block, same gradients). Training
+        memory then holds about one block's activations instead of all of them."""
+        self.model.gradient_checkpointing = enabled
 
     def num_parameters(self) -> int:
         """Distinct parameters (the tied embedding counted once)."""

@@ -34,3 +34,11 @@ def test_flops_per_token_counts_six_times_the_matmul_parameters_plus_attention()
 def test_table_aligns_columns():
     lines = table([["a", 1], ["bbb", 22]], ["name", "n"]).splitlines()
     assert len({len(line) for line in lines}) == 1 and lines[1].startswith("----")
+
+
+def test_checkpointing_contenders_are_timed_and_use_less_memory():
+    r = bench_train("book", batch_size=4, seq_len=64, repeats=1, checkpointing=True)
+    assert r["ours+ckpt"]["tokens_per_s"] > 0 and r["transformers+ckpt"]["tokens_per_s"] > 0
+    assert math.isclose(r["ratio_ckpt"], r["ours+ckpt"]["tokens_per_s"] / r["transformers+ckpt"]["tokens_per_s"])
+    args = ["book", "8", "256"]
+    assert child_peak_rss_mb(["ours+ckpt", *args]) < child_peak_rss_mb(["ours", *args])

@@ -272,3 +272,54 @@ def test_exact_match_scores_value_replies_up_to_case_and_final_punctuation(monke
     monkeypatch.setattr(sft, "answer_questions", lambda model, tok, questions, max_new_tokens: ["varo.", "63", "a tailor", "猫。"])
     score, replies = sft.exact_match(None, None, items)
     assert score == 0.75 and replies[2] == "a tailor"
+
+
+# --- activation checkpointing ------------------------------------------------------------------
+
+def _saved_bytes_and_grads(model, ids):
+    """Bytes autograd keeps for the backward pass (measured with saved-tensor hooks), and the
+    gradients of one forward + backward."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    model.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = model(ids, labels=ids)
+    (out.loss + out.aux_loss).backward()
+    return sum(saved), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("overrides", [{}, {"dropout": 0.2}, {"use_moe": True, "aux_loss_alpha": 0.1}])
+def test_gradient_checkpointing_gives_the_same_gradients_from_far_less_saved_activation(overrides):
+    model = tiny_model(num_hidden_layers=4, **overrides).train()
+    ids = torch.randint(0, 384, (2, 48), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)  # dropout draws the same masks in both runs (checkpointing replays the RNG)
+    plain_bytes, plain_grads = _saved_bytes_and_grads(model, ids)
+    model.gradient_checkpointing_enable()
+    torch.manual_seed(1)
+    ckpt_bytes, ckpt_grads = _saved_bytes_and_grads(model, ids)
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(ckpt_grads[name], plain_grads[name], rtol=0, atol=0, msg=name)
+    # the blocks keep only their inputs: what is saved shrinks to the embedding, loss and block inputs
+    assert ckpt_bytes < 0.5 * plain_bytes, (ckpt_bytes, plain_bytes)
+
+
+def test_gradient_checkpointing_is_inactive_at_inference():
+    model = tiny_model().eval()
+    model.gradient_checkpointing_enable()
+    ids = torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(0))
+    out = model(ids, use_cache=True)  # with a cache and in eval mode the blocks run directly
+    assert out.cache is not None and out.cache.length == 16
+
+
+def test_engine_grad_checkpointing_option_reproduces_the_run(dataset):
+    plain = train(quiet(max_steps=3, batch_size=4), tiny_model(), dataset, collate_causal_lm)
+    ckpt = train(quiet(max_steps=3, batch_size=4, grad_checkpointing=True), tiny_model(), dataset, collate_causal_lm)
+    assert ckpt.model.model.gradient_checkpointing and not plain.model.model.gradient_checkpointing
+    assert [r["loss"] for r in ckpt.records] == [r["loss"] for r in plain.records]
+    for a, b in zip(plain.model.parameters(), ckpt.model.parameters()):
+        assert torch.equal(a, b)

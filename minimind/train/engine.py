@@ -106,6 +106,8 @@ class TrainConfig:
     dtype: str = option("auto", "auto (bf16 on CUDA if supported, else fp16; fp32 on CPU), fp32, bf16 "
                         "(autocast), fp16 (autocast + grad scaler, CUDA only)", choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = option(False, "torch.compile the model")
+    grad_checkpointing: bool = option(False, "activation checkpointing: recompute each block's activations in "
+                                      "the backward pass (less memory, about a third more compute)")
     num_workers: int = option(0, "DataLoader worker processes")
     ddp_find_unused_parameters: bool = option(False, "DDP: allow parameters that get no gradient in a step")
     # bookkeeping
@@ -567,6 +569,10 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
     if resume_state is not None:
         _set_rng_state(resume_state["rng"][ddp.rank])
 
+    if config.grad_checkpointing:
+        if not hasattr(model, "gradient_checkpointing_enable"):
+            raise ValueError(f"--grad_checkpointing: {type(model).__name__} has no gradient_checkpointing_enable()")
+        model.gradient_checkpointing_enable()
     train_model = torch.compile(model) if config.compile else model
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
