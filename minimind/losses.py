@@ -37,27 +37,39 @@ def reasoning_weighted_loss(
         with the share of tags in the batch.
     logits: (B, T, V); labels: (B, T). Returns a scalar.
     """
+    return combine_reasoning_terms(*reasoning_loss_terms(logits, labels, tag_ids, ignore_index), tag_weight, normalize)
+
+
+def combine_reasoning_terms(per_token, supervised, is_tag, tag_weight: float = 10.0, normalize: str = "weighted"):
+    """`reasoning_weighted_loss` from the output of `reasoning_loss_terms`."""
     if normalize not in ("weighted", "tokens"):
         raise ValueError(f"normalize must be 'weighted' or 'tokens', got {normalize!r}")
     if tag_weight < 0:
         raise ValueError(f"tag_weight must be >= 0, got {tag_weight}")
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
-    targets = labels[:, 1:]
-    per_token = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-        targets.reshape(-1),
-        ignore_index=ignore_index,
-        reduction="none",
-    ).view_as(targets)  # (B, T-1), zero where ignored
-    supervised = (targets != ignore_index).float()
-    tag_ids = torch.as_tensor(list(tag_ids), dtype=targets.dtype, device=targets.device)
-    is_tag = torch.isin(targets, tag_ids)
     weights = supervised * torch.where(is_tag, float(tag_weight), 1.0)
     total = (per_token * weights).sum()
     denominator = weights.sum() if normalize == "weighted" else supervised.sum()
     # An empty batch (nothing supervised) gives 0 with a graph, not NaN.
     return total / denominator.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def reasoning_loss_terms(logits: torch.Tensor, labels: torch.Tensor, tag_ids, ignore_index: int = -100):
+    """The pieces `reasoning_weighted_loss` combines, each (B, T) and indexed by the predicting
+    position t (its target is labels[t+1]): the per-token cross-entropy (0 where nothing is
+    supervised), the supervised mask (float) and whether the target is a tag (bool).
+
+    As in `masked_cross_entropy`, the labels are shifted, not the (B, T, V) logits, which
+    slicing would copy. A training step that also wants the plain and the tag-only
+    cross-entropy (`minimind.train.reason`) derives them from these, without a second softmax."""
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
+    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    per_token = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index, reduction="none"
+    ).view_as(targets)
+    supervised = (targets != ignore_index).float()
+    tag_ids = torch.as_tensor(list(tag_ids), dtype=targets.dtype, device=targets.device)
+    return per_token, supervised, torch.isin(targets, tag_ids)
 
 
 def distillation_loss(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from minimind.losses import reasoning_weighted_loss
+from minimind.losses import combine_reasoning_terms, reasoning_loss_terms
 from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, train
 
 
@@ -54,22 +54,17 @@ def reasoning_loss_fn(tag_ids, tag_weight: float = 10.0, normalize: str = "weigh
     tag_ids = tuple(int(i) for i in tag_ids)
 
     def loss_fn(model, batch):
-        labels = batch["labels"]
         out = model(batch["input_ids"])
-        loss = reasoning_weighted_loss(out.logits, labels, tag_ids, tag_weight, normalize)
+        # one softmax, read three ways: the training loss and the two logged cross-entropies
+        per_token, supervised, is_tag = reasoning_loss_terms(out.logits, batch["labels"], tag_ids)
+        loss = combine_reasoning_terms(per_token, supervised, is_tag, tag_weight, normalize)
         with torch.no_grad():
-            plain = reasoning_weighted_loss(out.logits, labels, tag_ids, 1.0)  # = masked cross-entropy
-            tag_only = reasoning_weighted_loss(out.logits, _only_tags(labels, tag_ids), tag_ids, 1.0)
+            plain = combine_reasoning_terms(per_token, supervised, is_tag, 1.0)  # = masked cross-entropy
+            tag_only = combine_reasoning_terms(per_token, supervised * is_tag, is_tag, 1.0)
         aux = out.aux_loss if out.aux_loss is not None else 0.0
         return loss + aux, {"ce": plain, "tag_ce": tag_only}
 
     return loss_fn
-
-
-def _only_tags(labels: torch.Tensor, tag_ids) -> torch.Tensor:
-    """Labels with every target that is not a tag set to -100."""
-    keep = torch.isin(labels, torch.tensor(tag_ids, device=labels.device))
-    return torch.where(keep, labels, torch.full_like(labels, -100))
 
 
 def default_data_path(split: str = "train") -> str:
