@@ -107,7 +107,7 @@ class TrainConfig:
                         "(autocast), fp16 (autocast + grad scaler, CUDA only)", choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = option(False, "torch.compile the model")
     grad_checkpointing: bool = option(False, "activation checkpointing: recompute each block's activations in "
-                                      "the backward pass (less memory, about a third more compute)")
+                                      "the backward pass (less memory, one more forward pass per block)")
     num_workers: int = option(0, "DataLoader worker processes")
     ddp_find_unused_parameters: bool = option(False, "DDP: allow parameters that get no gradient in a step")
     # bookkeeping
