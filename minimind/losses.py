@@ -15,6 +15,19 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index)
 
 
+def supervised_targets(labels: torch.Tensor, ignore_index: int = -100):
+    """Where a next-token target exists, and which: the (B, T) bool mask of the predicting
+    positions t whose target labels[t+1] is supervised, and those (N,) targets in row-major order.
+
+    Pass the mask as `MiniMind(..., logits_at=mask)` and the logits come back (N, V), row for
+    row with the targets: a loss that supervises a fraction of the positions then never runs
+    the LM head, nor the softmax, where nothing is learned.
+    """
+    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    mask = targets != ignore_index
+    return mask, targets[mask]
+
+
 def reasoning_weighted_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -105,20 +118,40 @@ def distillation_loss(
         )
     if student_logits.shape[:2] != labels.shape:
         raise ValueError(f"logits {tuple(student_logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
+    supervised = labels[:, 1:] != ignore_index  # (B, T-1)
+    student = student_logits[:, :-1][supervised]  # (N, V): supervised positions only
+    teacher = teacher_logits[:, :-1][supervised]
+    return distillation_terms(student, teacher, labels[:, 1:][supervised], alpha, temperature, reverse)
+
+
+def distillation_terms(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    reverse: bool = False,
+):
+    """`distillation_loss` on the supervised positions alone: logits (N, V), targets (N,).
+
+    What a training step calls after `MiniMind(..., logits_at=mask)` computed the two models'
+    logits only where a target exists (`supervised_targets`). Returns (loss, metrics).
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.shape[:1] != targets.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)}, teacher logits {tuple(teacher_logits.shape)} "
+            f"and targets {tuple(targets.shape)} must be (N, V), (N, V), (N,)"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    vocab = student_logits.size(-1)
-    supervised = labels[:, 1:] != ignore_index  # (B, T-1)
-    student = student_logits[:, :-1][supervised].float()  # (N, V): supervised positions only
-    teacher = teacher_logits[:, :-1][supervised].detach().float()
-    n_tokens = student.size(0)
-    if n_tokens == 0:
+    if student_logits.size(0) == 0:  # nothing supervised: 0 with a graph, not NaN
         zero = student_logits.sum() * 0.0
         return zero, {"ce": zero.detach(), "kl": zero.detach()}
-    targets = labels[:, 1:][supervised]
-    ce = F.cross_entropy(student.reshape(-1, vocab), targets)
+    student = student_logits.float()
+    teacher = teacher_logits.detach().float()
+    ce = F.cross_entropy(student, targets)
     student_logp = F.log_softmax(student / temperature, dim=-1)
     teacher_logp = F.log_softmax(teacher / temperature, dim=-1)
     if reverse:  # KL(student‖teacher) = Σ p_s (log p_s − log p_t)

@@ -407,7 +407,7 @@ def _positions(new_mask, cache, B: int, T: int, device) -> torch.Tensor:
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # (B, T or logits_to_keep, vocab)
+    logits: torch.Tensor  # (B, T or logits_to_keep, vocab); (N, vocab) with logits_at
     loss: Optional[torch.Tensor] = None  # LM loss (without aux_loss)
     aux_loss: Optional[torch.Tensor] = None  # MoE load balancing, summed over layers; 0 for dense models
     cache: Optional[KVCache] = None
@@ -446,6 +446,7 @@ class MiniMind(nn.Module):
         cache: Optional[KVCache] = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        logits_at: Optional[torch.Tensor] = None,
         return_attentions: bool = False,
     ) -> ModelOutput:
         """One forward pass.
@@ -460,6 +461,9 @@ class MiniMind(nn.Module):
         step (mask may cover all positions so far or only the new ones). The cache is filled in
         place; pass `cache=KVCache(config, B, max_len, dtype)` to size it yourself.
         logits_to_keep: k > 0 computes logits for the last k positions only (0 = all).
+        logits_at: (B, T) bool: compute logits only where True, returned as (N, vocab) in
+        row-major order. A loss that supervises a fraction of the positions (SFT replies,
+        reasoning, distillation) then skips the LM head and its softmax everywhere else.
         return_attentions: run the explicit attention path and return each layer's weights.
         """
         if use_cache and cache is None:
@@ -473,7 +477,16 @@ class MiniMind(nn.Module):
         hidden, aux_loss, attentions = self.model(
             input_ids, attention_mask, position_ids, cache, return_attentions
         )
-        if logits_to_keep:
+        if logits_at is not None:
+            if labels is not None or logits_to_keep:
+                raise ValueError("logits_at cannot be combined with labels or logits_to_keep")
+            if logits_at.shape != input_ids.shape or logits_at.dtype != torch.bool:
+                raise ValueError(
+                    f"logits_at must be a bool tensor shaped like input_ids {tuple(input_ids.shape)}, "
+                    f"got {logits_at.dtype} {tuple(logits_at.shape)}"
+                )
+            hidden_for_logits = hidden[logits_at]  # (N, hidden): the LM head runs on these rows only
+        elif logits_to_keep:
             if labels is not None:
                 raise ValueError("logits_to_keep cannot be combined with labels (the loss needs every logit)")
             hidden_for_logits = hidden[:, -logits_to_keep:]

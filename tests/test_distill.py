@@ -327,3 +327,25 @@ def test_distill_script_with_student_layers_and_a_row_limit(tokenizer, tmp_path)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # 4 rows / batch 2 = 2 steps per epoch
     assert load_model(out).config.num_hidden_layers == 2
+
+
+def test_distillation_terms_on_selected_rows_equal_the_loss_on_full_logits_and_check_shapes():
+    from minimind.losses import distillation_terms, supervised_targets
+
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 3, 7, 11, generator=generator)
+    labels = torch.randint(0, 11, (3, 7), generator=generator)
+    labels[:, :3] = -100
+    where, targets = supervised_targets(labels)
+    for reverse in (False, True):
+        full, full_parts = distillation_loss(student, teacher, labels, 0.4, 2.0, reverse=reverse)
+        rows, row_parts = distillation_terms(student[where], teacher[where], targets, 0.4, 2.0, reverse=reverse)
+        torch.testing.assert_close(rows, full)
+        torch.testing.assert_close(row_parts["kl"], full_parts["kl"])
+    with pytest.raises(ValueError, match=r"must be \(N, V\), \(N, V\), \(N,\)"):
+        distillation_terms(student[where], teacher[where][:-1], targets)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_terms(student[where], teacher[where], targets, 0.5, 0.0)
+    empty = student[where][:0].requires_grad_()
+    loss, _ = distillation_terms(empty, empty.detach(), targets[:0])
+    assert loss.item() == 0.0 and loss.requires_grad

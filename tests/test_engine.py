@@ -17,7 +17,7 @@ from minimind.model import MiniMind
 from minimind.tokenizer import MiniMindTokenizer
 from minimind.train import (
     NonFiniteLossError, TrainConfig, build_cli, causal_lm_loss, learning_rate_at, param_groups,
-    parse_config, plot_metrics, read_metrics, train,
+    parse_config, plot_metrics, read_metrics, supervised_lm_loss, train,
 )
 from minimind.train.engine import parse_overrides
 from minimind.train.pretrain import PretrainConfig
@@ -191,10 +191,32 @@ def test_batch_of_fully_truncated_replies_contributes_zero_loss(tokenizer_dir, t
     data = SFTDataset(write_jsonl(tmp_path / "sft.jsonl", rows * 4), tokenizer, max_seq_len=8)
     batch = collate_causal_lm([data[i] for i in range(4)])
     assert (batch["labels"] == -100).all()
+    for loss_fn in (causal_lm_loss, supervised_lm_loss):
+        model = tiny_model()
+        loss, _ = loss_fn(model, batch)
+        loss.backward()
+        assert loss.item() == 0.0 and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_supervised_lm_loss_has_the_loss_and_gradients_of_causal_lm_loss(tokenizer_dir, tmp_path):
+    # SFT computes logits only at the reply targets: what is learned must not change
+    tokenizer = MiniMindTokenizer.from_pretrained(tokenizer_dir)
+    rows = [{"conversations": [{"role": "user", "content": f"question {i} " * (i + 1)},
+                               {"role": "assistant", "content": f"answer {i}"}]} for i in range(4)]
+    data = SFTDataset(write_jsonl(tmp_path / "sft.jsonl", rows), tokenizer, max_seq_len=64)
+    batch = collate_causal_lm([data[i] for i in range(4)])
+    assert 0 < (batch["labels"] != -100).float().mean() < 0.6  # prompts and padding are not targets
     model = tiny_model()
-    loss, _ = causal_lm_loss(model, batch)
-    loss.backward()
-    assert loss.item() == 0.0 and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    full, full_metrics = causal_lm_loss(model, batch)
+    full.backward()
+    want = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    selected, metrics = supervised_lm_loss(model, batch)
+    selected.backward()
+    torch.testing.assert_close(selected, full)
+    torch.testing.assert_close(metrics["lm_loss"], full_metrics["lm_loss"])
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[name], msg=name)
 
 
 def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused(dataset):

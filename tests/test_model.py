@@ -340,6 +340,38 @@ def test_logits_to_keep_returns_the_last_positions():
         model(ids, labels=ids, logits_to_keep=1)
 
 
+def test_logits_at_returns_the_selected_positions_in_row_major_order():
+    model = build()
+    ids = random_ids(model.config)
+    where = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.3
+    selected = model(ids, logits_at=where).logits
+    assert selected.shape == (int(where.sum()), model.config.vocab_size)
+    torch.testing.assert_close(selected, model(ids).logits[where])
+    for bad in (where[:, :-1], where.long()):
+        with pytest.raises(ValueError, match="logits_at must be a bool tensor"):
+            model(ids, logits_at=bad)
+    with pytest.raises(ValueError, match="logits_at cannot be combined"):
+        model(ids, labels=ids, logits_at=where)
+
+
+def test_a_loss_on_selected_logits_has_the_gradients_of_the_loss_on_all_of_them():
+    # the speed-up of SFT-style losses must not change what is learned
+    from minimind.losses import masked_cross_entropy, supervised_targets
+
+    model = build()
+    ids = random_ids(model.config)
+    labels = ids.clone()
+    labels[:, : ids.size(1) // 2] = -100  # the prompt half is unsupervised
+    masked_cross_entropy(model(ids).logits, labels).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    where, targets = supervised_targets(labels)
+    assert int(where.sum()) == int((labels[:, 1:] != -100).sum())
+    F.cross_entropy(model(ids, logits_at=where).logits, targets).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], msg=name)
+
+
 def test_bad_attention_mask_shape_is_a_clear_error():
     model = build()
     ids = random_ids(model.config)

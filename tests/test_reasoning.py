@@ -205,6 +205,38 @@ def test_reasoning_loss_fn_with_weight_one_is_the_plain_lm_loss(tokenizer, tmp_p
     assert torch.sign(weighted_ten - plain) == expected_direction
 
 
+def test_reasoning_loss_fn_equals_the_weighted_loss_on_every_logit(tokenizer, tmp_path):
+    # the training step computes logits only at supervised positions; the loss and its
+    # gradient must be those of `reasoning_weighted_loss` on the full (B, T, V) logits
+    from minimind.config import get_config
+    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.model import MiniMind
+    from minimind.train.reason import reasoning_loss_fn
+
+    torch.manual_seed(0)
+    model = MiniMind(get_config("tiny", vocab_size=tokenizer.vocab_size))
+    dataset = SFTDataset(_write_jsonl(tmp_path / "reason.jsonl", REASONING_CHATS), tokenizer, max_seq_len=128)
+    batch = collate_causal_lm([dataset[i] for i in range(4)])
+    tags = tokenizer.reasoning_tag_ids
+    for normalize in ("weighted", "tokens"):
+        model.zero_grad()
+        expected = reasoning_weighted_loss(model(batch["input_ids"]).logits, batch["labels"], tags, 10.0, normalize)
+        expected.backward()
+        want = {name: p.grad.clone() for name, p in model.named_parameters()}
+        model.zero_grad()
+        loss, metrics = reasoning_loss_fn(tags, 10.0, normalize)(model, batch)
+        loss.backward()
+        torch.testing.assert_close(loss, expected)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, want[name], msg=name)
+    with torch.no_grad():
+        logits = model(batch["input_ids"]).logits
+        targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+        tag_targets = torch.where(torch.isin(targets, torch.tensor(tags)), targets, -100)
+    torch.testing.assert_close(metrics["tag_ce"], masked_cross_entropy(logits, torch.nn.functional.pad(
+        tag_targets[:, :-1], (1, 0), value=-100)))
+
+
 def test_reason_script_trains_and_saves_from_the_command_line(tokenizer, tmp_path):
     import json
 

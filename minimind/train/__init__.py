@@ -19,6 +19,7 @@ from minimind.train.engine import (
     param_groups,
     parse_config,
     seed_everything,
+    supervised_lm_loss,
     train,
 )
 from minimind.train.metrics import plot_metrics, read_metrics
@@ -26,5 +27,5 @@ from minimind.train.metrics import plot_metrics, read_metrics
 __all__ = [
     "NonFiniteLossError", "StepInfo", "TrainConfig", "TrainResult", "build_cli", "build_model",
     "causal_lm_loss", "check_vocabulary", "learning_rate_at", "load_tokenizer", "option", "param_groups", "parse_config",
-    "seed_everything", "train", "plot_metrics", "read_metrics",
+    "seed_everything", "supervised_lm_loss", "train", "plot_metrics", "read_metrics",
 ]

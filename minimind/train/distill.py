@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from minimind.losses import distillation_loss
+from minimind.losses import distillation_terms, supervised_targets
 from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, resolve_device, train
 
 
@@ -61,18 +62,17 @@ def distillation_loss_fn(teacher: torch.nn.Module, alpha: float, temperature: fl
     teacher.requires_grad_(False)
 
     def loss_fn(model, batch):
-        input_ids, labels = batch["input_ids"], batch["labels"]
-        if alpha == 1.0:  # hard labels only: the teacher's logits would be multiplied by zero
-            out = model(input_ids)
-            student = out.logits
-            loss, metrics = distillation_loss(student, student.detach(), labels, 1.0, temperature)
-            aux = out.aux_loss if out.aux_loss is not None else 0.0
-            return loss + aux, {"ce": metrics["ce"]}
-        with torch.no_grad():
-            teacher_logits = teacher(input_ids).logits
-        out = model(input_ids)
-        loss, metrics = distillation_loss(out.logits, teacher_logits, labels, alpha, temperature, reverse=reverse)
+        # both models compute logits only where a target exists (a quarter to a half of the positions)
+        where, targets = supervised_targets(batch["labels"])
+        input_ids = batch["input_ids"]
+        out = model(input_ids, logits_at=where)
         aux = out.aux_loss if out.aux_loss is not None else 0.0
+        if alpha == 1.0:  # hard labels only: the teacher's logits would be multiplied by zero
+            ce = F.cross_entropy(out.logits.float(), targets) if len(targets) else out.logits.sum() * 0.0
+            return ce + aux, {"ce": ce.detach()}
+        with torch.no_grad():
+            teacher_logits = teacher(input_ids, logits_at=where).logits
+        loss, metrics = distillation_terms(out.logits, teacher_logits, targets, alpha, temperature, reverse=reverse)
         return loss + aux, metrics
 
     return loss_fn

@@ -58,8 +58,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
+from minimind.losses import supervised_targets
 from minimind.train.metrics import MetricsLog
 
 RESUME_FILE = "resume.pt"
@@ -385,6 +387,24 @@ def causal_lm_loss(model, batch) -> tuple[torch.Tensor, dict]:
     if not bool((labels[:, 1:] != -100).any()):
         # every reply in this micro-batch was cut off by truncation: nothing to learn, and the
         # mean over zero targets would be NaN; a zero that touches every parameter keeps DDP happy
+        lm_loss = out.logits.sum() * 0.0
+    aux = out.aux_loss if out.aux_loss is not None else 0.0
+    return lm_loss + aux, {"lm_loss": lm_loss.detach(), "aux_loss": aux}
+
+
+def supervised_lm_loss(model, batch) -> tuple[torch.Tensor, dict]:
+    """`causal_lm_loss` with the LM head run only where a target exists (`logits_at`).
+
+    For data in which many positions carry no target — SFT, where the prompt and the template
+    are not learned — this skips the vocabulary projection and its softmax there: the same loss
+    and gradients up to float rounding, in less time (benchmarks/README.md measures it).
+    Packed pretraining supervises every position, so it keeps `causal_lm_loss`.
+    """
+    where, targets = supervised_targets(batch["labels"])
+    out = model(batch["input_ids"], logits_at=where)
+    if targets.numel():
+        lm_loss = F.cross_entropy(out.logits.float(), targets)
+    else:  # nothing to learn in this micro-batch (see causal_lm_loss); zero gradients reach every parameter
         lm_loss = out.logits.sum() * 0.0
     aux = out.aux_loss if out.aux_loss is not None else 0.0
     return lm_loss + aux, {"lm_loss": lm_loss.detach(), "aux_loss": aux}

@@ -20,7 +20,9 @@ from typing import Optional
 from torch import nn
 
 from minimind.lora import DEFAULT_TARGETS, apply_lora, save_lora
-from minimind.train.engine import TrainConfig, build_model, causal_lm_loss, load_tokenizer, option, parse_config, train
+from minimind.train.engine import (
+    TrainConfig, build_model, load_tokenizer, option, parse_config, supervised_lm_loss, train,
+)
 
 
 @dataclass
@@ -83,7 +85,7 @@ def run(config: LoRAConfig, model: Optional[nn.Module] = None, tokenizer=None, c
 
         data_path = dataset_path("lora_identity", "train")
     dataset = SFTDataset(data_path, tokenizer, config.max_seq_len)
-    return train(config, model, dataset, collate_causal_lm, causal_lm_loss, tokenizer=tokenizer,
+    return train(config, model, dataset, collate_causal_lm, supervised_lm_loss, tokenizer=tokenizer,
                  save_fn=save_adapter_fn(config.lora_name), callbacks=callbacks)
 
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from minimind.losses import combine_reasoning_terms, reasoning_loss_terms
+from minimind.losses import combine_reasoning_terms, supervised_targets
 from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, train
 
 
@@ -51,16 +52,20 @@ def reasoning_loss_fn(tag_ids, tag_weight: float = 10.0, normalize: str = "weigh
     Besides the loss it reports the plain cross-entropy (`ce`, comparable across tag weights)
     and the cross-entropy on the tag targets alone (`tag_ce`, how sure the model is of the format).
     """
-    tag_ids = tuple(int(i) for i in tag_ids)
+    tag_tensor = torch.tensor([int(i) for i in tag_ids])
 
     def loss_fn(model, batch):
-        out = model(batch["input_ids"])
+        # logits only where a reply token is the target (about half the positions of a batch)
+        where, targets = supervised_targets(batch["labels"])
+        out = model(batch["input_ids"], logits_at=where)
         # one softmax, read three ways: the training loss and the two logged cross-entropies
-        per_token, supervised, is_tag = reasoning_loss_terms(out.logits, batch["labels"], tag_ids)
+        per_token = F.cross_entropy(out.logits.float(), targets, reduction="none")  # (N,)
+        supervised = torch.ones_like(per_token)
+        is_tag = torch.isin(targets, tag_tensor)
         loss = combine_reasoning_terms(per_token, supervised, is_tag, tag_weight, normalize)
         with torch.no_grad():
             plain = combine_reasoning_terms(per_token, supervised, is_tag, 1.0)  # = masked cross-entropy
-            tag_only = combine_reasoning_terms(per_token, supervised * is_tag, is_tag, 1.0)
+            tag_only = combine_reasoning_terms(per_token, is_tag.float(), is_tag, 1.0)
         aux = out.aux_loss if out.aux_loss is not None else 0.0
         return loss + aux, {"ce": plain, "tag_ce": tag_only}
 

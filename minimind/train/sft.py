@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minimind.train.engine import (
-    TrainConfig, TrainResult, build_model, causal_lm_loss, check_vocabulary, load_tokenizer, option,
-    parse_config, train,
+    TrainConfig, TrainResult, build_model, check_vocabulary, load_tokenizer, option, parse_config,
+    supervised_lm_loss, train,
 )
 
 
@@ -57,7 +57,7 @@ def run(config: SFTConfig, callbacks=()) -> TrainResult:
                          supervise_all=config.supervise_all)
     model = build_model(config)
     check_vocabulary(tokenizer, model)
-    return train(config, model, dataset, collate_causal_lm, causal_lm_loss, tokenizer=tokenizer, callbacks=callbacks)
+    return train(config, model, dataset, collate_causal_lm, supervised_lm_loss, tokenizer=tokenizer, callbacks=callbacks)
 
 
 def answer_questions(model, tokenizer, questions, max_new_tokens: int = 16, batch_size: int = 64) -> list[str]:
