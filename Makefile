@@ -52,10 +52,16 @@ nbval: $(STAMP)  ## execute every chapter and compare with its stored outputs
 	$(BIN)/pytest -q --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
 	  --nbval-cell-timeout 1200 -p no:cacheprovider $(CHAPTERS_NB)
 
+# The chapters compute on one thread (the same float sums, hence the same numbers, everywhere), so
+# `make test` runs one pytest worker per core, a file at a time: chapters first, in reading order,
+# since each builds the artefacts the next ones load (the zoo's file locks make a worker wait for
+# an artefact another is building); the unit tests fill the gaps. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
+
 test: $(STAMP) check-sync book  ## every test: sync check, book build, unit tests, nbval over every chapter
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15 tests \
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 1200 \
-	  $(CHAPTERS_NB)
+	  $(CHAPTERS_NB) tests
 
 bench: $(STAMP)  ## speed and memory benchmarks (prints tables and ratios)
 	$(PY) -m benchmarks

@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.common import child_peak_rss_mb, matmul_peak_gflops, set_threads, table
 from benchmarks.generation import bench_generate
-from benchmarks.train_step import bench_train
+from benchmarks.train_step import bench_sft_train, bench_train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +68,20 @@ def main(argv=None):
                          f"{ratio:.2f}x" if ratio is not None else ""])
     print("Training step (fwd + bwd + AdamW, fp32), medians of alternating repetitions")
     print(table(rows, ["preset", "batch", "impl", "tokens/s", "GFLOP/s", "MFU", "peak RSS MB", "ours/theirs"]))
+    print()
+
+    sft_cases = [("book", 16, 256)] if args.quick else [("minimind2-small", 4, 512), ("book", 16, 256)]
+    rows = []
+    results["sft_train"] = []
+    for preset, b, t in sft_cases:
+        r = bench_sft_train(preset, b, t, repeats=3 if args.quick else 5)
+        results["sft_train"].append(r)
+        for name in ("ours", "ours, every logit", "transformers"):
+            mine = name == "ours"
+            rows.append([preset, r["batch"], name, f"{r[name]['tokens_per_s']:.0f}",
+                         f"{r['ratio']:.2f}x" if mine else "", f"{r['ratio_every_logit']:.2f}x" if mine else ""])
+    print("SFT training step (fwd + bwd + AdamW, fp32): the first half of each sequence is prompt, no target")
+    print(table(rows, ["preset", "batch", "impl", "tokens/s", "ours/theirs", "ours/every logit"]))
     print()
 
     gen_cases = [("book", 1)] if args.quick else [("minimind2-small", 1), ("book", 1), ("minimind2-small", 8)]

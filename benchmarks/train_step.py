@@ -64,3 +64,47 @@ def bench_train(preset: str, batch_size: int, seq_len: int, repeats: int = 5, co
     if checkpointing:
         result["ratio_ckpt"] = result["ours+ckpt"]["tokens_per_s"] / result["transformers+ckpt"]["tokens_per_s"]
     return result
+
+
+def make_sft_step(model, batch: torch.Tensor, labels: torch.Tensor, hf: bool, selected: bool):
+    """One optimizer step on SFT-shaped data (labels −100 on the prompt): transformers computes
+    the logits at every position; ours with `selected` only where a target exists
+    (`supervised_lm_loss`, what `minimind.train.sft` runs), without it at every position."""
+    from minimind.train.engine import causal_lm_loss, supervised_lm_loss
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    data = {"input_ids": batch, "labels": labels}
+
+    def step():
+        if hf:
+            loss = model(input_ids=batch, labels=labels).loss
+        else:
+            loss, _ = (supervised_lm_loss if selected else causal_lm_loss)(model, data)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_sft_train(preset: str, batch_size: int, seq_len: int, prompt_share: float = 0.5, repeats: int = 5) -> dict:
+    """Tokens/s of an SFT step whose first `prompt_share` of every sequence is unsupervised:
+    ours computing logits only at the targets, ours at every position, transformers."""
+    ours, theirs = build_pair(preset)
+    ours_all, _ = build_pair(preset)
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, ours.config.vocab_size, (batch_size, seq_len), generator=generator)
+    labels = batch.clone()
+    labels[:, : int(prompt_share * seq_len)] = -100
+    contenders = {"ours": make_sft_step(ours, batch, labels, hf=False, selected=True),
+                  "ours, every logit": make_sft_step(ours_all, batch, labels, hf=False, selected=False),
+                  "transformers": make_sft_step(theirs, batch, labels, hf=True, selected=False)}
+    times = alternate(contenders, repeats=repeats)
+    tokens = batch_size * seq_len
+    result = {"preset": preset, "batch": f"{batch_size}x{seq_len}", "prompt_share": prompt_share}
+    for name, ts in times.items():
+        result[name] = {"tokens_per_s": tokens / median(ts)}
+    result["ratio"] = result["ours"]["tokens_per_s"] / result["transformers"]["tokens_per_s"]
+    result["ratio_every_logit"] = result["ours"]["tokens_per_s"] / result["ours, every logit"]["tokens_per_s"]
+    return result

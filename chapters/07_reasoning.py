@@ -43,6 +43,7 @@ if importlib.util.find_spec("minimind") is None:
 
 # %%
 import random
+import re
 
 import matplotlib.pyplot as plt
 import torch
@@ -362,17 +363,30 @@ reasoner = zoo.load(reasoning_folder)
 by_kind = {kind: [p for p in val_problems if p.kind == kind][:30] for kind in ("add2", "add3", "sub3")}
 replies = {kind: generate_replies(reasoner, tokenizer, [p.prompt for p in problems], max_new_tokens=100)
            for kind, problems in by_kind.items()}
+
+
+def working_result(think):
+    """The number the working ends on ('So 46.', '所以是333。'), or None."""
+    found = re.findall(r"(?:So|所以是)\s*(\d+)", think or "")
+    return found[-1] if found else None
+
+
 for kind, problems in by_kind.items():
     score = score_answers(replies[kind], [p.answer for p in problems])
-    print(f"{kind}: {score.format_rate:.0%} well formed, {score.accuracy:.0%} right answers ({score.n} held-out problems)")
+    parsed = [parse_reasoning(reply) for reply in replies[kind]]
+    repeats = sum(answer is not None and working_result(think) == answer.strip() for think, answer, _ in parsed)
+    print(f"{kind}: {score.format_rate:.0%} well formed, {score.accuracy:.0%} right answers, "
+          f"answer = the working's result in {repeats / len(parsed):.0%} ({score.n} held-out problems)")
     assert score.format_rate >= 0.9
 print()
 for kind in ("add2", "sub3"):
     print(f"{by_kind[kind][0].prompt}\n{replies[kind][0]}\n(reference: {by_kind[kind][0].answer})\n")
 
 # %% [markdown]
-# The replies have the trained form — the working, column by column, then the answer — and the
-# answer agrees with the working. Whether the answer is *right* is another matter. To see where
+# The replies have the trained form — the working, column by column, then the answer — but the
+# answer repeats the result the working ends on in only part of them (the last figure of each line
+# above): even copying a number from its own working is not yet reliable. Whether the answer is
+# *right* is another matter. To see where
 # the model goes wrong, feed it the reference reply (teacher forcing) and mark every token where
 # its most likely next token differs from the reference, as `[reference/predicted]`:
 
@@ -411,7 +425,7 @@ assert digit_accuracy < 0.9 < text_accuracy
 # %% [markdown]
 # The pattern is the lesson of this section: the model has learned the *procedure* — the words,
 # the order of the steps, the carries, that the sum of the digits it wrote is what follows `=`,
-# that the answer repeats the working's result — but not yet to *read* the operands: the errors sit
+# often that the answer repeats the working's result — but not yet to *read* the operands: the errors sit
 # on the digits copied out of the question. Fetching the $i$-th digit of a number mentioned earlier
 # in a sentence is a precise attention pattern that a 1M-parameter model needs many more steps to
 # learn than the few minutes this chapter spends. So on a CPU budget this model is a faithful
@@ -450,7 +464,7 @@ assert budget_scores[None].format_rate > max(budget_scores[b].format_rate for b 
 # complete think blocks — carries on with its working after it and closes the block a second time.
 # Cutting the thinking short works with models that have learned to answer from a partial line of
 # reasoning; this one has only ever seen complete working, and a tag it was forced to write is not
-# a tag it understands. (Accuracy is zero throughout, for the reason of
+# a tag it understands. (Accuracy stays near zero throughout, for the reason of
 # section 6.)
 
 # %% [markdown]
@@ -604,8 +618,9 @@ check_parse_reasoning(parse_reasoning)
 #   costs the content a little early on; the format of its *own* replies follows only once the
 #   working has taken shape, fastest with a moderate weight — at $\lambda = 10$ tags intrude into
 #   the working for a while.
-# - Format and correctness are separate: the reasoning model writes well-formed, self-consistent
-#   working and still misreads the operands' digits; at this scale and budget its accuracy is zero.
+# - Format and correctness are separate: the reasoning model writes well-formed working, still
+#   misreads the operands' digits and does not always copy its own result into the answer; at this
+#   scale and budget its accuracy is near zero.
 # - A thinking budget closes the think block by force; a model never trained on truncated thoughts
 #   carries on thinking after the forced tag and breaks the format.
 #

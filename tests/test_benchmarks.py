@@ -42,3 +42,14 @@ def test_checkpointing_contenders_are_timed_and_use_less_memory():
     assert math.isclose(r["ratio_ckpt"], r["ours+ckpt"]["tokens_per_s"] / r["transformers+ckpt"]["tokens_per_s"])
     args = ["book", "8", "256"]
     assert child_peak_rss_mb(["ours+ckpt", *args]) < child_peak_rss_mb(["ours", *args])
+
+
+def test_sft_benchmark_times_three_contenders_on_half_supervised_batches():
+    from benchmarks.train_step import bench_sft_train
+
+    r = bench_sft_train("book", batch_size=2, seq_len=16, repeats=1)
+    assert r["prompt_share"] == 0.5
+    for name in ("ours", "ours, every logit", "transformers"):
+        assert r[name]["tokens_per_s"] > 0
+    assert math.isclose(r["ratio"], r["ours"]["tokens_per_s"] / r["transformers"]["tokens_per_s"])
+    assert math.isclose(r["ratio_every_logit"], r["ours"]["tokens_per_s"] / r["ours, every logit"]["tokens_per_s"])
