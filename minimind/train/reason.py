@@ -61,7 +61,7 @@ def reasoning_loss_fn(tag_ids, tag_weight: float = 10.0, normalize: str = "weigh
         # one softmax, read three ways: the training loss and the two logged cross-entropies
         per_token = F.cross_entropy(out.logits.float(), targets, reduction="none")  # (N,)
         supervised = torch.ones_like(per_token)
-        is_tag = torch.isin(targets, tag_tensor)
+        is_tag = torch.isin(targets, tag_tensor.to(targets.device))
         loss = combine_reasoning_terms(per_token, supervised, is_tag, tag_weight, normalize)
         with torch.no_grad():
             plain = combine_reasoning_terms(per_token, supervised, is_tag, 1.0)  # = masked cross-entropy
