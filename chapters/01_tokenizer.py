@@ -32,14 +32,14 @@
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
-# %%
+# %% tags=["nbval-check-output"]
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("minimind") is None:
     source = os.environ.get("MINIMIND_SOURCE", "git+https://github.com/minimind-book/minimind-book")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
-# %%
+# %% tags=["nbval-check-output"]
 import html
 import json
 import random
@@ -81,7 +81,7 @@ print(world)
 # below), each with an age, a city, a job, a pet and a favourite colour, described in English and
 # in Chinese. Every dataset the book trains on is generated from it (see `minimind.data.synthetic`).
 
-# %%
+# %% tags=["nbval-check-output"]
 person = world.people[0]
 for text in [f"{person.name} lives in {person.city}.", f"{person.name}住在{person.city}。", "🙂"]:
     data = text.encode("utf-8")
@@ -113,7 +113,7 @@ for text in [f"{person.name} lives in {person.city}.", f"{person.name}住在{per
 # so no text is ever "unknown". GPT-2 pre-tokenizes with the regular expression below: an optional
 # space followed by letters, or by digits, or by other symbols; runs of whitespace on their own.
 
-# %%
+# %% tags=["nbval-check-output"]
 GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 print(GPT2_SPLIT.findall(f"{person.name}'s age is {person.age}.  Nice!\n{person.name}住在{person.city}。"))
 
@@ -124,7 +124,7 @@ print(GPT2_SPLIT.findall(f"{person.name}'s age is {person.age}.  Nice!\n{person.
 # becomes `Ġ`, a newline `Ċ`), printable bytes first. We number the bytes the same way, so that our
 # ids and our tie-breaks match the library's.
 
-# %%
+# %% tags=["nbval-check-output"]
 def byte_stand_ins():
     """GPT-2's table: each byte → a printable character that stands for it (space → 'Ġ')."""
     printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
@@ -190,7 +190,7 @@ def readable(token: bytes) -> str:
 # sentence ends with one), then common English fragments (`␣a`, `is`, `ou`…) and the bytes of other
 # frequent Chinese characters; whole words and names follow.
 
-# %%
+# %% tags=["nbval-check-output"]
 small_docs = [row["text"] for row in islice(read_jsonl(dataset_path("pretrain", "train"), schema="pretrain"), 200)]
 small_text = "\n".join(small_docs)
 words = words_of(small_text)
@@ -207,7 +207,7 @@ for step, entry in enumerate(history[:12], start=1):
 # The derivation said each merge shortens the corpus by the pair's count (unless the pair overlaps
 # itself, like `aa` in `aaa`). Checked on every step:
 
-# %%
+# %% tags=["nbval-check-output"]
 lengths = [start_tokens] + [entry["corpus_tokens"] for entry in history]
 self_overlapping = sum(entry["pair"][0] == entry["pair"][1] for entry in history)
 exact = sum(lengths[k] - lengths[k + 1] == entry["count"] for k, entry in enumerate(history))
@@ -227,7 +227,7 @@ plt.show()
 # learned *earliest*, until no learned pair is left. Here is one sentence cut with the first
 # $k$ merges, for growing $k$ (each box is one token):
 
-# %%
+# %% tags=["nbval-check-output"]
 def encode_word(ids, merges):
     while len(ids) >= 2:
         pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))  # the earliest-learned pair
@@ -271,7 +271,7 @@ display(HTML("".join(rows)))
 # byte-level BPE with GPT-2's pre-tokenizer, trained on the same text for the same number of merges.
 # It should learn the *same merges in the same order*, and encode held-out text to the *same ids*.
 
-# %%
+# %% tags=["nbval-check-output"]
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 library = Tokenizer(models.BPE())
@@ -308,7 +308,7 @@ assert our_merges == library_merges and our_ids == library_ids
 # So the library and the package agree on the *algorithm* (the merges above are learned the same way)
 # but not on the *pre-tokenization*, and their tokens differ exactly where those rules apply:
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind.tokenizer import SPECIAL_TOKENS, MiniMindTokenizer, train_tokenizer
 
 corpus = [row["text"] for row in read_jsonl(dataset_path("pretrain", "train"), schema="pretrain")]
@@ -334,7 +334,7 @@ assert tokenizer.encode("<think>") == [3] and all(d in our_pieces for d in "2048
 # this same call (`vocab_size=2048` on the synthetic pretraining corpus) and caches it. The two are
 # the same tokenizer:
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind import zoo
 
 book_tokenizer = zoo.tokenizer()
@@ -350,7 +350,7 @@ print(f"zoo.tokenizer(): {book_tokenizer.vocab_size} tokens, identical ids on th
 # distinct words. Asking for more changes nothing; a 6400-token vocabulary (MiniMind2's) needs a
 # larger, more varied corpus.
 
-# %%
+# %% tags=["nbval-check-output"]
 requested = [300, 512, 1024, 2048, 4096, 6400]
 obtained = [train_tokenizer(corpus, vocab_size=size).vocab_size for size in requested]
 distinct_words = len({word for text in corpus for word, _ in tokenizer.backend.pre_tokenizer.pre_tokenize_str(text)})
@@ -377,7 +377,7 @@ plt.show()
 # this chapter), in each language, for the byte-level baseline (no merges) and for tokenizers with
 # 512, 1024 and 2048 requested tokens.
 
-# %%
+# %% tags=["nbval-check-output"]
 def has_chinese(text):
     return regex.search(r"\p{Han}", text) is not None
 
@@ -409,7 +409,7 @@ for key, text in test_texts.items():
     compression[key] = row
     print(f"{key[0] + ' ' + key[1]:>22}" + "".join(f"{value:>11.2f}" for value in row.values()))
 
-# %%
+# %% tags=["nbval-check-output"]
 fig, ax = plt.subplots(figsize=(8, 3.8))
 names = list(tokenizers_by_name)
 width = 0.8 / len(names)
@@ -454,7 +454,7 @@ assert out_en["BPE 2048"] < in_en["BPE 2048"] / 1.5 and out_zh["BPE 2048"] < in_
 # `enable_thinking=True` — this book's extension — `<think>\n` follows, so a reasoning model starts
 # inside its think block.
 
-# %%
+# %% tags=["nbval-check-output"]
 sft_rows = list(islice(read_jsonl(dataset_path("sft", "train"), schema="sft"), 400))
 conversation = next(row["conversations"] for row in sft_rows if len(row["conversations"]) >= 4)
 print(tokenizer.apply_chat_template(conversation))
@@ -471,7 +471,7 @@ for thinking in (None, False, True):
 # it — upstream MiniMind supervises that newline too, and it costs nothing because generation stops
 # at `<|im_end|>`. Green tokens below are trained on; grey ones are context; bold ones are special.
 
-# %%
+# %% tags=["nbval-check-output"]
 ids, mask = tokenizer.render_conversation(conversation)
 pieces = [tokenizer.decode([i]) for i in ids]
 backgrounds = ["#bbf7d0" if m else "#e5e7eb" for m in mask]
@@ -499,7 +499,7 @@ assert ids == tokenizer.encode(tokenizer.apply_chat_template(conversation))
 # `return_assistant_tokens_mask`. And the same `MiniMindTokenizer` class loads MiniMind2's released
 # `tokenizer.json`, so upstream weights work with this package too.
 
-# %%
+# %% tags=["nbval-check-output"]
 from transformers import AutoTokenizer
 
 with tempfile.TemporaryDirectory() as folder:
@@ -518,7 +518,7 @@ print("transformers renders, encodes and masks the conversation exactly as minim
 # tokenizer cuts it. (In the static website the box shows the text it was saved with; run the
 # notebook to type.)
 
-# %%
+# %% tags=["nbval-check-output"]
 import ipywidgets as widgets
 
 
@@ -542,7 +542,7 @@ display(widgets.VBox([text_box, view]))
 # The same tokenizer, trained by the package's command (`python -m minimind.tokenizer`, or
 # `minimind tokenizer`) on the synthetic pretraining corpus:
 
-# %%
+# %% tags=["nbval-check-output"]
 with tempfile.TemporaryDirectory() as folder:
     result = subprocess.run([sys.executable, "-m", "minimind.tokenizer", "--vocab-size", "2048", "--out", "tok"],
                             cwd=folder, capture_output=True, text=True, check=True)
@@ -568,7 +568,7 @@ assert from_cli.encode(held_out) == tokenizer.encode(held_out)
 # The `merge` function in section 2 is one solution; the cell below checks it.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind.checks.tokenizer import check_assistant_mask, check_merge, check_pair_counts
 
 check_merge(merge)
@@ -594,7 +594,7 @@ check_pair_counts(count_pairs)
 # `render_conversation` maps every token to the characters it came from, so it cannot miss a reply.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 def upstream_mask(tokenizer, messages):
     ids = tokenizer.encode(tokenizer.apply_chat_template(messages))
     header, end = tokenizer.encode("<|im_start|>assistant\n"), tokenizer.encode("<|im_end|>\n")
@@ -650,7 +650,7 @@ check_assistant_mask(upstream_mask, tokenizer)
 # which digits it contains — one digit per token makes every column look the same.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 merged_digits = train_tokenizer(corpus, vocab_size=2048, split_digits=False)
 for tok, label in ((merged_digits, "split_digits=False"), (tokenizer, "split_digits=True")):
     with_digit = sum(any(ch.isdigit() for ch in tok.decode([i])) for i in range(tok.vocab_size))

@@ -53,7 +53,9 @@ import torch.nn.functional as F
 import minimind.model as mm
 from minimind import zoo
 from minimind.config import YARN_ROPE_SCALING, get_config
+from minimind.checks.bands import expect
 from minimind.model import KVCache, MiniMind
+from minimind.runtime import replica_seed
 
 torch.manual_seed(0)
 random.seed(0)
@@ -176,7 +178,7 @@ plt.show()
 # group of $H/H_{kv}$ query heads (MiniMind2-Small: 8 query heads, 2 K/V heads, groups of 4).
 # Query head $j$ reads K/V head $\lfloor j / (H/H_{kv}) \rfloor$.
 
-# %%
+# %% tags=["nbval-check-output"]
 def repeat_kv(x, n_rep):
     """(B, KV, T, d) → (B, KV·n_rep, T, d): each K/V head serves n_rep consecutive query heads."""
     B, KV, T, d = x.shape
@@ -265,7 +267,7 @@ assert difference < 1e-5
 #
 # For MiniMind2-Small ($L = 8$, $d = 64$) in fp16, at a 512-token chat and at the full 32k context:
 
-# %%
+# %% tags=["nbval-check-output"]
 def kv_cache_bytes(config, num_tokens, bytes_per_value):
     return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * num_tokens * bytes_per_value
 
@@ -602,12 +604,12 @@ def expert_loads(model, batch):
 
 
 def train_moe(aux_loss_alpha, steps=150):
-    torch.manual_seed(0)
+    torch.manual_seed(replica_seed(0))  # 0, or the replicate's seed when the book measures its spread
     moe_config = get_config("tiny-moe", vocab_size=2048, n_routed_experts=8, aux_loss_alpha=aux_loss_alpha)
     model = MiniMind(moe_config)
     before = expert_loads(model.eval(), held_out)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(replica_seed(0))
     model.train()
     for step in range(steps):
         batch = train_sequences[torch.randint(len(train_sequences), (16,), generator=generator)]
@@ -634,6 +636,10 @@ idle = {alpha: after.min().item() for alpha, (_, after, _) in results.items()}
 print(f"without aux loss: busiest expert {busiest[0.0]:.2f}, least used {idle[0.0]:.2f}")
 print(f"with aux loss:    busiest expert {busiest[0.1]:.2f}, least used {idle[0.1]:.2f}")
 assert busiest[0.1] < busiest[0.0] and idle[0.1] > idle[0.0]
+for alpha, tag in ((0.0, "without_aux"), (0.1, "with_aux")):  # ranges measured across seeds and CPUs
+    expect(f"model.moe.{tag}.busiest", busiest[alpha])
+    expect(f"model.moe.{tag}.least_used", idle[alpha])
+    expect(f"model.moe.{tag}.final_loss", results[alpha][2])
 
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), sharey=True)
 panels = (("at initialisation", results[0.0][0]), ("trained, no aux loss", results[0.0][1]),
@@ -688,6 +694,13 @@ with torch.no_grad():
 print(f"one attention layer, cached steps vs full recomputation: max |Δ| = {(incremental - full).abs().max():.1e}")
 assert torch.allclose(incremental, full, atol=1e-5)
 
+# The tolerance is tight enough to catch a wrong cache: one that rotates every new token as if it
+# stood at position 0 (forgetting its place in the sequence) is off by orders of magnitude more.
+cache = {}
+forgetful = torch.cat([step_with_cache(layer, x[:, t : t + 1], 0, cache) for t in range(10)], dim=1)
+print(f"a cache that forgets the positions: max |Δ| = {(forgetful - full).abs().max():.1e}")
+assert not torch.allclose(forgetful, full, atol=1e-5)
+
 # %% [markdown]
 # `torch.cat` copies the whole cache at every step — $O(T^2)$ bytes moved over a generation
 # (upstream MiniMind does this). `minimind.model.KVCache` preallocates one buffer per layer,
@@ -718,7 +731,6 @@ assert difference < 1e-4
 # machine, so this cell's printout is not checked; the assert is):
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 @torch.no_grad()
 def greedy(model, prompt, new_tokens, use_cache):
     tokens = prompt
@@ -755,7 +767,7 @@ assert speedup > 1
 # by component. The token embedding is shared with the output layer (tied weights), so it is
 # counted once.
 
-# %%
+# %% tags=["nbval-check-output"]
 config = get_config("minimind2-small")
 with torch.device("meta"):
     small = MiniMind(config)
@@ -797,7 +809,7 @@ plt.show()
 # (a quarter of the query/output size); the 6,400-token vocabulary costs 3.3M, an eighth.
 # The chapters use the `book` preset, the same architecture at CPU scale:
 
-# %%
+# %% tags=["nbval-check-output"]
 for name in ("tiny", "book", "book-teacher", "minimind2-small", "minimind3", "minimind2", "minimind2-moe"):
     c = get_config(name)
     print(f"{name:16} hidden {c.hidden_size:>4} × {c.num_hidden_layers:>2} layers, heads {c.num_attention_heads}/{c.num_key_value_heads} KV, "

@@ -34,14 +34,14 @@
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
-# %%
+# %% tags=["nbval-check-output"]
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("minimind") is None:
     source = os.environ.get("MINIMIND_SOURCE", "git+https://github.com/minimind-book/minimind-book")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
-# %%
+# %% tags=["nbval-check-output"]
 import random
 import re
 
@@ -50,13 +50,14 @@ import torch
 import torch.nn.functional as F
 
 from minimind import zoo
+from minimind.checks.bands import expect
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
 from minimind.datasets import SFTDataset, collate_causal_lm
 from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
 from minimind.reasoning import generate_replies, parse_reasoning, score_answers
 
-torch.set_num_threads(1)  # as the zoo builds: the same float sums, hence the same numbers, on every machine
+torch.set_num_threads(1)  # as the zoo trains; figures float rounding moves are asserted against measured bands
 torch.manual_seed(0)
 random.seed(0)
 tokenizer = zoo.tokenizer()
@@ -70,7 +71,7 @@ world = build_world(seed=0)
 # significant digit first, as you would on paper. The working sits in a think block; the answer,
 # alone, in an answer block:
 
-# %%
+# %% tags=["nbval-check-output"]
 rows = list(read_jsonl(dataset_path("reason", "train"), "sft"))
 for row in rows[:2]:
     for message in row["conversations"]:
@@ -84,7 +85,7 @@ print(f"{len(rows)} training problems; {len(world.problems('val'))} held-out pro
 # the model sees it: every token, whether the loss supervises it (the assistant reply and its
 # closing `<|im_end|>`), and the four tag targets marked.
 
-# %%
+# %% tags=["nbval-check-output"]
 tag_ids = tokenizer.reasoning_tag_ids
 print("tag ids:", dict(zip(("<think>", "</think>", "<answer>", "</answer>"), tag_ids)))
 example = SFTDataset(dataset_path("reason", "train"), tokenizer, max_seq_len=192)[1]
@@ -195,7 +196,7 @@ print("✓ the notebook's loss equals minimind.losses.reasoning_weighted_loss; �
 # broken frame counts as right for *accuracy* and as wrong for *format adherence*. Mixing the two
 # into one number would hide which of them a change affects.
 
-# %%
+# %% tags=["nbval-check-output"]
 crafted = [
     "<think>\n2+3=5, write 5. So 5.\n</think>\n<answer>5</answer>",  # the trained format
     "<answer>5</answer>",                                             # no working
@@ -297,6 +298,10 @@ tag_prob_at_30 = [ablation[w]["tag_prob"][ablation[w]["step"].index(30)] for w i
 content_at_10 = [ablation[w]["content_ce"][ablation[w]["step"].index(10)] for w in ABLATION_WEIGHTS]
 assert tag_prob_at_30 == sorted(tag_prob_at_30) and content_at_10 == sorted(content_at_10)
 assert all(history["format"][-1] >= 0.8 for history in ablation.values())
+for weight, history in ablation.items():
+    expect(f"reasoning.ablation.lambda_{weight:g}.tag_prob_final", history["tag_prob"][-1])
+    expect(f"reasoning.ablation.lambda_{weight:g}.content_ce_final", history["content_ce"][-1])
+    expect(f"reasoning.ablation.lambda_{weight:g}.format_final", history["format"][-1], n=len(format_probe))
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -378,6 +383,8 @@ for kind, problems in by_kind.items():
     print(f"{kind}: {score.format_rate:.0%} well formed, {score.accuracy:.0%} right answers, "
           f"answer = the working's result in {repeats / len(parsed):.0%} ({score.n} held-out problems)")
     assert score.format_rate >= 0.9
+    expect(f"reasoning.{kind}.format", score.format_rate, n=score.n)
+    expect(f"reasoning.{kind}.accuracy", score.accuracy, n=score.n)
 print()
 for kind in ("add2", "sub3"):
     print(f"{by_kind[kind][0].prompt}\n{replies[kind][0]}\n(reference: {by_kind[kind][0].answer})\n")
@@ -421,6 +428,7 @@ digit_accuracy = (predicted == targets)[is_digit].float().mean().item()
 text_accuracy = (predicted == targets)[is_text].float().mean().item()
 print(f"\nteacher-forced accuracy on held-out replies: digits {digit_accuracy:.0%}, every other token {text_accuracy:.0%}")
 assert digit_accuracy < 0.9 < text_accuracy
+expect("reasoning.teacher_forced.digit_accuracy", digit_accuracy, n=int(is_digit.sum()))
 
 # %% [markdown]
 # The pattern is the lesson of this section: the model has learned the *procedure* — the words,
@@ -457,6 +465,8 @@ for budget in budgets:
     if budget == 8:
         print(f"   e.g. {budget_replies[0]!r}")
 assert budget_scores[None].format_rate > max(budget_scores[b].format_rate for b in (0, 8, 16))
+for budget, score in budget_scores.items():
+    expect(f"reasoning.budget_{budget}.format", score.format_rate, n=score.n)
 
 # %% [markdown]
 # A budget large enough for the whole working changes nothing. A tight one breaks the *format*:
@@ -506,7 +516,7 @@ assert budget_scores[None].format_rate > max(budget_scores[b].format_rate for b 
 # the position that predicts the tag, `logits[t-1]` for `labels[t]`) and dividing by the token count.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind.checks.reasoning import check_parse_reasoning, check_reasoning_weighted_loss
 
 check_reasoning_weighted_loss(lambda logits, labels, tags, weight: weighted_tag_loss(logits, labels, tags, weight))
@@ -527,7 +537,7 @@ check_reasoning_weighted_loss(lambda logits, labels, tags, weight: weighted_tag_
 # text), a count of each tag, and a plain search for the first complete answer block otherwise.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 check_parse_reasoning(parse_reasoning)
 
 # %% [markdown]

@@ -32,14 +32,14 @@
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
-# %%
+# %% tags=["nbval-check-output"]
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("minimind") is None:
     source = os.environ.get("MINIMIND_SOURCE", "git+https://github.com/minimind-book/minimind-book")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
-# %%
+# %% tags=["nbval-check-output"]
 import io
 import math
 import socket
@@ -55,6 +55,7 @@ from IPython.display import display
 
 from minimind import zoo
 from minimind.chat import stream_reply
+from minimind.checks.bands import expect
 from minimind.data.synthetic import build_world, is_correct
 from minimind.generate import (SamplingParams, generate, generate_batch, sample_next_token, stream_generate,
                                top_k_filter, top_p_filter)
@@ -94,6 +95,7 @@ print(f"probability mass of the top 8 tokens: {top.values.sum():.4f}")
 right = tokenizer.encode(person.city)[0]
 print(f"the right city's first token, {tokenizer.decode([right])!r}, is ranked "
       f"{int((probs > probs[right]).sum()) + 1} with p = {probs[right]:.4f}")
+expect("inference.p_right_city", probs[right])
 
 # %% [markdown]
 # The model is not sure: it spreads its bet over several first tokens, and the most likely one
@@ -145,6 +147,8 @@ for t in (0.3, 0.7, 1.0, 1.5):
     draws = sample_next_token(logits.repeat(2000, 1), temperature=t, generator=generator)
     print(f"T = {t:3.1f}: p(right first token) = {softmax_with_temperature(logits, t)[right]:.4f}, "
           f"drawn {float((draws == right).float().mean()):.4f} of 2000 times")
+    exact, drawn = float(softmax_with_temperature(logits, t)[right]), float((draws == right).float().mean())
+    assert abs(drawn - exact) < 4 * math.sqrt(exact * (1 - exact) / 2000) + 1e-3  # within 4 standard errors
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
@@ -207,7 +211,7 @@ for t in (0.5, 0.7, 1.0, 1.5):
 # Move the sliders: the bars are the distribution after temperature; grey bars are the tokens
 # the nucleus drops (they will never be sampled), and the title says how many survive.
 
-# %%
+# %% tags=["nbval-check-output"]
 def filtered_chart(temperature: float, top_p: float) -> bytes:
     """PNG of the 15 most likely tokens after temperature; grey = dropped by the nucleus."""
     p = softmax_with_temperature(logits, temperature)
@@ -279,7 +283,6 @@ print(f"KV cache of the book model: {per_token} bytes per token in fp32, "
       f"{per_token * config.max_position_embeddings / 2**20:.2f} MiB for its full {config.max_position_embeddings}-token context")
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 def seconds(fn, repeats=3):
     times = []
     for _ in range(repeats):
@@ -354,6 +357,8 @@ for penalty in penalties:
     shares.append(repeated_ngram_share(out))
     print(f"penalty {penalty:3.1f}: repeated 4-grams {shares[-1]:.3f}  | …{tokenizer.decode(out[-36:])!r}")
 assert shares[-1] < shares[0], "a stronger penalty should repeat less"
+expect("inference.repeated_4grams.penalty_1.0", shares[0])
+expect("inference.repeated_4grams.penalty_1.5", shares[-1])
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(penalties, shares, "o-")
 ax.set_xlabel("repetition penalty θ")
@@ -391,6 +396,7 @@ for wording in ("train", "reworded"):
         replies = [ask(item.prompt) for item in items]
         score = sum(is_correct(r, item.answer) for r, item in zip(replies, items)) / len(items)
         print(f"{wording:>8} wording, {lang}: exact match {score:.0%} on {len(items)} questions")
+        expect(f"inference.exact_match.{wording}.{lang}", score, n=len(items))
         for item, r in list(zip(items, replies))[:3]:
             print(f"    {'✓' if is_correct(r, item.answer) else '✗'} {item.prompt} -> {r!r} (expected {item.answer!r})")
 
@@ -499,7 +505,6 @@ for q in questions[:3]:
 # book's issue tracker records them).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 bench_prompt = list(range(10, 26))
 n_new = 200
 ours_s, hf_s = [], []
@@ -524,7 +529,7 @@ assert ours_rate > hf_rate, "our decoding loop should beat transformers' generat
 # written from llama.cpp's conventions on the file's tensors and get our logits back; here we read
 # the file back and look at it.
 
-# %%
+# %% tags=["nbval-check-output"]
 from gguf import GGUFReader
 
 gguf_path = export_gguf(model, tokenizer, export_root / "minimind.gguf", dtype="f16")
@@ -566,7 +571,7 @@ print((export_root / "Modelfile").read_text().splitlines()[0], "…  (then: olla
 # Subtracting the maximum logit before exponentiating keeps the computation finite for any $T>0$.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind.checks.inference import (check_incremental_decode, check_repetition_penalty, check_temperature_softmax,
                                        check_top_p)
 
@@ -587,7 +592,7 @@ check_temperature_softmax(softmax_with_temperature)
 # shows it growing with $T$).
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 check_top_p(top_p_mask)
 
 # %% [markdown]
@@ -604,7 +609,7 @@ check_top_p(top_p_mask)
 # likely; multiplying moves it down. Both branches lower the token's logit.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 def penalize(logits, previous_ids, penalty):
     logits = logits.clone()
     seen = torch.tensor(sorted(set(previous_ids)))
@@ -633,7 +638,7 @@ check_repetition_penalty(penalize)
 # each step costs O(1) instead of O(length).
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 def stream_pieces(tokenizer, ids):
     pieces, released = [], ""
     for end in range(1, len(ids) + 1):

@@ -36,14 +36,14 @@
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
-# %%
+# %% tags=["nbval-check-output"]
 # Installs the package only where it is missing (Colab, a fresh environment); does nothing in the book's own venv.
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("minimind") is None:
     source = os.environ.get("MINIMIND_SOURCE", "git+https://github.com/minimind-book/minimind-book")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
-# %%
+# %% tags=["nbval-check-output"]
 import hashlib
 import json
 import random
@@ -114,7 +114,7 @@ def short(text, width=90):
 # generation loops, fragments and run-ons. It labels every row with what was done to it (field
 # `dirt`) and adds three lines of broken JSON, as an interrupted download would leave.
 
-# %%
+# %% tags=["nbval-check-output"]
 counts = write_dirty_sample("dirty_pretrain.jsonl", "pretrain", clean_rows=2000, dirty_fraction=0.25, seed=0)
 for kind, count in counts.most_common():
     print(f"{kind:>16} {count:>5}")
@@ -150,7 +150,7 @@ for kind, text in examples.items():
 # letters are named "LATIN …". `minimind.data.filters` does the same with precompiled character
 # ranges, which is much faster; the two must agree on every row of the sample.
 
-# %%
+# %% tags=["nbval-check-output"]
 HAN_NAMES = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH")
 
 
@@ -194,7 +194,7 @@ for name_prefixes, scripts in ((HAN_NAMES, ["han"]), (HAN_NAMES + ("LATIN",), ["
 # each measure on the clean rows and on the rows with the junk it targets, with the threshold the
 # pipeline uses below.
 
-# %%
+# %% tags=["nbval-check-output"]
 MEASURES = [  # (title, measure, the dirt it targets, threshold, keep if the value is at least the threshold)
     # a text without letters (arithmetic) has no script to judge: the filter keeps it, so it counts as 1 here
     ("han+latin share", lambda t: F.script_share(t, ["han", "latin"]) if F.letter_count(t) else 1.0, "foreign_script", 0.9, True),
@@ -228,7 +228,7 @@ plt.show()
 # The repeated-$n$-gram share from scratch, with a `Counter` of tuples, must equal the vectorised
 # version in `minimind.data.filters` (which hashes the $n$-grams with numpy) on every row.
 
-# %%
+# %% tags=["nbval-check-output"]
 def repeated_ngram_share_from_scratch(text, n=5):
     units = F.text_units(text)
     if len(units) <= n:
@@ -256,7 +256,7 @@ print(f"repeated 5-gram share: from scratch == minimind.data.filters on all {len
 # hash table (16 to 32 bytes per record); with $n$ records the chance that two different texts
 # share a digest is about $n^2/2^{65}$ — $5 \times 10^{-8}$ for upstream's 1.4 M texts.
 
-# %%
+# %% tags=["nbval-check-output"]
 def normalize(text):
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
@@ -301,7 +301,7 @@ print(f"fingerprint table: {len(exact.table)} keys in {exact.table.nbytes:,} byt
 # estimate of $J$, with standard deviation $\sqrt{J(1-J)/P}$ (each position is a coin with
 # probability $J$). From scratch, with BLAKE2 salted by the position as the $P$ hash functions:
 
-# %%
+# %% tags=["nbval-check-output"]
 def shingles(text, k=5):
     text = normalize(text)
     return {text[i:i + k] for i in range(max(1, len(text) - k + 1))}
@@ -355,7 +355,7 @@ for title, first, second in pairs:
 # clean rows by varying amounts, and see how often the real `NearDeduplicator` machinery puts the
 # edited copy in a band with its original.
 
-# %%
+# %% tags=["nbval-check-output"]
 bands, rows_per_band = F.lsh_parameters(0.8, 128)
 print(f"threshold 0.8 with 128 permutations: {bands} bands x {rows_per_band} rows")
 near = F.NearDeduplicator(threshold=0.8, num_perm=128)
@@ -403,7 +403,7 @@ assert max(gaps) < 0.15
 # filter and reason. The same call from a shell is `python -m minimind.data.prepare pipeline
 # dirty_pretrain.jsonl clean_pretrain.jsonl --skip-bad …`.
 
-# %%
+# %% tags=["nbval-check-output"]
 PIPELINE_FLAGS = ["--skip-bad", "--min-chars", "20", "--max-chars", "1000", "--scripts", "han,latin",
                   "--min-script-share", "0.9", "--no-progress"]
 prepare(["pipeline", "dirty_pretrain.jsonl", "clean_pretrain.jsonl", "--dropped", "dropped_pretrain.jsonl", *PIPELINE_FLAGS])
@@ -413,7 +413,7 @@ prepare(["pipeline", "dirty_pretrain.jsonl", "clean_pretrain.jsonl", "--dropped"
 # cross the *label* of each record (what we did to it) with its *fate* (what the pipeline did).
 
 
-# %%
+# %% tags=["nbval-check-output"]
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
@@ -456,7 +456,7 @@ assert near_recall > 0.85 and clean_kept > 0.98
 # dialogues, several of them identical or nearly so — real duplicates that no label announced.
 # The first dropped record of each filter:
 
-# %%
+# %% tags=["nbval-check-output"]
 dropped_rows = read_jsonl("dropped_pretrain.jsonl")
 shown = set()
 for row in dropped_rows:
@@ -471,14 +471,14 @@ for row in dropped_rows:
 # own drops the greeting dialogues, run with `minimind.data.prepare.run` from Python; an explorer
 # below lets you page through what each filter of the main run dropped.
 
-# %%
+# %% tags=["nbval-check-output"]
 greetings = F.FunctionFilter("greetings", "no greeting dialogues",
                              lambda sample: "greeting" if sample.text.startswith("system:") else None)
 summary = run("clean_pretrain.jsonl", "no_greetings.jsonl", [greetings])
 print(summary.format())
 assert summary.kept + summary.dropped["greetings"] == summary.read
 
-# %%
+# %% tags=["nbval-check-output"]
 import html
 
 import ipywidgets as widgets
@@ -521,7 +521,7 @@ display(widgets.VBox([widgets.HBox([filter_box, index_box]), view]))
 # counts tokens; without one (`--tokenizer` not given on the command line) it counts characters,
 # which overstate the tokens.
 
-# %%
+# %% tags=["nbval-check-output"]
 report = collect_stats("clean_pretrain.jsonl", tokenizer, max_seq_lens=(64, 128, 256))
 print(report.format())
 fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
@@ -555,7 +555,7 @@ assert report.padding_share(128) > 0.5
 # (other conversations' turns appended), for the token-length filter, which counts the rendered
 # chat template: the longest clean conversation here renders to fewer than 100 tokens.
 
-# %%
+# %% tags=["nbval-check-output"]
 sft_counts = write_dirty_sample("dirty_sft.jsonl", "sft", clean_rows=1500, dirty_fraction=0.25, seed=1)
 tokenizer_dir = zoo.tokenizer_dir()
 prepare(["pipeline", "dirty_sft.jsonl", "clean_sft.jsonl", "--dropped", "dropped_sft.jsonl", "--skip-bad",
@@ -567,7 +567,7 @@ for kind, fate in {"empty_conversation": "conversation_format", "empty_message":
                    "role_order": "role_order", "markup": "markup", "foreign_script": "script", "too_long": "tokens"}.items():
     assert sft_table[(kind, fate)] == sft_counts[kind], kind
 
-# %%
+# %% tags=["nbval-check-output"]
 reasons_shown = set()
 for row in read_jsonl("dropped_sft.jsonl"):
     kind = re.sub(r"\d+", "N", row["reason"]) if row["filter"] != "tokens" else "tokens"
@@ -591,7 +591,7 @@ for row in read_jsonl("dropped_sft.jsonl"):
 # Public chat data comes in a handful of formats. `minimind.data.convert` turns each into
 # MiniMind's schemas — and back, which the tests use to prove nothing is lost:
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind.data import convert as C
 
 foreign = {
@@ -616,7 +616,7 @@ assert C.minimind_to_sharegpt(C.sharegpt_to_minimind(foreign["ShareGPT"])) == fo
 # texts while they fit in N characters (a text longer than N on its own stays alone). Packing
 # changes how many records are *written*, not how many were read and kept.
 
-# %%
+# %% tags=["nbval-check-output"]
 prepare(["convert", "clean_sft.jsonl", "sft_as_pretrain.jsonl", "--to", "pretrain", "--pack-chars", "200", "--no-progress"])
 packed = [row["text"] for row in read_jsonl("sft_as_pretrain.jsonl")]
 print(short(packed[0], 200))
@@ -633,7 +633,7 @@ assert sum(len(text) > 200 for text in packed) == sum(len(text) > 200 for text i
 # more than half of the letters and the rule drops most Chinese rows too. A share threshold
 # measures letters, not meaning; check it on the data before trusting it.
 
-# %%
+# %% tags=["nbval-check-output"]
 clean_texts = [row["text"] for row in read_jsonl("clean_pretrain.jsonl")]
 han = np.array([F.cjk_share(text) for text in clean_texts if F.letter_count(text)])
 chinese = han[han > 0]  # rows with any Chinese character
@@ -673,7 +673,7 @@ assert (chinese >= 0.5).mean() < 0.5 < (chinese >= 0.3).mean()
 #
 # The memory the deduplication tables need for upstream's pretraining set follows from those sizes:
 
-# %%
+# %% tags=["nbval-check-output"]
 def table_bytes(keys):
     slots = 1 << 12
     while keys > 0.75 * slots:
@@ -700,7 +700,6 @@ print(f"pretrain_hq: {rows_upstream:,} rows -> exact table {table_bytes(rows_ups
 # streams a 200 MiB file through the pipeline under a fixed bound.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 def write_random_corpus(path, megabytes, doc_chars=500):
     generator = np.random.default_rng(0)
     with open(path, "wb") as handle:
@@ -784,7 +783,7 @@ print(f"at {full['speed']:.1f} MB/s, upstream's 1.6 GB pretrain_hq.jsonl would t
 # dropped by a rule meant to judge its language.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 from minimind.checks.data import check_cjk_share, check_lsh_probability, check_sharegpt_to_minimind
 
 check_cjk_share(lambda text: share_from_scratch(text, HAN_NAMES))
@@ -806,7 +805,7 @@ check_cjk_share(lambda text: share_from_scratch(text, HAN_NAMES))
 # 0.5 gives 25 bands of 5, 0.8 gives 9 bands of 13, 0.95 gives a few bands of many rows.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 check_lsh_probability(lambda s, b, r: 1 - (1 - s ** r) ** b)
 print({threshold: F.lsh_parameters(threshold, 128) for threshold in (0.5, 0.8, 0.95)})
 
@@ -825,7 +824,7 @@ print({threshold: F.lsh_parameters(threshold, 128) for threshold in (0.5, 0.8, 0
 # ShareGPT dumps use for the two sides (`user`, `chatgpt`, `model`, …) and refuses unknown ones.
 # ```
 
-# %%
+# %% tags=["nbval-check-output"]
 def my_sharegpt_to_minimind(record):
     roles = {"human": "user", "gpt": "assistant", "system": "system"}
     messages = [{"role": roles[turn["from"]], "content": turn["value"]} for turn in record["conversations"]]

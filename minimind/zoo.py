@@ -129,8 +129,8 @@ def _locked(lock_path: Path):
 
 @contextmanager
 def _one_thread():
-    """Builds run on one CPU thread: float sums then happen in the same order on every machine,
-    so an artefact (and every number a chapter prints from it) does not depend on the core count."""
+    """Builds run on one CPU thread, whatever the core count: `make test` runs one chapter per core,
+    and an artefact then does not depend on how many cores the machine that built it had."""
     import torch
 
     before = torch.get_num_threads()

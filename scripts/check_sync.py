@@ -1,6 +1,6 @@
 """Fail when a chapter notebook does not match its jupytext source (the .py is the truth).
 
-Compares cell types and sources only: outputs are checked by nbval, not here.
+Compares cell types, sources and tags: outputs are checked by nbval, not here.
 Usage: python scripts/check_sync.py chapters/01_tokenizer.py [...]
 """
 import sys
@@ -11,7 +11,8 @@ import nbformat
 
 
 def cells(nb):
-    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+    # tags too: `nbval-check-output` decides which stored outputs nbval compares
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
 
 
 def main(paths):

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minimind.losses import supervised_targets
+from minimind.runtime import replica_seed
 from minimind.train.metrics import MetricsLog
 
 RESUME_FILE = "resume.pt"
@@ -113,7 +114,8 @@ class TrainConfig:
     num_workers: int = option(0, "DataLoader worker processes")
     ddp_find_unused_parameters: bool = option(False, "DDP: allow parameters that get no gradient in a step")
     # bookkeeping
-    seed: int = option(42, "seed of model init, data order and dropout")
+    seed: int = option(replica_seed(42), "seed of model init, data order and dropout (MINIMIND_SEED=s: the "
+                       "s-th replicate's, 42 + 1000·s; see minimind.runtime)")
     log_interval: int = option(10, "log a metrics record every N optimizer steps")
     save_interval: int = option(0, "checkpoint every N optimizer steps (0: only at the end)")
     resume: bool = option(False, "continue from out_dir/resume.pt if it exists")

@@ -1,0 +1,166 @@
+"""Measure how far the chapters' float figures move across seeds and kernel paths; write the bands.
+
+    python scripts/measure_bands.py                          # every chapter, seeds 0 1 2 × kernels native default
+    python scripts/measure_bands.py chapters/07_reasoning.ipynb --seeds 0 1 2 --kernels native mkl-avx2
+    python scripts/measure_bands.py --runs 0:native 1:native 2:native 0:default 1:default 0:mkl-avx2
+    python scripts/measure_bands.py --aggregate-only         # rebuild bands.json from the records kept
+
+Each run (one seed × one kernel path) executes the chapters in reading order with nbconvert —
+the stored notebooks are left untouched — in a cache of its own, with `MINIMIND_SEED` and the
+kernel path's environment set and `MINIMIND_BANDS_RECORD` pointing at a record file, so every
+`minimind.checks.bands.expect(...)` call records its figure instead of asserting it. Two runs go
+at a time (one per core; the chapters use one thread each). Then every figure's values are
+turned into a band (`minimind.checks.bands.derive_band`) and written to
+`minimind/checks/bands.json`, with the values of each run, so the spread each band came from is
+on record. Measuring some chapters replaces only their figures.
+
+Kernel paths: `native` (what the CPU offers), `default` (`ATEN_CPU_CAPABILITY=default`: torch's
+scalar kernels), `avx2` (`ATEN_CPU_CAPABILITY=avx2`), `mkl-avx2` (`MKL_ENABLE_INSTRUCTIONS=AVX2`:
+MKL's AVX2 code path for matrix products), `mkl-compatible` (`MKL_CBWR=COMPATIBLE`).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from chapter_times import chapters_in_reading_order  # noqa: E402
+from minimind.checks.bands import BANDS_FILE, derive_band  # noqa: E402
+
+KERNELS = {
+    "native": {},
+    "default": {"ATEN_CPU_CAPABILITY": "default"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
+}
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+
+
+def run_label(seed: int, kernel: str) -> str:
+    return f"seed{seed}-{kernel}"
+
+
+def execute_run(seed: int, kernel: str, chapters: list, work: Path) -> tuple:
+    """Execute `chapters` in order under one seed and kernel path; returns (label, seconds, failures)."""
+    label = run_label(seed, kernel)
+    folder = work / label
+    (folder / "notebooks").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    env.update(KERNELS[kernel])
+    env.update(MINIMIND_SEED=str(seed), MINIMIND_CACHE=str(folder / "cache"), MINIMIND_BANDS_RUN=label,
+               PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false")
+    failures, start = [], time.time()
+    for notebook in chapters:
+        record = folder / f"{notebook.stem}.jsonl"
+        record.unlink(missing_ok=True)  # a chapter measured again replaces its earlier record
+        env["MINIMIND_BANDS_RECORD"] = str(record)
+        began = time.time()
+        done = subprocess.run(
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+             "--ExecutePreprocessor.timeout=1800", "--output-dir", str(folder / "notebooks"), str(notebook)],
+            cwd=REPO / "chapters", env=env, capture_output=True, text=True)
+        status = "ok" if done.returncode == 0 else "FAILED"
+        print(f"[{label}] {notebook.name}: {status} in {time.time() - began:.0f} s", flush=True)
+        if done.returncode != 0:
+            failures.append(notebook.name)
+            (folder / f"{notebook.stem}.error.txt").write_text(done.stderr[-20000:])
+    return label, time.time() - start, failures
+
+
+def aggregate(work: Path, labels: list, chapters: list) -> dict:
+    """Merge the records of `labels` for `chapters` into bands.json (other chapters' bands stay)."""
+    existing = json.loads(BANDS_FILE.read_text()) if BANDS_FILE.exists() else {"bands": {}, "measurements": {}}
+    stems = {notebook.stem for notebook in chapters}
+    values, sizes, owner = {}, {}, {}
+    for label in labels:
+        for stem in stems:
+            record = work / label / f"{stem}.jsonl"
+            if not record.exists():
+                continue
+            for line in record.read_text().splitlines():
+                entry = json.loads(line)
+                values.setdefault(entry["name"], {})[label] = entry["value"]
+                if entry["n"]:
+                    sizes[entry["name"]] = entry["n"]
+                owner[entry["name"]] = stem
+    bands = {name: band for name, band in existing["bands"].items() if band.get("chapter") not in stems}
+    for name, by_run in sorted(values.items()):
+        derived = derive_band(name, by_run.values(), sizes.get(name))
+        bands[name] = {"chapter": owner[name], "lo": derived.lo, "hi": derived.hi, "min": derived.low_seen,
+                       "max": derived.high_seen, "n": sizes.get(name), "values": by_run}
+    measurements = dict(existing.get("measurements", {}))
+    for stem in stems:
+        measurements[stem] = {
+            "runs": sorted(labels), "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()} {_cpu_model()}, {os.cpu_count()} cores",
+        }
+    result = {
+        "rule": "band = [min - pad, max + pad], pad = max(max - min, floor); floor = 2 Agresti-Coull "
+                "standard errors for a proportion of n items, else 1e-3 of the mean; proportions clipped to [0, 1]",
+        "measurements": dict(sorted(measurements.items())),
+        "bands": dict(sorted(bands.items())),
+    }
+    BANDS_FILE.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    return result
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chapters", nargs="*", help="chapter notebooks (default: all, in reading order)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--kernels", nargs="+", default=["native", "default"], choices=sorted(KERNELS))
+    parser.add_argument("--runs", nargs="+", metavar="SEED:KERNEL",
+                        help="explicit runs instead of every seed with every kernel, e.g. 0:native 1:native 0:default")
+    parser.add_argument("--work", default=str(REPO / ".cache" / "bands"), help="runs' caches, records and notebooks")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--aggregate-only", action="store_true", help="only rebuild bands.json from kept records")
+    args = parser.parse_args(argv)
+
+    order = chapters_in_reading_order()
+    chosen = [Path(c).resolve() for c in args.chapters] or order
+    chapters = [notebook for notebook in order if notebook in chosen]  # reading order: artefacts build first
+    work = Path(args.work)
+    runs = [(seed, kernel) for seed in args.seeds for kernel in args.kernels]
+    if args.runs:
+        runs = [(int(run.split(":")[0]), run.split(":")[1]) for run in args.runs]
+        unknown = {kernel for _, kernel in runs} - set(KERNELS)
+        if unknown:
+            parser.error(f"unknown kernel path(s) {sorted(unknown)}; choose from {sorted(KERNELS)}")
+    labels = [run_label(seed, kernel) for seed, kernel in runs]
+    if not args.aggregate_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda run: execute_run(*run, chapters, work), runs))
+        for label, seconds, failures in results:
+            print(f"{label}: {seconds / 60:.1f} min" + (f", FAILED: {', '.join(failures)}" if failures else ""))
+        if any(failures for _, _, failures in results):
+            print("some chapters failed; their records are incomplete (see the .error.txt files)")
+            return 1
+    result = aggregate(work, labels, chapters)
+    stems = {notebook.stem for notebook in chapters}
+    for name, entry in result["bands"].items():
+        if entry["chapter"] in stems:
+            print(f"{name:<48} band [{entry['lo']:.4g}, {entry['hi']:.4g}]  runs {entry['min']:.4g}…{entry['max']:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
