@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
-
 from minimind.generate import (
     DTYPES,
     IncrementalDecoder,
     SamplingParams,
-    default_device,
+    parse_device,
     resolve_dtype,
     stream_generate,
 )
@@ -70,6 +68,7 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     from minimind.lora import load_lora, merge_lora
     from minimind.tokenizer import MiniMindTokenizer
 
+    run_device = parse_device(device)  # before loading: a missing device fails in a second, not after minutes
     path = Path(model)
     if not path.exists():
         if path.name != str(model) or path.suffix:  # looks like a path, not an artefact name
@@ -81,7 +80,6 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
         load_lora(network, adapter)
     if len(lora) == 1:
         merge_lora(network)
-    run_device = default_device() if device == "auto" else torch.device(device)
     network = network.to(device=run_device, dtype=resolve_dtype(dtype, run_device)).eval()
 
     if tokenizer is not None:
@@ -337,7 +335,7 @@ def main(argv=None) -> int:
             tokenizer, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
             thinking_budget=args.thinking_budget, seed=args.seed)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"minimind chat: {error}", file=sys.stderr)
         return 2
     context = model.config.max_position_embeddings

@@ -4,6 +4,7 @@ Torch-free on purpose: the data tools stream multi-GB corpora under a memory bou
 not pay for importing torch.
 """
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +33,32 @@ def atomic_output(path) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        failure = _write_failure(path, error)
+        if failure is not None:
+            raise failure from error
         raise
+
+
+def _write_failure(path: Path, error: BaseException):
+    """An OSError naming `path` when `error` comes from the file system (disk full, file too
+    large, no permission), else None. Libraries wrap such errors: torch.save in a RuntimeError
+    whose context is the OSError of the file object it wrote to, and Rust libraries (safetensors,
+    tokenizers) in a message ending in "(os error N)"."""
+    cause = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        code, reason = cause.errno, cause.strerror or str(cause)
+    else:
+        match = re.search(r"\(os error (\d+)\)", str(error))
+        if match is None:
+            return None
+        code, reason = int(match.group(1)), os.strerror(int(match.group(1)))
+    failure = OSError(f"{path}: cannot write it ({reason})")
+    failure.errno = code
+    return failure
 
 
 def atomic_write(path, write_fn: Callable[[str], None]) -> Path:

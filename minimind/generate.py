@@ -396,6 +396,25 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def parse_device(name: str) -> torch.device:
+    """The device `--device name` asks for ("auto": `default_device()`); ValueError naming the
+    option when the name is not a device or this machine does not have it."""
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 where the hardware supports it (CUDA), fp16 on MPS, fp32 on the CPU — never fp16 on a
     CPU as upstream does (§8.18): it is slow there and loses precision for nothing."""

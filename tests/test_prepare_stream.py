@@ -204,6 +204,42 @@ def test_convert_to_pretrain_drops_empty_texts_and_counts_them(tmp_path, capsys)
     assert re.search(r"^\s+empty_text\s+3$", capsys.readouterr().out, re.MULTILINE)
 
 
+@pytest.mark.parametrize("name, damage", [
+    ("in.jsonl.gz", lambda data: data[: len(data) // 2]),  # cut short
+    ("in.jsonl.gz", lambda data: data[:20] + b"\x00" * 40 + data[60:]),  # garbled
+    ("in.parquet", lambda data: data[: len(data) // 2]),
+    ("in.parquet", lambda data: b"not parquet at all"),
+])
+def test_a_corrupt_compressed_or_parquet_input_is_one_line_naming_the_file(tmp_path, capsys, name, damage):
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    path = tmp_path / name
+    write_records(path, [{"text": f"document number {i} " * 20} for i in range(300)])
+    path.write_bytes(damage(path.read_bytes()))
+    assert main(["clean", str(path), str(tmp_path / "out.jsonl"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}") and "\n" not in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_file(tmp_path):
+    source = tmp_path / "in.jsonl"
+    write_records(source, [{"text": f"document number {i} " * 20} for i in range(500)])
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+        import minimind.data.prepare
+        sys.exit(minimind.data.prepare.main(sys.argv[1:]))
+    """)
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, "-c", script, "clean", str(source), str(out), "--no-progress",
+                             "--max-repeated-ngram-share", "off"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {out}: cannot write it (File too large)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 # ---------------------------------------------------------------------------- the pipeline
 
 

@@ -116,7 +116,8 @@ KILL_SCRIPT = textwrap.dedent("""
     target = {target!r}
     def dies_halfway(real):
         def write(obj, path, *args, **kwargs):
-            with open(path, "wb") as f:       # a partial file where the temp file was going
+            # a partial file where the temp file was going (torch.save is given an open file)
+            with open(path, "wb") if isinstance(path, str) else path as f:
                 f.write(b"half a checkpoint")
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -158,3 +159,12 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(setup,
     reference = uninterrupted[0]
     assert all(torch.equal(a, b) for a, b in zip(finished.model.parameters(), reference.model.parameters()))
     assert json.loads((out / "train_config.json").read_text())["resume"] is True
+
+
+def test_a_corrupt_resume_file_is_named(setup, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(config_for(out), make_model(), make_dataset(setup), collate_causal_lm, callbacks=[stop_after(4)])
+    (out / RESUME_FILE).write_bytes((out / RESUME_FILE).read_bytes()[:3000])
+    with pytest.raises(ValueError, match=rf"{out / RESUME_FILE}: not a readable resume file \(.*\); delete it"):
+        train(config_for(out, resume=True), make_model(), make_dataset(setup), collate_causal_lm)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -66,7 +67,15 @@ def _iter_lines(path, progress: bool, desc: str | None) -> Iterator[tuple[int, b
     stream, raw = _open_binary(path)
     with raw, stream, _progress_bar(path, progress, desc) as bar:
         shown = 0
-        for line_number, line in enumerate(stream, start=1):
+        lines = enumerate(stream, start=1)
+        line_number = 0
+        while True:
+            try:
+                line_number, line = next(lines)
+            except StopIteration:
+                break
+            except (OSError, EOFError, zlib.error) as error:  # a damaged or truncated .gz file
+                raise DataError(f"{path}:{line_number + 1}: the compressed data is damaged ({error})") from None
             if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
                 line = line[3:]
             yield line_number, line
@@ -129,14 +138,25 @@ def _text_records(path, unit, progress, desc) -> Iterator[tuple[int, dict | Data
 
 
 def _parquet_records(path, progress, desc) -> Iterator[tuple[int, dict | DataError]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: not a readable parquet file ({error})") from None
     total_rows = parquet.metadata.num_rows
     size = os.path.getsize(path)
     with _progress_bar(path, progress, desc) as bar:
         row = 0
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as error:
+                raise DataError(f"{path}: rows after {row} are damaged ({error})") from None
             for record in batch.to_pylist():
                 row += 1
                 yield row, record

@@ -325,12 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run one command; print its summary (or report) to stdout. Returns 0, or 2 after a data error."""
+    """Run one command; print its summary (or report) to stdout. Returns 0, or 2 after an error in the
+    input, an option or a write (printed in one line)."""
     args = build_parser().parse_args(argv)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         return _run_command(args, progress)
-    except (DataError, ValueError) as error:  # DataError names path:line; the others name the option or file
+    except (DataError, ValueError, OSError) as error:  # DataError names path:line; the others the option or file
         print(f"error: {error}", file=sys.stderr)
         return 2
 

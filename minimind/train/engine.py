@@ -220,9 +220,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
+    from minimind.generate import parse_device
+
+    device = parse_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
@@ -495,12 +495,21 @@ def save_resume_state(path: Path, state: dict) -> None:
     """Write the resume file atomically: a crash mid-write leaves the previous one intact."""
     from minimind.checkpoint import atomic_write
 
-    atomic_write(path, lambda temp: torch.save(state, temp))
+    def write(temp):
+        with open(temp, "wb") as f:  # through a Python file, so a full disk surfaces as an OSError
+            torch.save(state, f)
+
+    atomic_write(path, write)
 
 
 def load_resume_state(path: Path) -> dict:
     """Read a resume file with `weights_only=True` (tensors and plain containers only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load fails in many ways on a damaged file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable resume file ({reason}); delete it to start afresh, "
+                         "or restore it") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ValueError(f"{path}: not a MiniMind resume file (expected format {RESUME_FORMAT!r})")
     return state
