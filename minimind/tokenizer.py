@@ -137,6 +137,7 @@ class MiniMindTokenizer:
         self.backend = backend  # a tokenizers.Tokenizer
         self.source = source
         self._text_backends: dict = {}  # copies of backend matching fewer added tokens, by the tokens kept
+        self._added_ids = {token.content: token_id for token_id, token in backend.get_added_tokens_decoder().items()}
         for token, expected in ((PAD_TOKEN, PAD_ID), (BOS_TOKEN, BOS_ID), (EOS_TOKEN, EOS_ID)):
             actual = backend.token_to_id(token)
             if actual != expected:
@@ -292,7 +293,7 @@ class MiniMindTokenizer:
         vocabulary becomes its id; the text between such tokens is encoded in runs, exactly as
         `encode` splits a text at its special tokens (so ids of ordinary content do not change),
         but matching no special token in it, except `tags_in_replies` in a run holding a reply."""
-        control = {token.content: token_id for token_id, token in self.backend.get_added_tokens_decoder().items()}
+        control = self._added_ids
         ids: List[int] = []
         offsets: List[Tuple[int, int]] = []
         run: List[str] = []
