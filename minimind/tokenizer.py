@@ -25,7 +25,7 @@ Train one from the command line::
 import argparse
 import json
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 THINK_START, THINK_END = "<think>", "</think>"
@@ -36,6 +36,7 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"
 ROLES = ("system", "user", "assistant")
 MODEL_MAX_LENGTH = 32768
+LONG_TEXT_WINDOW = 1 << 16  # characters `encode_pieces` encodes at a time
 
 # CJK Unified Ideographs (+ extension A and compatibility ideographs): isolated before the
 # byte-level split so that Chinese never glues onto a Latin name.
@@ -137,7 +138,17 @@ class MiniMindTokenizer:
         self.backend = backend  # a tokenizers.Tokenizer
         self.source = source
         self._text_backends: dict = {}  # copies of backend matching fewer added tokens, by the tokens kept
-        self._added_ids = {token.content: token_id for token_id, token in backend.get_added_tokens_decoder().items()}
+        added = backend.get_added_tokens_decoder()
+        self._added_ids = {token.content: token_id for token_id, token in added.items()}
+        self._added_id_set = frozenset(self._added_ids.values())
+        # encode_pieces cuts a text where the encoding breaks anyway; a normalizer, added tokens that
+        # swallow neighbouring spaces or that overlap each other would move those places, so such a
+        # tokenizer encodes long texts whole
+        contents = list(self._added_ids)
+        overlapping = any(a != b and (a in b or any(b.startswith(a[k:]) for k in range(1, len(a))))
+                          for a in contents for b in contents)
+        self._can_cut = (backend.normalizer is None and backend.pre_tokenizer is not None and not overlapping
+                         and not any(token.lstrip or token.rstrip or token.single_word for token in added.values()))
         for token, expected in ((PAD_TOKEN, PAD_ID), (BOS_TOKEN, BOS_ID), (EOS_TOKEN, EOS_ID)):
             actual = backend.token_to_id(token)
             if actual != expected:
@@ -215,6 +226,46 @@ class MiniMindTokenizer:
     def encode(self, text: str) -> List[int]:
         """Token ids of `text`; special-token strings in it become their single ids; adds nothing."""
         return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_pieces(self, text: str, window: int = LONG_TEXT_WINDOW) -> Iterator[List[int]]:
+        """The ids of `encode(text)` in consecutive pieces, encoding about `window` characters at
+        a time, so a long document (a whole book on one line) costs memory for one window, not
+        for the whole text at once. The pieces joined are exactly `encode(text)`: each window's
+        ids are kept up to a place where the encoding breaks anyway (BPE merges within one
+        pre-token, never across pre-tokens or special tokens), and the rest is encoded again with
+        the next window. A single pre-token longer than the window is encoded whole."""
+        if len(text) <= 2 * window or not self._can_cut:
+            yield self.encode(text)
+            return
+        start = 0
+        while len(text) - start > 2 * window:
+            kept, advance = self._encode_up_to_a_break(text, start, window)
+            yield kept
+            start += advance
+        if start < len(text):
+            yield self.encode(text[start:])
+
+    def _encode_up_to_a_break(self, text: str, start: int, window: int):
+        """(ids, characters they cover) of a prefix of `text[start:]` that `encode(text[start:])`
+        begins with; `start` must be such a break of the whole text."""
+        while True:
+            end = min(start + window, len(text))
+            for token in self._added_ids:  # never end the window inside a special token
+                at = text.find(token, max(start, end - len(token) + 1), end + len(token) - 1)
+                if at >= 0:  # it straddles `end`: end before it, or after it when it opens the window
+                    end = at if at > start else at + len(token)
+            encoding = self.backend.encode(text[start:end], add_special_tokens=False)
+            ids, words, offsets = encoding.ids, encoding.word_ids, encoding.offsets
+            # every pre-token but the window's last ends where it does in the whole text, so a later
+            # one starts at a break; but only after a non-space: a whitespace run at the end of a text
+            # is one pre-token, while before a word it gives that word its last character
+            for j in range(len(ids) - 1, 0, -1):
+                begin = offsets[j][0]
+                if ids[j] in self._added_id_set or (words[j] != words[j - 1] and not text[start + begin - 1].isspace()):
+                    return ids[:j], begin
+            if end == len(text):
+                return ids, end - start
+            window *= 2  # one pre-token fills the window: look further
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         return [encoding.ids for encoding in self.backend.encode_batch(list(texts), add_special_tokens=False)]

@@ -378,3 +378,24 @@ def test_the_training_data_renders_to_the_ids_it_always_had(request, tokenizer_n
                     digest.update(json.dumps(tokenizer.encode_chat_prompt(conversation[:-1])).encode())
         digests[name] = digest.hexdigest()[:16]
     assert digests == DATA_DIGESTS[tokenizer_name]
+
+
+# -- long texts are encoded in windows, to the same ids -----------------------------------------
+PIECES = ["  23", " 住在", "\u3000", "x\u00a0y", "\t\t", "   x", "a", "b", "Alor", " ", "  ", "\n", "\n\n", "\t",
+          "住", "在", "1", "23", "'s", "'", "<think>", "</answer>", "<|im_end|>", "<", ">", "|", "é", "🙂", ".",
+          ",", " x", "\r\n", "<thi", "nk>"]
+
+
+@pytest.mark.parametrize("tokenizer_name", ["book", "minimind2"])
+def test_encode_pieces_joined_is_encode_whatever_the_window(request, tokenizer_name):
+    import random
+
+    tokenizer = request.getfixturevalue("book_tokenizer" if tokenizer_name == "book" else "minimind2")
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(50, 600)))
+        window = rng.randint(3, 40)  # far smaller than any real window: many cuts per text
+        pieces = list(tokenizer.encode_pieces(text, window))
+        assert [i for piece in pieces for i in piece] == tokenizer.encode(text), (window, text)
+        assert len(pieces) > 1
+    assert list(tokenizer.encode_pieces("Alor" * 100, window=8)) == [tokenizer.encode("Alor" * 100)]  # one pre-token
