@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 TEMP_SUFFIX = ".tmp"
+# the names atomic_output's temporary files get: ".<target name>.<8 random characters>.tmp"
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def _temp_prefix(path: Path) -> str:
@@ -79,3 +81,14 @@ def atomic_save_bytes(path, data: bytes) -> Path:
             os.fsync(f.fileno())
 
     return atomic_write(path, write)
+
+
+def remove_temp_files(directory) -> list:
+    """Delete the temporary files that writes into `directory` left when their process was
+    killed mid-write (a finished or failed write removes its own); returns their paths."""
+    directory = Path(directory)
+    stale = [path for path in directory.iterdir() if path.is_file() and TEMP_NAME.match(path.name)] \
+        if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
