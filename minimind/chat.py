@@ -191,8 +191,9 @@ class ReplyStream:
     """
 
     def __init__(self, model, tokenizer, messages: list[dict], params: SamplingParams,
-                 enable_thinking: bool | None = None, stop: Sequence[str] = ()):
-        prompt = tokenizer.encode_chat_prompt(messages, enable_thinking=enable_thinking)
+                 enable_thinking: bool | None = None, stop: Sequence[str] = (),
+                 prompt_ids: Sequence[int] | None = None):
+        prompt = prompt_ids if prompt_ids is not None else tokenizer.encode_chat_prompt(messages, enable_thinking=enable_thinking)
         self._tokens = stream_generate(model, prompt, params)
         self._decoder = IncrementalDecoder(tokenizer)
         self._splitter = ThinkingSplitter(thinking=bool(enable_thinking), stop=stop)
@@ -240,14 +241,17 @@ class ReplyStream:
 
 
 def stream_reply(model, tokenizer, messages: list[dict], params: SamplingParams | None = None,
-                 enable_thinking: bool | None = None, stop: Sequence[str] = ()) -> ReplyStream:
+                 enable_thinking: bool | None = None, stop: Sequence[str] = (),
+                 prompt_ids: Sequence[int] | None = None) -> ReplyStream:
     """Stream the assistant's reply to `messages` ({"role", "content"} dicts, chat template applied).
 
     enable_thinking: True opens a `<think>` block (the text until `</think>` comes out as
     "reasoning"), False renders an empty one so the model answers directly, None leaves the
     template as trained. stop: strings that end the answer (not included), as OpenAI's `stop`.
+    prompt_ids: `tokenizer.encode_chat_prompt(messages, enable_thinking)` when the caller has it
+    already (the server encodes each prompt once, before it queues the request).
     """
-    return ReplyStream(model, tokenizer, messages, params or SamplingParams(), enable_thinking, stop)
+    return ReplyStream(model, tokenizer, messages, params or SamplingParams(), enable_thinking, stop, prompt_ids)
 
 
 def fit_history(messages: list[dict], tokenizer, context: int, max_new_tokens: int,

@@ -245,3 +245,50 @@ def test_concurrent_streams_each_get_their_own_complete_answer(server, client):
         expected = local_reply(server, messages, 12)
         assert (text, finish) == (expected.content, expected.finish_reason)
     assert httpx.get(f"{server['base']}/health").json()["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up failures: one line naming the option or file, a non-zero exit, nothing claimed first.
+
+def run_serve(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "minimind.serve", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_a_port_out_of_range_is_refused_by_the_parser(port, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--port", port])
+    assert exit_info.value.code == 2 and "--port" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_reported_before_serving_is_announced(tmp_path):
+    save_tiny_checkpoint(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve("--model", str(tmp_path), "--device", "cpu", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"minimind serve: cannot listen on 127.0.0.1:{port} (Address already in use)"]
+
+
+def test_a_file_that_is_no_checkpoint_is_one_line(capsys):
+    from minimind import serve
+
+    assert serve.main(["--model", "/etc/passwd", "--device", "cpu", "--port", str(free_port())]) == 2
+    assert capsys.readouterr().err.strip().startswith("minimind serve: /etc/passwd: not a PyTorch checkpoint")
+
+
+def test_a_missing_cuda_device_is_named(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from minimind import serve
+
+    save_tiny_checkpoint(tmp_path)
+    assert serve.main(["--model", str(tmp_path), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.strip() == "minimind serve: --device cuda: CUDA is not available on this machine"
+    assert serve.main(["--model", str(tmp_path), "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.strip().startswith("minimind serve: --device gpu: ")
