@@ -10,13 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-TEMP_SUFFIX = ".tmp"
-# the names atomic_output's temporary files get: ".<target name>.<8 random characters>.tmp"
+# the names atomic_output gives its temporary files: ".<target name>.<8 random characters>.tmp"
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
 
 
 @contextmanager
@@ -26,7 +21,7 @@ def atomic_output(path) -> Iterator[Path]:
     removed: a reader sees either the old file or the complete new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(temp)
@@ -83,12 +78,9 @@ def atomic_save_bytes(path, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
-def remove_temp_files(directory) -> list:
+def remove_temp_files(directory) -> None:
     """Delete the temporary files that writes into `directory` left when their process was
-    killed mid-write (a finished or failed write removes its own); returns their paths."""
-    directory = Path(directory)
-    stale = [path for path in directory.iterdir() if path.is_file() and TEMP_NAME.match(path.name)] \
-        if directory.is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    killed mid-write (a finished or failed write removes its own)."""
+    for path in Path(directory).iterdir():
+        if path.is_file() and TEMP_NAME.match(path.name):
+            path.unlink(missing_ok=True)
