@@ -66,23 +66,18 @@ def _iter_lines(path, progress: bool, desc: str | None) -> Iterator[tuple[int, b
     """(1-based line number, raw line) for each line, updating a byte progress bar as it goes."""
     stream, raw = _open_binary(path)
     with raw, stream, _progress_bar(path, progress, desc) as bar:
-        shown = 0
-        lines = enumerate(stream, start=1)
-        line_number = 0
-        while True:
-            try:
-                line_number, line = next(lines)
-            except StopIteration:
-                break
-            except (OSError, EOFError, zlib.error) as error:  # a damaged or truncated .gz file
-                raise DataError(f"{path}:{line_number + 1}: the compressed data is damaged ({error})") from None
-            if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
-                line = line[3:]
-            yield line_number, line
-            if progress and line_number % 1024 == 0:
-                position = raw.tell()
-                bar.update(position - shown)
-                shown = position
+        shown = line_number = 0
+        try:
+            for line_number, line in enumerate(stream, start=1):
+                if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+                    line = line[3:]
+                yield line_number, line
+                if progress and line_number % 1024 == 0:
+                    position = raw.tell()
+                    bar.update(position - shown)
+                    shown = position
+        except (OSError, EOFError, zlib.error) as error:  # a damaged or truncated .gz file
+            raise DataError(f"{path}:{line_number + 1}: the data cannot be read ({error})") from None
         bar.update(os.path.getsize(path) - shown)
 
 
@@ -149,18 +144,14 @@ def _parquet_records(path, progress, desc) -> Iterator[tuple[int, dict | DataErr
     size = os.path.getsize(path)
     with _progress_bar(path, progress, desc) as bar:
         row = 0
-        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowException, OSError) as error:
-                raise DataError(f"{path}: rows after {row} are damaged ({error})") from None
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
-            bar.update(int(size * row / max(total_rows, 1)) - bar.n)
+        try:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
+                bar.update(int(size * row / max(total_rows, 1)) - bar.n)
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(f"{path}: rows after {row} cannot be read ({error})") from None
 
 
 def iter_records(path, *, text_unit: str = "line", on_bad: Callable[[int, DataError], None] | None = None,
