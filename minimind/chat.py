@@ -16,17 +16,15 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
-
 from minimind.generate import (
     DTYPES,
     IncrementalDecoder,
     SamplingParams,
-    default_device,
+    parse_device,
     resolve_dtype,
     stream_generate,
 )
-from minimind.tokenizer import THINK_END, THINK_START
+from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
 ZOO_MODELS = ("pretrained", "sft", "dpo", "reasoning")  # the book's chat models (others resolve the same way)
 # where the stages define their artefact folders (`<name>_dir()` or `zoo_<name>_dir()`, built on first use)
@@ -70,6 +68,7 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     from minimind.lora import load_lora, merge_lora
     from minimind.tokenizer import MiniMindTokenizer
 
+    run_device = parse_device(device)  # before loading: a missing device fails in a second, not after minutes
     path = Path(model)
     if not path.exists():
         if path.name != str(model) or path.suffix:  # looks like a path, not an artefact name
@@ -81,7 +80,6 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
         load_lora(network, adapter)
     if len(lora) == 1:
         merge_lora(network)
-    run_device = default_device() if device == "auto" else torch.device(device)
     network = network.to(device=run_device, dtype=resolve_dtype(dtype, run_device)).eval()
 
     if tokenizer is not None:
@@ -114,7 +112,13 @@ def _holdback(buffer: str, tags: Sequence[str]) -> int:
 
 class ThinkingSplitter:
     """Routes streamed text to "reasoning" (inside `<think>…</think>`) or "content" (the answer),
-    dropping the tags and the whitespace around each part, without ever emitting a half tag."""
+    dropping the tags and the whitespace around each part, without ever emitting a half tag.
+
+    The answer never shows the reasoning format's markup: `<answer>`, `</answer>` and a stray
+    `</think>` (a model that closes its thought again after a thinking budget closed it) are
+    dropped from the content, whitespace on either side of them counting once."""
+
+    DROPPED_IN_CONTENT = (THINK_END, ANSWER_START, ANSWER_END)
 
     def __init__(self, thinking: bool, stop: Sequence[str] = ()):
         self.thinking = thinking
@@ -123,13 +127,16 @@ class ThinkingSplitter:
         self._buffer = ""
         self._at_start = True  # strip whitespace at the start of each part
         self._pending_space = ""  # trailing whitespace, released only if more text follows
+        self._after_dropped_tag = False  # whitespace after a dropped tag merges with the pending one
 
     def _emit(self, text: str, out: list) -> None:
-        if self._at_start:
+        if self._at_start or (self._after_dropped_tag and self._pending_space):
             text = text.lstrip()
             if not text:
                 return
             self._at_start = False
+        if text.strip():
+            self._after_dropped_tag = False
         body = text.rstrip()
         if body:
             out.append(("reasoning" if self.thinking else "content", self._pending_space + body))
@@ -138,7 +145,7 @@ class ThinkingSplitter:
 
     def _switch(self) -> None:
         self.thinking = not self.thinking
-        self._at_start, self._pending_space = True, ""
+        self._at_start, self._pending_space, self._after_dropped_tag = True, "", False
 
     def feed(self, text: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -146,8 +153,9 @@ class ThinkingSplitter:
             return out
         self._buffer += text
         while True:
-            tag = THINK_END if self.thinking else THINK_START
-            tag_at = self._buffer.find(tag)
+            tags = [THINK_END] if self.thinking else [THINK_START, *self.DROPPED_IN_CONTENT]
+            found = [(i, tag) for tag in tags if (i := self._buffer.find(tag)) >= 0]
+            tag_at, tag = min(found) if found else (-1, "")
             stops = [] if self.thinking else [(i, s) for s in self.stop if (i := self._buffer.find(s)) >= 0]
             stop_at = min(stops)[0] if stops else -1
             if stop_at >= 0 and (tag_at < 0 or stop_at < tag_at):
@@ -157,9 +165,12 @@ class ThinkingSplitter:
             if tag_at >= 0:
                 self._emit(self._buffer[:tag_at], out)
                 self._buffer = self._buffer[tag_at + len(tag):]
-                self._switch()
+                if self.thinking or tag == THINK_START:
+                    self._switch()
+                else:
+                    self._after_dropped_tag = True
                 continue
-            keep = _holdback(self._buffer, [tag] + ([] if self.thinking else self.stop))
+            keep = _holdback(self._buffer, tags + ([] if self.thinking else self.stop))
             self._emit(self._buffer[:len(self._buffer) - keep], out)
             self._buffer = self._buffer[len(self._buffer) - keep:]
             return out
@@ -180,8 +191,9 @@ class ReplyStream:
     """
 
     def __init__(self, model, tokenizer, messages: list[dict], params: SamplingParams,
-                 enable_thinking: bool | None = None, stop: Sequence[str] = ()):
-        prompt = tokenizer.encode_chat_prompt(messages, enable_thinking=enable_thinking)
+                 enable_thinking: bool | None = None, stop: Sequence[str] = (),
+                 prompt_ids: Sequence[int] | None = None):
+        prompt = prompt_ids if prompt_ids is not None else tokenizer.encode_chat_prompt(messages, enable_thinking=enable_thinking)
         self._tokens = stream_generate(model, prompt, params)
         self._decoder = IncrementalDecoder(tokenizer)
         self._splitter = ThinkingSplitter(thinking=bool(enable_thinking), stop=stop)
@@ -221,24 +233,36 @@ class ReplyStream:
         self.seconds = time.perf_counter() - self._started
 
     def close(self) -> None:
+        """Stop generating (the client left, Ctrl-C); finish_reason becomes "cancelled"."""
         self._tokens.close()
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+            self.seconds = time.perf_counter() - self._started
 
 
 def stream_reply(model, tokenizer, messages: list[dict], params: SamplingParams | None = None,
-                 enable_thinking: bool | None = None, stop: Sequence[str] = ()) -> ReplyStream:
+                 enable_thinking: bool | None = None, stop: Sequence[str] = (),
+                 prompt_ids: Sequence[int] | None = None) -> ReplyStream:
     """Stream the assistant's reply to `messages` ({"role", "content"} dicts, chat template applied).
 
     enable_thinking: True opens a `<think>` block (the text until `</think>` comes out as
     "reasoning"), False renders an empty one so the model answers directly, None leaves the
     template as trained. stop: strings that end the answer (not included), as OpenAI's `stop`.
+    prompt_ids: `tokenizer.encode_chat_prompt(messages, enable_thinking)` when the caller has it
+    already (the server encodes each prompt once, before it queues the request).
     """
-    return ReplyStream(model, tokenizer, messages, params or SamplingParams(), enable_thinking, stop)
+    return ReplyStream(model, tokenizer, messages, params or SamplingParams(), enable_thinking, stop, prompt_ids)
 
 
 def fit_history(messages: list[dict], tokenizer, context: int, max_new_tokens: int,
                 enable_thinking: bool | None = None) -> list[dict]:
     """Drop the oldest turns (never the system prompt or the last message) until the prompt
     plus `max_new_tokens` fits in `context` tokens; ValueError if even the last message alone does not."""
+    return _fit_history(messages, tokenizer, context, max_new_tokens, enable_thinking,
+                        f"with max_new_tokens={max_new_tokens}")
+
+
+def _fit_history(messages, tokenizer, context, max_new_tokens, enable_thinking, reply_room: str) -> list[dict]:
     system = [m for m in messages[:1] if m["role"] == "system"]
     rest = messages[len(system):]
     while True:
@@ -246,7 +270,7 @@ def fit_history(messages: list[dict], tokenizer, context: int, max_new_tokens: i
         if prompt_len + max_new_tokens <= context:
             return system + rest
         if len(rest) <= 1:
-            raise ValueError(f"the message is {prompt_len} tokens long; with max_new_tokens={max_new_tokens} it "
+            raise ValueError(f"the message is {prompt_len} tokens long; {reply_room} it "
                              f"does not fit the model's context of {context} tokens")
         rest = rest[1:]
         while rest and rest[0]["role"] != "user" and len(rest) > 1:
@@ -259,7 +283,9 @@ def plan_reply(messages: list[dict], tokenizer, context: int, max_new_tokens: in
     least min(max_new_tokens, context // 2) tokens are left for the reply, then cap the reply at
     what is left. Returns (messages, max_new_tokens); ValueError if the last message alone is too long."""
     reserve = max(1, min(max_new_tokens, context // 2))
-    fitted = fit_history(messages, tokenizer, context, reserve, enable_thinking)
+    room = (f"with max_new_tokens={max_new_tokens}" if reserve == max_new_tokens else
+            f"leaving at least {reserve} tokens for the reply (max_new_tokens={max_new_tokens}, at most half the context)")
+    fitted = _fit_history(messages, tokenizer, context, reserve, enable_thinking, room)
     prompt_len = len(tokenizer.encode_chat_prompt(fitted, enable_thinking=enable_thinking))
     return fitted, min(max_new_tokens, context - prompt_len)
 
@@ -337,7 +363,7 @@ def main(argv=None) -> int:
             tokenizer, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
             thinking_budget=args.thinking_budget, seed=args.seed)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"minimind chat: {error}", file=sys.stderr)
         return 2
     context = model.config.max_position_embeddings

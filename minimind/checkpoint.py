@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from minimind.config import CONFIG_FILE, MiniMindConfig
+from minimind.config import CONFIG_FILE, MiniMindConfig, field_lines
 from minimind.files import atomic_save_bytes, atomic_write  # noqa: F401 (re-exported)
 from minimind.model import MiniMind
 
@@ -43,21 +43,45 @@ def read_state_dict(path) -> dict:
     `weights_only=True`, so a file that tries to run code while unpickling is refused."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(err)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ValueError(f"{path}: not a PyTorch checkpoint ({_first_line(err)})") from None
         raise ValueError(
             f"{path}: refused to load: the file holds objects other than tensors, which could run "
-            f"code when unpickled (torch.load weights_only=True said: {str(err).splitlines()[0]})"
+            f"code when unpickled (torch.load weights_only=True said: {_first_line(err)})"
         ) from None
+    except Exception as err:  # torch.load fails in many ways on a file that is no checkpoint (a text file: IndexError)
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(err).__name__}: {_first_line(err)})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # an upstream resume file: {'model', 'optimizer', 'epoch', …}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of tensors (a state_dict), got {type(state).__name__}")
     return state
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_parameter_count(config: MiniMindConfig, state: dict, config_source, weights_source) -> None:
+    """Refuse a config that does not describe `state` before a model is built from it: a
+    config.json is untrusted, and one with a huge layer count would allocate without bound."""
+    held = sum(tensor.numel() for tensor in state.values())
+    if config.tie_word_embeddings and "lm_head.weight" in state and "model.embed_tokens.weight" in state:
+        held -= state["lm_head.weight"].numel()  # a tied matrix stored twice
+    described = config.num_parameters()
+    if described != held:
+        raise ValueError(f"{config_source} describes {described:,} parameters but the weights ({weights_source}) "
+                         f"hold {held:,}: the config does not belong to these weights")
 
 
 def _strip_wrapper_prefixes(state: dict) -> dict:
@@ -224,20 +248,24 @@ def config_from_transformers(values: dict, source: str, state: Optional[dict] = 
         fields.update({k: values[k] for k in ("num_experts_per_tok", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
                        if k in values})
         fields.setdefault("tie_word_embeddings", True)
-    return MiniMindConfig(**fields)
+    return MiniMindConfig.from_dict(fields, source=source)
 
 
-def _read_transformers_weights(directory: Path) -> dict:
+def _read_transformers_weights(directory: Path) -> tuple[dict, Path]:
+    """(the state dict of a checkpoint folder, the file it came from: weights or shard index)."""
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as err:
+            raise ValueError(f"{index}: not a safetensors shard index ({type(err).__name__}: {err})") from None
         state = {}
         for shard in shards:
             state.update(read_state_dict(directory / shard))
-        return state
+        return state, index
     for name in (WEIGHTS_FILE, "pytorch_model.bin"):
         if (directory / name).exists():
-            return read_state_dict(directory / name)
+            return read_state_dict(directory / name), directory / name
     raise FileNotFoundError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
@@ -266,20 +294,25 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
     config_path = path / CONFIG_FILE
     if not config_path.exists() and config is None:
         raise FileNotFoundError(f"{path}: no {CONFIG_FILE} (pass config= to load bare weights)")
-    state = _read_transformers_weights(path)
+    state, weights_path = _read_transformers_weights(path)
     if config is None:
+        text = config_path.read_text(encoding="utf-8")
         try:
-            values = json.loads(config_path.read_text(encoding="utf-8"))
+            values = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_path}:{err.lineno}: invalid JSON ({err.msg})") from None
-        if "model_type" in values or "architectures" in values:
-            config = config_from_transformers(values, str(config_path), state)
+        if isinstance(values, dict) and ("model_type" in values or "architectures" in values):
+            try:
+                config = config_from_transformers(values, str(config_path), state)
+            except (KeyError, TypeError) as err:  # a field the layout needs is missing or of the wrong type
+                raise ValueError(f"{config_path}: not a usable transformers config ({type(err).__name__}: {err})") from None
             if values.get("model_type") == "granitemoeshared":
                 from minimind.export.transformers import from_granite_state_dict
 
                 state = from_granite_state_dict(state, config)
         else:
-            config = MiniMindConfig.from_dict(values, source=str(config_path))
+            config = MiniMindConfig.from_dict(values, source=str(config_path), lines=field_lines(text))
+        check_parameter_count(config, state, config_path, weights_path)
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     model = load_state_dict_strict(MiniMind(config), state, str(path))
     return model.to(device).eval()

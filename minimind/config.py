@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -68,6 +69,7 @@ class MiniMindConfig:
     eos_token_id: int = 2
 
     def __post_init__(self):
+        self._check_values()
         if self.head_dim is None:
             if self.hidden_size % self.num_attention_heads:
                 raise ValueError(
@@ -94,6 +96,36 @@ class MiniMindConfig:
             if scaling_type != "yarn":
                 raise ValueError(f"rope_scaling type {scaling_type!r} is not supported (only 'yarn')")
 
+    def _check_values(self) -> None:
+        """Types and ranges of every field, checked before anything is derived or allocated
+        (a config.json is untrusted input); ConfigError names the field."""
+        counts = {"vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1,
+                  "num_key_value_heads": 1, "max_position_embeddings": 1, "n_routed_experts": 1,
+                  "num_experts_per_tok": 1, "n_shared_experts": 0, "pad_token_id": 0, "bos_token_id": 0,
+                  "eos_token_id": 0}
+        for name, least in counts.items():
+            _check_int(name, getattr(self, name), least)
+        for name in ("head_dim", "intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        for name in ("rope_theta", "rms_norm_eps"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ConfigError(name, f"{name} must be a finite number > 0, got {value!r}")
+        if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
+            raise ConfigError("dropout", f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (_is_number(self.aux_loss_alpha) and math.isfinite(self.aux_loss_alpha) and self.aux_loss_alpha >= 0):
+            raise ConfigError("aux_loss_alpha", f"aux_loss_alpha must be a finite number >= 0, got {self.aux_loss_alpha!r}")
+        for name in ("qk_norm", "tie_word_embeddings", "flash_attn", "use_moe", "seq_aux", "norm_topk_prob"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, dict):
+                raise ConfigError("rope_scaling", f"rope_scaling must be null or an object, got {self.rope_scaling!r}")
+            for key, value in self.rope_scaling.items():
+                if key not in ("type", "rope_type") and not (_is_number(value) and math.isfinite(value) and value > 0):
+                    raise ConfigError("rope_scaling", f"rope_scaling.{key} must be a finite number > 0, got {value!r}")
+
     @property
     def num_key_value_groups(self) -> int:
         """How many query heads share one key/value head (1 = multi-head, heads = multi-query)."""
@@ -103,12 +135,22 @@ class MiniMindConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "MiniMindConfig":
+    def from_dict(cls, values: dict, source: str = "config", lines: Optional[dict] = None) -> "MiniMindConfig":
+        """The config of `values`; errors start with `source` (and `:line` when `lines` maps the
+        field a ConfigError names to its line)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object of MiniMindConfig fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{source}: unknown MiniMindConfig fields {unknown}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            line = (lines or {}).get(error.field)
+            raise ConfigError(error.field, f"{source}{f':{line}' if line else ''}: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     def save(self, directory) -> Path:
         """Write `config.json` into `directory` (atomically) and return its path."""
@@ -125,11 +167,12 @@ class MiniMindConfig:
         path = Path(directory)
         if path.is_dir():
             path = path / CONFIG_FILE
+        text = path.read_text(encoding="utf-8")
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
+            values = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(values, source=str(path), lines=field_lines(text))
 
     def num_parameters(self) -> int:
         """Parameter count computed from the shapes alone (tied embeddings counted once)."""
@@ -145,6 +188,36 @@ class MiniMindConfig:
         per_layer = attention + mlp + 2 * h  # two RMSNorm weights
         embedding = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
         return embedding + self.num_hidden_layers * per_layer + h
+
+
+class ConfigError(ValueError):
+    """A config field with a value of the wrong type or out of range; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value, least: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(name, f"{name} must be an integer, got {value!r}")
+    if value < least:
+        raise ConfigError(name, f"{name} must be at least {least}, got {value}")
+
+
+def field_lines(text: str) -> dict:
+    """{field name: line number} of the top-level keys of a JSON object written one key per line
+    (as `save` writes it), so an error can name the line of the value it is about."""
+    lines = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = re.match(r'\s*"([A-Za-z_][A-Za-z0-9_]*)"\s*:', line)
+        if match:
+            lines.setdefault(match.group(1), number)
+    return lines
 
 
 PRESETS: dict[str, dict] = {

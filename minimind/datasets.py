@@ -15,6 +15,7 @@ attention mask: under the causal mask a real token never attends to a later pad.
 """
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,7 @@ from minimind.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 IGNORE_INDEX = -100
 ENCODE_CHUNK = 1024  # documents per encode_batch call: parallel in Rust, bounded in memory
+ENCODE_CHUNK_CHARS = 1 << 20  # and characters per call; a longer document is encoded in windows alone
 
 
 class PretrainDataset(Dataset):
@@ -37,7 +39,9 @@ class PretrainDataset(Dataset):
     mid-document — the ``bos``/``eos`` markers tell the model where documents meet.
     packing=False (upstream): one example per document, ``ids`` cut to ``max_seq_len - 2`` before
     ``bos``/``eos`` are added; the collate function pads and masks the padding out.
-    The whole file is tokenized once, at construction (a progress bar shows it for big files).
+    The whole file is tokenized once, at construction (a progress bar shows it for big files),
+    streaming: a document of any length costs memory for its text and its tokens (4 bytes each),
+    not for the tokenizer's whole encoding of it.
     """
 
     def __init__(self, path, tokenizer, max_seq_len: int = 128, packing: bool = True,
@@ -45,17 +49,24 @@ class PretrainDataset(Dataset):
         if max_seq_len < 3:
             raise ValueError(f"max_seq_len must be at least 3 (bos, a token, eos), got {max_seq_len}")
         self.path, self.max_seq_len, self.packing = Path(path), max_seq_len, packing
-        tokens, lengths = [], []
-        for ids in _encode_texts(self.path, tokenizer, max_docs, progress):
-            if not packing:
-                ids = ids[: max_seq_len - 2]
-            document = [BOS_ID, *ids, EOS_ID]
-            tokens.extend(document)
-            lengths.append(len(document))
+        # C arrays, not lists of Python ints (28 bytes each): int32 tokens take 4 bytes apiece
+        tokens, lengths = array("i"), array("q")
+        for pieces in _encode_texts(self.path, tokenizer, max_docs, progress):
+            before = len(tokens)
+            tokens.append(BOS_ID)
+            budget = None if packing else max_seq_len - 2
+            for ids in pieces:
+                if budget is not None:
+                    ids, budget = ids[:budget], budget - min(budget, len(ids))
+                tokens.extend(ids)
+                if budget == 0:
+                    break  # the rest of a long document would be cut off anyway
+            tokens.append(EOS_ID)
+            lengths.append(len(tokens) - before)
         if not lengths:
             raise ValueError(f"{self.path}: no documents")
-        self.tokens = torch.tensor(tokens, dtype=torch.int32)  # int32 halves the memory of a big corpus
-        self.document_lengths = torch.tensor(lengths, dtype=torch.int64)
+        self.tokens = torch.frombuffer(tokens, dtype=torch.int32)  # C int: 4 bytes on every platform torch runs on
+        self.document_lengths = torch.frombuffer(lengths, dtype=torch.int64)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), self.document_lengths.cumsum(0)])
         if packing and len(self.tokens) < max_seq_len:
             raise ValueError(f"{self.path}: {len(self.tokens)} tokens cannot fill one chunk of {max_seq_len}")
@@ -193,7 +204,10 @@ def padding_efficiency(dataset: PretrainDataset, batch_size: int, static: bool =
 
 
 def _encode_texts(path: Path, tokenizer, max_docs: int, progress: bool):
-    """Token ids of every row's text, encoded in parallel chunks."""
+    """For every row, its text's token ids as an iterable of pieces: short texts are encoded in
+    parallel batches (of ENCODE_CHUNK texts, ENCODE_CHUNK_CHARS characters at most), a long one on
+    its own in windows (`MiniMindTokenizer.encode_pieces`), so memory stays bounded by a batch
+    or a window plus the text itself, whatever a line holds."""
     from itertools import islice
 
     rows = read_jsonl(path, "pretrain")
@@ -204,12 +218,27 @@ def _encode_texts(path: Path, tokenizer, max_docs: int, progress: bool):
         from tqdm.auto import tqdm
 
         bar = tqdm(desc=f"tokenizing {path.name}", unit=" docs")
-    while True:
-        texts = [row["text"] for row in islice(rows, ENCODE_CHUNK)]
-        if not texts:
-            break
-        yield from tokenizer.encode_batch(texts)
+    batch, batch_chars = [], 0
+
+    def encoded_batch():
+        yield from ([ids] for ids in tokenizer.encode_batch(batch))
         if bar is not None:
-            bar.update(len(texts))
+            bar.update(len(batch))
+
+    for row in rows:
+        text = row["text"]
+        if len(text) > ENCODE_CHUNK_CHARS:
+            yield from encoded_batch()
+            batch, batch_chars = [], 0
+            yield tokenizer.encode_pieces(text)
+            if bar is not None:
+                bar.update(1)
+            continue
+        batch.append(text)
+        batch_chars += len(text)
+        if len(batch) == ENCODE_CHUNK or batch_chars > ENCODE_CHUNK_CHARS:
+            yield from encoded_batch()
+            batch, batch_chars = [], 0
+    yield from encoded_batch()
     if bar is not None:
         bar.close()

@@ -29,6 +29,9 @@ import torch
 from minimind.tokenizer import EOS_ID, PAD_ID, THINK_END, THINK_START
 
 
+SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed takes
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick each new token, and when to stop.
@@ -68,6 +71,9 @@ class SamplingParams:
              f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"),
             (self.thinking_budget is None or (isinstance(self.thinking_budget, int) and self.thinking_budget >= 0),
              f"thinking_budget must be None or an integer >= 0, got {self.thinking_budget!r}"),
+            (self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)
+                                   and SEED_RANGE[0] <= self.seed < SEED_RANGE[1]),
+             f"seed must be None or an integer in [-2**63, 2**64), got {self.seed!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -140,7 +146,13 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int
     from softmax(logits / temperature) after top-k then top-p filtering. Returns (B,) int64."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    scaled = logits / temperature
+    if not bool(torch.isfinite(scaled.amax(dim=-1)).all()):
+        # a temperature so small that the logits overflowed (or it is 0 in float32): sampling
+        # tends to the most likely token as the temperature goes to 0, so take that limit
+        scaled = torch.zeros_like(logits).masked_fill(logits < logits.amax(dim=-1, keepdim=True), float("-inf"))
+    logits = scaled
     logits = top_k_filter(logits, top_k)
     logits = top_p_filter(logits, top_p)
     probs = logits.softmax(dim=-1)
@@ -394,6 +406,25 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def parse_device(name: str) -> torch.device:
+    """The device `--device name` asks for ("auto": `default_device()`); ValueError naming the
+    option when the name is not a device or this machine does not have it."""
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    return device
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:

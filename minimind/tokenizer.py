@@ -25,7 +25,7 @@ Train one from the command line::
 import argparse
 import json
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 THINK_START, THINK_END = "<think>", "</think>"
@@ -36,6 +36,7 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"
 ROLES = ("system", "user", "assistant")
 MODEL_MAX_LENGTH = 32768
+LONG_TEXT_WINDOW = 1 << 16  # characters `encode_pieces` encodes at a time
 
 # CJK Unified Ideographs (+ extension A and compatibility ideographs): isolated before the
 # byte-level split so that Chinese never glues onto a Latin name.
@@ -84,32 +85,46 @@ def _check_messages(messages) -> None:
             raise ValueError(f"messages[{i}].content must be a string, got {type(message['content']).__name__}")
 
 
+class Segment(NamedTuple):
+    """One piece of a rendered chat; joined, the pieces are the prompt."""
+
+    text: str
+    supervised: bool  # a target of the loss: an assistant reply, its <|im_end|> and the \n after it
+    kind: str  # "control" (a special token the template writes), "template" (its other text),
+    #            "content" (a message's content) or "reply" (an assistant message's content)
+
+
 def template_segments(messages, add_generation_prompt: bool = False,
-                      enable_thinking: Optional[bool] = None) -> List[Tuple[str, bool]]:
-    """The rendered chat as a list of (text, supervised) pieces; joined they are the prompt.
+                      enable_thinking: Optional[bool] = None) -> List[Segment]:
+    """The rendered chat as a list of `Segment` pieces; joined they are the prompt.
 
     supervised is True for each assistant reply followed by its ``<|im_end|>\\n``: upstream
     MiniMind supervises the newline after ``<|im_end|>`` too, and so do we (it costs nothing
-    at generation, which stops at ``<|im_end|>``).
+    at generation, which stops at ``<|im_end|>``). `kind` tells the encoder which pieces the
+    template wrote (only those may become control tokens) and which came from the messages.
     """
     _check_messages(messages)
-    pieces = []
+
+    def turn(role: str, content: str, kind: str = "content", supervised: bool = False) -> list:
+        return [Segment(BOS_TOKEN, False, "control"), Segment(f"{role}\n", False, "template"),
+                Segment(content, supervised, kind), Segment(EOS_TOKEN, supervised, "control"),
+                Segment("\n", supervised, "template")]
+
     first = messages[0]
-    system = first["content"] if first["role"] == "system" else DEFAULT_SYSTEM_PROMPT
-    pieces.append((f"{BOS_TOKEN}system\n{system}{EOS_TOKEN}\n", False))
+    pieces = turn("system", first["content"] if first["role"] == "system" else DEFAULT_SYSTEM_PROMPT)
     for index, message in enumerate(messages):
         role, content = message["role"], message["content"]
         if role == "assistant":
-            pieces.append((f"{BOS_TOKEN}assistant\n", False))
-            pieces.append((f"{content}{EOS_TOKEN}\n", True))
+            pieces += turn("assistant", content, "reply", supervised=True)
         elif role == "user" or index > 0:  # a system message after the first is rendered in place
-            pieces.append((f"{BOS_TOKEN}{role}\n{content}{EOS_TOKEN}\n", False))
+            pieces += turn(role, content)
     if add_generation_prompt:
-        pieces.append((f"{BOS_TOKEN}assistant\n", False))
+        pieces += [Segment(BOS_TOKEN, False, "control"), Segment("assistant\n", False, "template")]
         if enable_thinking is False:
-            pieces.append((f"{THINK_START}\n\n{THINK_END}\n\n", False))
+            pieces += [Segment(THINK_START, False, "control"), Segment("\n\n", False, "template"),
+                       Segment(THINK_END, False, "control"), Segment("\n\n", False, "template")]
         elif enable_thinking is True:  # our extension: open a think block for the model to fill
-            pieces.append((f"{THINK_START}\n", False))
+            pieces += [Segment(THINK_START, False, "control"), Segment("\n", False, "template")]
     return pieces
 
 
@@ -122,6 +137,18 @@ class MiniMindTokenizer:
     def __init__(self, backend, source: str = "<memory>"):
         self.backend = backend  # a tokenizers.Tokenizer
         self.source = source
+        self._text_backends: dict = {}  # copies of backend matching fewer added tokens, by the tokens kept
+        added = backend.get_added_tokens_decoder()
+        self._added_ids = {token.content: token_id for token_id, token in added.items()}
+        self._added_id_set = frozenset(self._added_ids.values())
+        # encode_pieces cuts a text where the encoding breaks anyway; a normalizer, added tokens that
+        # swallow neighbouring spaces or that overlap each other would move those places, so such a
+        # tokenizer encodes long texts whole
+        contents = list(self._added_ids)
+        overlapping = any(a != b and (a in b or any(b.startswith(a[k:]) for k in range(1, len(a))))
+                          for a in contents for b in contents)
+        self._can_cut = (backend.normalizer is None and backend.pre_tokenizer is not None and not overlapping
+                         and not any(token.lstrip or token.rstrip or token.single_word for token in added.values()))
         for token, expected in ((PAD_TOKEN, PAD_ID), (BOS_TOKEN, BOS_ID), (EOS_TOKEN, EOS_ID)):
             actual = backend.token_to_id(token)
             if actual != expected:
@@ -200,6 +227,46 @@ class MiniMindTokenizer:
         """Token ids of `text`; special-token strings in it become their single ids; adds nothing."""
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    def encode_pieces(self, text: str, window: int = LONG_TEXT_WINDOW) -> Iterator[List[int]]:
+        """The ids of `encode(text)` in consecutive pieces, encoding about `window` characters at
+        a time, so a long document (a whole book on one line) costs memory for one window, not
+        for the whole text at once. The pieces joined are exactly `encode(text)`: each window's
+        ids are kept up to a place where the encoding breaks anyway (BPE merges within one
+        pre-token, never across pre-tokens or special tokens), and the rest is encoded again with
+        the next window. A single pre-token longer than the window is encoded whole."""
+        if len(text) <= 2 * window or not self._can_cut:
+            yield self.encode(text)
+            return
+        start = 0
+        while len(text) - start > 2 * window:
+            kept, advance = self._encode_up_to_a_break(text, start, window)
+            yield kept
+            start += advance
+        if start < len(text):
+            yield self.encode(text[start:])
+
+    def _encode_up_to_a_break(self, text: str, start: int, window: int):
+        """(ids, characters they cover) of a prefix of `text[start:]` that `encode(text[start:])`
+        begins with; `start` must be such a break of the whole text."""
+        while True:
+            end = min(start + window, len(text))
+            for token in self._added_ids:  # never end the window inside a special token
+                at = text.find(token, max(start, end - len(token) + 1), end + len(token) - 1)
+                if at >= 0:  # it straddles `end`: end before it, or after it when it opens the window
+                    end = at if at > start else at + len(token)
+            encoding = self.backend.encode(text[start:end], add_special_tokens=False)
+            ids, words, offsets = encoding.ids, encoding.word_ids, encoding.offsets
+            # every pre-token but the window's last ends where it does in the whole text, so a later
+            # one starts at a break; but only after a non-space: a whitespace run at the end of a text
+            # is one pre-token, while before a word it gives that word its last character
+            for j in range(len(ids) - 1, 0, -1):
+                begin = offsets[j][0]
+                if ids[j] in self._added_id_set or (words[j] != words[j - 1] and not text[start + begin - 1].isspace()):
+                    return ids[:j], begin
+            if end == len(text):
+                return ids, end - start
+            window *= 2  # one pre-token fills the window: look further
+
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         return [encoding.ids for encoding in self.backend.encode_batch(list(texts), add_special_tokens=False)]
 
@@ -231,35 +298,93 @@ class MiniMindTokenizer:
         an empty think block (``<think>\\n\\n</think>\\n\\n``) as MiniMind2 does, and
         ``enable_thinking=True`` — our extension; MiniMind2 adds nothing — appends ``<think>\\n``
         so a reasoning model starts inside its think block.
+
+        The text cannot tell a control token the template wrote from the same string inside a
+        message: to get ids, use `encode_chat_prompt` or `render_conversation`, not `encode` of this.
         """
-        return "".join(text for text, _ in template_segments(messages, add_generation_prompt, enable_thinking))
+        return "".join(segment.text for segment in template_segments(messages, add_generation_prompt, enable_thinking))
 
+    # Message content is text: a special-token string inside it (`<|im_end|>`, `<|im_start|>`) is
+    # encoded as the sub-words of its characters, never as the control id, so no message can close
+    # its turn and forge another. Only the template writes control tokens. The one exception is
+    # the training renderer's: the reasoning tags inside assistant replies (the format a reasoning
+    # model is trained to write) stay single tokens.
     def render_conversation(self, messages, max_len: Optional[int] = None) -> Tuple[List[int], List[int]]:
-        """Token ids of the rendered conversation and its loss mask, from one rendering.
+        """Token ids of the rendered conversation and its loss mask, from one rendering: what
+        training sees.
 
-        ``ids == encode(apply_chat_template(messages))`` and ``mask[i] == 1`` iff ``ids[i]`` is a
-        supervised target: a token of an assistant reply, its closing ``<|im_end|>`` or the
-        ``\\n`` after it (as upstream). System, user and the ``<|im_start|>assistant\\n`` header
-        are 0. A token belongs to the span its first character is in. With `max_len`, both lists
-        are cut to the same length (a truncated reply stays supervised up to the cut).
+        ``mask[i] == 1`` iff ``ids[i]`` is a supervised target: a token of an assistant reply, its
+        closing ``<|im_end|>`` or the ``\\n`` after it (as upstream). System, user and the
+        ``<|im_start|>assistant\\n`` header are 0. A token belongs to the span its first character
+        is in. With `max_len`, both lists are cut to the same length (a truncated reply stays
+        supervised up to the cut). Message contents are text; only in assistant replies are the
+        reasoning tags (``<think>``, ``</think>``, ``<answer>``, ``</answer>``) their single tokens,
+        so for content without other special strings ``ids == encode(apply_chat_template(messages))``.
         """
         pieces = template_segments(messages)
-        text = "".join(piece for piece, _ in pieces)
         spans, position = [], 0
-        for piece, supervised in pieces:
-            if supervised:
-                spans.append((position, position + len(piece)))
-            position += len(piece)
-        encoding = self.backend.encode(text, add_special_tokens=False)
-        mask = [int(any(start <= begin < end for start, end in spans)) for begin, _ in encoding.offsets]
-        ids = encoding.ids
+        for piece in pieces:
+            if piece.supervised:
+                spans.append((position, position + len(piece.text)))
+            position += len(piece.text)
+        ids, offsets = self._encode_segments(pieces, tags_in_replies=THINK_TOKENS)
+        mask = [int(any(start <= begin < end for start, end in spans)) for begin, _ in offsets]
         if max_len is not None:
             ids, mask = ids[:max_len], mask[:max_len]
         return ids, mask
 
     def encode_chat_prompt(self, messages, enable_thinking: Optional[bool] = None) -> List[int]:
-        """Ids of the template with the generation prompt: what a model continues to reply."""
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking))
+        """Ids of the template with the generation prompt: what a model continues to reply. Every
+        message content is text (the reasoning tags of earlier replies too)."""
+        pieces = template_segments(messages, add_generation_prompt=True, enable_thinking=enable_thinking)
+        return self._encode_segments(pieces, tags_in_replies=())[0]
+
+    def _encode_segments(self, pieces: Sequence[Segment], tags_in_replies: Sequence[str]):
+        """(ids, character offsets) of the joined pieces. A control piece that is one token of this
+        vocabulary becomes its id; the text between such tokens is encoded in runs, exactly as
+        `encode` splits a text at its special tokens (so ids of ordinary content do not change),
+        but matching no special token in it, except `tags_in_replies` in a run holding a reply."""
+        control = self._added_ids
+        ids: List[int] = []
+        offsets: List[Tuple[int, int]] = []
+        run: List[str] = []
+        run_start = position = 0
+        run_has_reply = False
+
+        def encode_run():
+            text = "".join(run)
+            if text:
+                backend = self._text_backend(tuple(tags_in_replies) if run_has_reply else ())
+                encoding = backend.encode(text, add_special_tokens=False)
+                ids.extend(encoding.ids)
+                offsets.extend((run_start + begin, run_start + end) for begin, end in encoding.offsets)
+            run.clear()
+
+        for piece in pieces:
+            if piece.kind == "control" and piece.text in control:
+                encode_run()
+                ids.append(control[piece.text])
+                offsets.append((position, position + len(piece.text)))
+                run_has_reply = False
+            else:  # text; a control string that is no token here (MiniMind2's <think>) is text too
+                if not run:
+                    run_start = position
+                run.append(piece.text)
+                run_has_reply = run_has_reply or piece.kind == "reply"
+            position += len(piece.text)
+        encode_run()
+        return ids, offsets
+
+    def _text_backend(self, keep: Tuple[str, ...]):
+        """The backend matching only the added tokens in `keep`: every other special-token string
+        is encoded as ordinary text (its byte-level sub-words)."""
+        if keep not in self._text_backends:
+            from tokenizers import Tokenizer
+
+            state = json.loads(self.backend.to_str())
+            state["added_tokens"] = [token for token in state["added_tokens"] if token["content"] in keep]
+            self._text_backends[keep] = Tokenizer.from_str(json.dumps(state))
+        return self._text_backends[keep]
 
 
 def _new_backend(split_digits: bool):

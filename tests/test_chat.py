@@ -35,7 +35,7 @@ def split_all(text: str, thinking: bool, stop=(), chunk: int = 1):
 def test_splitter_routes_think_text_to_reasoning_whatever_the_chunking(chunk):
     reply = "Let me add: 7+5=12.\n</think>\n\n<answer>12</answer>\n"
     joined, _ = split_all(reply, thinking=True, chunk=chunk)
-    assert joined == {"reasoning": "Let me add: 7+5=12.", "content": "<answer>12</answer>"}
+    assert joined == {"reasoning": "Let me add: 7+5=12.", "content": "12"}  # the answer without its tags
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 100])
@@ -282,3 +282,47 @@ def test_zoo_names_resolve_to_their_artefact_builders(monkeypatch, tmp_path):
                    for m in modules), name
     with pytest.raises(FileNotFoundError, match="zoo artefact"):
         chat_module.zoo_model_dir("no_such_artefact")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_content_never_holds_the_reasoning_format_tags(chunk):
+    # a thinking budget forces </think>; the model then may close its thought once more itself
+    reply = "7+5=12</think> carry the 1</think>\n<answer>\n42\n</answer>"
+    joined, _ = split_all(reply, thinking=True, chunk=chunk)
+    assert joined == {"reasoning": "7+5=12", "content": "carry the 1\n42"}
+    joined, _ = split_all("<answer>7</answer>", thinking=False, chunk=chunk)
+    assert joined["content"] == "7"
+
+
+def test_a_reply_stopped_early_reports_its_speed_and_why(checkpoint):
+    _, model, tokenizer = checkpoint
+    reply = stream_reply(model, tokenizer, [{"role": "user", "content": "Who are you?"}],
+                         SamplingParams(max_new_tokens=40, stop_token_ids=()))
+    for count, _ in enumerate(reply, start=1):
+        if count == 3:
+            break
+    reply.close()
+    assert reply.finish_reason == "cancelled" and reply.seconds > 0 and reply.tokens_per_second > 0
+
+
+def test_cli_after_ctrl_c_prints_the_tokens_and_cancelled(checkpoint, capsys, monkeypatch):
+    directory, _, _ = checkpoint
+    import minimind.chat as chat_module
+
+    def interrupted(reply, out, show_reasoning_header):
+        for count, _ in enumerate(reply, start=1):
+            if count == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(chat_module, "_print_reply", interrupted)
+    assert main(["--model", str(directory), "--device", "cpu", "--max-new-tokens", "40", "--prompt", "Hi"]) == 0
+    stats = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stats.endswith("finish: cancelled]") and " 0.0 tokens/s" not in stats
+
+
+def test_cli_quotes_the_max_new_tokens_it_was_given_for_an_over_long_message(checkpoint, capsys):
+    directory, _, _ = checkpoint  # the tiny model's context is 256 tokens
+    assert main(["--model", str(directory), "--device", "cpu", "--max-new-tokens", "512",
+                 "--prompt", "Pelum lives in Varo. " * 60]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens=512" in err and "at least 128 tokens" in err, err

@@ -189,3 +189,56 @@ def test_upstream_transformers_folder_with_minimind_config_loads(tmp_path):
     save_file(state, str(tmp_path / "model.safetensors"))
     loaded = load_model(tmp_path)
     torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, atol=0, rtol=0)
+
+
+# ----------------------------------------------------------------------------- untrusted files
+
+def _edit_config(directory, **changes):
+    values = json.loads((directory / "config.json").read_text())
+    values.update(changes)
+    (directory / "config.json").write_text(json.dumps(values, indent=2))  # json writes NaN as NaN
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"hidden_size": "128"}, r"hidden_size must be an integer, got '128'"),
+    ({"num_key_value_heads": 0}, r"num_key_value_heads must be at least 1, got 0"),
+    ({"rope_theta": [1]}, r"rope_theta must be a finite number > 0, got \[1\]"),
+    ({"rms_norm_eps": float("nan")}, r"rms_norm_eps must be a finite number > 0, got nan"),
+    ({"tie_word_embeddings": "yes"}, r"tie_word_embeddings must be true or false, got 'yes'"),
+    ({"dropout": 1.5}, r"dropout must be in \[0, 1\), got 1.5"),
+])
+def test_config_json_values_are_checked_and_named_with_their_line(tmp_path, changes, message):
+    save_model(build(), tmp_path)
+    _edit_config(tmp_path, **changes)
+    field = next(iter(changes))
+    line = next(number for number, text in enumerate((tmp_path / "config.json").read_text().splitlines(), 1)
+                if f'"{field}"' in text)
+    with pytest.raises(ValueError, match=rf"config.json:{line}: {message}"):
+        load_model(tmp_path)
+
+
+def test_a_config_bigger_than_its_weights_is_refused_before_the_model_is_allocated(tmp_path, monkeypatch):
+    import minimind.checkpoint as checkpoint
+
+    save_model(build(), tmp_path)
+    _edit_config(tmp_path, num_hidden_layers=10_000_000)
+    monkeypatch.setattr(checkpoint, "MiniMind", lambda config: pytest.fail("allocated a model for an unchecked config"))
+    described = get_config("tiny", num_hidden_layers=10_000_000).num_parameters()
+    with pytest.raises(ValueError, match=rf"config.json describes {described:,} parameters but the weights "
+                                         rf"\(.*model.safetensors\) hold 115,008"):
+        load_model(tmp_path)
+
+
+def test_unreadable_weights_name_the_file(tmp_path):
+    save_model(build(), tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors: not a readable safetensors file"):
+        load_model(tmp_path / "ckpt")
+    (tmp_path / "text.pth").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ValueError, match=r"text.pth: not a PyTorch checkpoint"):
+        load_model(tmp_path / "text.pth")
+    torch.save(upstream_state_dict(build()), tmp_path / "cut.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "cut.pth").read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"cut.pth: not a PyTorch checkpoint"):
+        load_model(tmp_path / "cut.pth")

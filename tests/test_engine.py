@@ -345,3 +345,41 @@ def test_engine_grad_checkpointing_option_reproduces_the_run(dataset):
     assert [r["loss"] for r in ckpt.records] == [r["loss"] for r in plain.records]
     for a, b in zip(plain.model.parameters(), ckpt.model.parameters()):
         assert torch.equal(a, b)
+
+
+# --- failures a user causes: one line naming the file or option, not a traceback ------------------
+
+# The child runs with a small file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored so a write beyond it
+# fails with EFBIG, as a full disk fails with ENOSPC): the checkpoint write fails.
+_FILE_SIZE_LIMITED = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+sys.argv = ["minimind"] + sys.argv[1:]
+runpy.run_module("minimind.cli", run_name="__main__")
+"""
+
+
+def test_a_full_disk_while_saving_is_one_line_naming_the_file(tokenizer_dir, tmp_path):
+    data = write_jsonl(tmp_path / "corpus.jsonl", pretrain_rows(60))
+    out = tmp_path / "out"
+    args = ["train", "pretrain", "--tokenizer", str(tokenizer_dir), "--data_path", str(data), "--preset", "tiny",
+            "--model_overrides", TINY_OVERRIDES, "--max_steps", "2", "--batch_size", "4", "--max_seq_len", "32",
+            "--out_dir", str(out), "--progress", "false"]
+    result = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMITED, *args], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"minimind train: {out / 'model.safetensors'}: cannot write it (File too large)"
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_missing_cuda_device_is_named(tokenizer_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from minimind.cli import main as cli_main
+
+    data = write_jsonl(tmp_path / "corpus.jsonl", pretrain_rows(20))
+    assert cli_main(["train", "pretrain", "--tokenizer", str(tokenizer_dir), "--data_path", str(data),
+                     "--preset", "tiny", "--model_overrides", TINY_OVERRIDES, "--device", "cuda",
+                     "--out_dir", "", "--progress", "false"]) == 2
+    assert capsys.readouterr().err.strip() == "minimind train: --device cuda: CUDA is not available on this machine"

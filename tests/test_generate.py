@@ -236,3 +236,19 @@ def test_dtype_choice_never_uses_half_on_cpu():
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError):
         resolve_dtype("int8", "cpu")
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-40])
+def test_a_temperature_so_small_that_logits_overflow_samples_the_most_likely_token(temperature):
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 10
+    logits[1] -= 100  # a row of only negative logits overflows to -inf everywhere
+    for top_k, top_p in ((0, 1.0), (5, 0.9)):
+        tokens = sample_next_token(logits, temperature, top_k, top_p, torch.Generator().manual_seed(1))
+        assert tokens.tolist() == logits.argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 2**70, 1.5, "7"])
+def test_a_seed_torch_cannot_take_is_refused_when_the_params_are_made(seed):
+    with pytest.raises(ValueError, match="seed must be"):
+        SamplingParams(temperature=1.0, seed=seed)
+    assert SamplingParams(temperature=1.0, seed=2**64 - 1).seed == 2**64 - 1

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from minimind.data.dirty import SFT_DIRT, write_dirty_sample
-from minimind.data.io import RecordWriter, detect_format, iter_records, write_records
+from minimind.data.io import PARQUET_BATCH_ROWS, RecordWriter, detect_format, iter_records, write_records
 from minimind.data.jsonl import DataError
 from minimind.data.prepare import Summary, main, run
 from minimind.data import filters as F
@@ -65,7 +65,7 @@ def test_parquet_with_nested_conversations(tmp_path):
     rows = [RECORDS[2], {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
     write_records(tmp_path / "sft.parquet", rows)
     assert [record for _, record in iter_records(tmp_path / "sft.parquet")] == rows
-    with pytest.raises(DataError, match="fields \\['extra'\\] that the first batch lacked"):
+    with pytest.raises(DataError, match="record 2 has fields \\['extra', 'text'\\] but the file's records have"):
         with RecordWriter(tmp_path / "bad.parquet") as writer:
             writer.write({"text": "a"})
             writer._flush_parquet()
@@ -111,6 +111,133 @@ def test_writer_leaves_nothing_behind_when_interrupted(tmp_path):
             raise RuntimeError("interrupted")
     assert path.read_text() == "old\n"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # and no temporary is left
+
+
+# ---------------------------------------------------------------------------- no data loss
+
+MIXED = [{"text": "plain text"},
+         {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+         {"text": "more text", "source": "web"}]
+NESTED_MIXED = [{"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+                {"conversations": [{"role": "user", "content": "q"},
+                                   {"role": "assistant", "content": "a", "reasoning_content": "r"}]}]
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.jsonl.gz"])
+def test_jsonl_holds_every_field_of_every_record(tmp_path, name):
+    records = MIXED + NESTED_MIXED + [{"text": "lone surrogate \ud800 kept", "n": 1.5, "none": None}]
+    write_records(tmp_path / name, records)
+    assert [record for _, record in iter_records(tmp_path / name)] == records
+
+
+@pytest.mark.parametrize("records, message", [
+    (MIXED[:2], r"record 2 has fields \['conversations'\] but the file's records have \['text'\]"),
+    (MIXED[1:], r"record 2 has fields \['source', 'text'\] but the file's records have \['conversations'\]"),
+    (NESTED_MIXED, r"record 1 would not read back as written"),
+])
+def test_parquet_refuses_records_it_would_not_read_back_equal(tmp_path, records, message):
+    pytest.importorskip("pyarrow")
+    with pytest.raises(DataError, match=message):
+        write_records(tmp_path / "mixed.parquet", records)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left
+
+
+def test_parquet_refuses_a_field_missing_from_a_later_batch(tmp_path):
+    pytest.importorskip("pyarrow")
+    records = [{"text": f"row {i}", "id": i} for i in range(PARQUET_BATCH_ROWS)] + [{"text": "no id"}]
+    with pytest.raises(DataError, match=rf"record {PARQUET_BATCH_ROWS + 1} has fields \['text'\]"):
+        write_records(tmp_path / "out.parquet", records)
+
+
+def test_prepare_to_parquet_keeps_every_record_or_fails(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    source = tmp_path / "mixed.jsonl"
+    write_records(source, [MIXED[i % 2] for i in range(900)])
+    assert main(["clean", str(source), str(tmp_path / "out.parquet"), "--no-progress"]) == 2
+    assert "record 2 has fields ['conversations']" in capsys.readouterr().err
+    assert not (tmp_path / "out.parquet").exists()
+    same_fields = tmp_path / "same.jsonl"
+    write_records(same_fields, [MIXED[1]] * 3 + [NESTED_MIXED[0]])
+    assert main(["convert", str(same_fields), str(tmp_path / "out.parquet"), "--to", "minimind"]) == 0
+    assert [record for _, record in iter_records(tmp_path / "out.parquet")] == [MIXED[1]] * 3 + [NESTED_MIXED[0]]
+
+
+@pytest.mark.parametrize("flag", ["output", "--dropped"])
+def test_an_output_that_is_the_input_is_refused(tmp_path, capsys, flag):
+    source = tmp_path / "in.jsonl"
+    write_records(source, RECORDS)
+    before = source.read_bytes()
+    argv = ["clean", str(source), str(tmp_path / "out.jsonl") if flag == "--dropped" else str(source), "--no-progress"]
+    if flag == "--dropped":
+        argv += ["--dropped", str(tmp_path / "." / "in.jsonl")]
+    assert main(argv) == 2
+    assert f"is the input file {source}" in capsys.readouterr().err
+    assert source.read_bytes() == before and not (tmp_path / "out.jsonl").exists()
+
+
+def test_outputs_get_the_mode_an_ordinary_open_gives(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        for name in ("a.jsonl", "a.txt", "a.parquet"):
+            write_records(tmp_path / name, RECORDS[:2])
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(umask)
+
+
+def test_convert_to_pretrain_drops_empty_texts_and_counts_them(tmp_path, capsys):
+    from minimind.data.jsonl import read_jsonl
+
+    rows = [{"conversations": [{"role": "system", "content": "only a system prompt"}]},
+            {"conversations": [{"role": "user", "content": "  "}, {"role": "assistant", "content": ""}]},
+            {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            {"text": ""}]
+    write_records(tmp_path / "sft.jsonl", rows)
+    summary = run(tmp_path / "sft.jsonl", tmp_path / "pre.jsonl", convert_to="pretrain",
+                  dropped_path=tmp_path / "dropped.jsonl")
+    assert (summary.read, summary.kept, summary.dropped["empty_text"]) == (4, 1, 3)
+    assert [row["text"] for row in read_jsonl(tmp_path / "pre.jsonl", "pretrain")] == ["hi\nhello"]
+    assert [row["line"] for row in _lines(tmp_path / "dropped.jsonl")] == [1, 2, 4]
+    assert main(["convert", str(tmp_path / "sft.jsonl"), str(tmp_path / "pre.jsonl"), "--to", "pretrain"]) == 0
+    assert re.search(r"^\s+empty_text\s+3$", capsys.readouterr().out, re.MULTILINE)
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("in.jsonl.gz", lambda data: data[: len(data) // 2]),  # cut short
+    ("in.jsonl.gz", lambda data: data[:20] + b"\x00" * 40 + data[60:]),  # garbled
+    ("in.parquet", lambda data: data[: len(data) // 2]),
+    ("in.parquet", lambda data: b"not parquet at all"),
+])
+def test_a_corrupt_compressed_or_parquet_input_is_one_line_naming_the_file(tmp_path, capsys, name, damage):
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    path = tmp_path / name
+    write_records(path, [{"text": f"document number {i} " * 20} for i in range(300)])
+    path.write_bytes(damage(path.read_bytes()))
+    assert main(["clean", str(path), str(tmp_path / "out.jsonl"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}") and "\n" not in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_file(tmp_path):
+    source = tmp_path / "in.jsonl"
+    write_records(source, [{"text": f"document number {i} " * 20} for i in range(500)])
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+        import minimind.data.prepare
+        sys.exit(minimind.data.prepare.main(sys.argv[1:]))
+    """)
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, "-c", script, "clean", str(source), str(out), "--no-progress",
+                             "--max-repeated-ngram-share", "off"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {out}: cannot write it (File too large)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
 # ---------------------------------------------------------------------------- the pipeline

@@ -116,7 +116,8 @@ KILL_SCRIPT = textwrap.dedent("""
     target = {target!r}
     def dies_halfway(real):
         def write(obj, path, *args, **kwargs):
-            with open(path, "wb") as f:       # a partial file where the temp file was going
+            # a partial file where the temp file was going (torch.save is given an open file)
+            with open(path, "wb") if isinstance(path, str) else path as f:
                 f.write(b"half a checkpoint")
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -158,3 +159,69 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(setup,
     reference = uninterrupted[0]
     assert all(torch.equal(a, b) for a, b in zip(finished.model.parameters(), reference.model.parameters()))
     assert json.loads((out / "train_config.json").read_text())["resume"] is True
+
+
+def test_a_corrupt_resume_file_is_named(setup, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(config_for(out), make_model(), make_dataset(setup), collate_causal_lm, callbacks=[stop_after(4)])
+    (out / RESUME_FILE).write_bytes((out / RESUME_FILE).read_bytes()[:3000])
+    with pytest.raises(ValueError, match=rf"{out / RESUME_FILE}: not a readable resume file \(.*\); delete it"):
+        train(config_for(out, resume=True), make_model(), make_dataset(setup), collate_causal_lm)
+
+
+def test_a_rerun_into_a_finished_run_is_refused_unless_asked(setup, uninterrupted, tmp_path):
+    finished = uninterrupted[1]
+    before = {p.name: p.read_bytes() for p in finished.iterdir()}
+    with pytest.raises(ValueError, match=rf"{finished} already holds a training run .*--resume .*--overwrite"):
+        train(config_for(finished), make_model(), make_dataset(setup), collate_causal_lm)
+    assert {p.name: p.read_bytes() for p in finished.iterdir()} == before  # nothing was touched
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, data in before.items():
+        (copy / name).write_bytes(data)
+    (copy / RESUME_FILE).unlink()  # as the zoo keeps a finished run: --resume has nothing to continue from
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(config_for(copy, resume=True), make_model(), make_dataset(setup), collate_causal_lm)
+    again = train(config_for(copy, overwrite=True, max_steps=2), make_model(), make_dataset(setup), collate_causal_lm)
+    assert again.steps == 2 and load_resume_state(copy / RESUME_FILE)["step"] == 2
+
+
+def test_resume_removes_temporary_files_an_interrupted_write_left(setup, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(config_for(out), make_model(), make_dataset(setup), collate_causal_lm, callbacks=[stop_after(4)])
+    stale = [out / ".resume.pt.k2j4x9ab.tmp", out / ".model.safetensors.a8c1qz_0.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    (out / "notes.tmp").write_text("not ours")
+    train(config_for(out, resume=True), make_model(), make_dataset(setup), collate_causal_lm)
+    assert not any(path.exists() for path in stale) and (out / "notes.tmp").exists()
+
+
+def test_weights_and_resume_file_agree_after_a_crash_between_their_writes(setup, uninterrupted, tmp_path, monkeypatch):
+    import minimind.train.engine as engine
+
+    out = tmp_path / "run"
+    real_save = engine.save_resume_state
+
+    def crash_at_step_6(path, state):
+        if state["step"] == 6:
+            raise Interrupted("killed after the weights were written, before the resume file")
+        real_save(path, state)
+
+    monkeypatch.setattr(engine, "save_resume_state", crash_at_step_6)
+    with pytest.raises(Interrupted):
+        train(config_for(out, save_interval=3, max_steps=7), make_model(), make_dataset(setup), collate_causal_lm)
+    monkeypatch.setattr(engine, "save_resume_state", real_save)
+    assert load_resume_state(out / RESUME_FILE)["step"] == 3
+
+    def weights_agree_with_the_resume_file(info):
+        resumed = load_resume_state(out / RESUME_FILE)["model"]
+        on_disk = load_model(out).state_dict()
+        assert all(torch.equal(resumed[k], on_disk[k]) for k in resumed), "weights and resume file disagree"
+        raise Interrupted("checked")
+
+    with pytest.raises(Interrupted, match="checked"):  # the first step after resuming sees the pair
+        train(config_for(out, resume=True), make_model(), make_dataset(setup), collate_causal_lm,
+              callbacks=[weights_agree_with_the_resume_file])

@@ -6,14 +6,15 @@ imported only here), each optionally gzip-compressed (`.jsonl.gz`, `.txt.gz`). R
 `(location, record)` pairs, where the location is the 1-based line number of the record (its
 row number for parquet), so every later error can name `path:line`. Writers write to a
 temporary file next to the target and rename it into place only when the writer closes
-without an error, so an interrupted run never leaves a half-written file behind.
+without an error, so an interrupted run never leaves a half-written file behind; every record
+they accept reads back equal, and one they could not hold is refused.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import os
-import tempfile
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -65,15 +66,18 @@ def _iter_lines(path, progress: bool, desc: str | None) -> Iterator[tuple[int, b
     """(1-based line number, raw line) for each line, updating a byte progress bar as it goes."""
     stream, raw = _open_binary(path)
     with raw, stream, _progress_bar(path, progress, desc) as bar:
-        shown = 0
-        for line_number, line in enumerate(stream, start=1):
-            if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
-                line = line[3:]
-            yield line_number, line
-            if progress and line_number % 1024 == 0:
-                position = raw.tell()
-                bar.update(position - shown)
-                shown = position
+        shown = line_number = 0
+        try:
+            for line_number, line in enumerate(stream, start=1):
+                if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+                    line = line[3:]
+                yield line_number, line
+                if progress and line_number % 1024 == 0:
+                    position = raw.tell()
+                    bar.update(position - shown)
+                    shown = position
+        except (OSError, EOFError, zlib.error) as error:  # a damaged or truncated .gz file
+            raise DataError(f"{path}:{line_number + 1}: the data cannot be read ({error})") from None
         bar.update(os.path.getsize(path) - shown)
 
 
@@ -129,18 +133,25 @@ def _text_records(path, unit, progress, desc) -> Iterator[tuple[int, dict | Data
 
 
 def _parquet_records(path, progress, desc) -> Iterator[tuple[int, dict | DataError]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: not a readable parquet file ({error})") from None
     total_rows = parquet.metadata.num_rows
     size = os.path.getsize(path)
     with _progress_bar(path, progress, desc) as bar:
         row = 0
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
-            bar.update(int(size * row / max(total_rows, 1)) - bar.n)
+        try:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
+                bar.update(int(size * row / max(total_rows, 1)) - bar.n)
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(f"{path}: rows after {row} cannot be read ({error})") from None
 
 
 def iter_records(path, *, text_unit: str = "line", on_bad: Callable[[int, DataError], None] | None = None,
@@ -172,16 +183,19 @@ def iter_records(path, *, text_unit: str = "line", on_bad: Callable[[int, DataEr
 
 
 class RecordWriter:
-    """Write records to `path` (format from its name), atomically: a temporary file in the same
-    folder is renamed over `path` when the `with` block ends without an exception, and removed
-    when it ends with one.
+    """Write records to `path` (format from its name), atomically (`minimind.files.atomic_output`):
+    the file appears when the `with` block ends without an exception, and nothing is left when
+    it ends with one.
 
-    jsonl keeps every field (UTF-8, not ASCII-escaped, as MiniMind's own files). A text file takes
-    records with a `text` field, one per line (`text_unit="line"`, the text must not contain a
-    newline) or per paragraph (`"paragraph"`, the text must not contain an empty line).
-    Parquet has one schema for the whole file, inferred from the first batch; a later record
-    whose fields do not fit it raises `DataError` (write jsonl instead), and fields a record
-    lacks read back as null.
+    Every record reads back equal to what was written, or the write is refused with a
+    `DataError` naming the record. jsonl keeps every field (UTF-8, not ASCII-escaped, as
+    MiniMind's own files; a string that UTF-8 cannot hold, such as a lone surrogate, is
+    \\u-escaped). A text file takes records with a `text` field, one per line
+    (`text_unit="line"`, the text must not contain a newline) or per paragraph (`"paragraph"`,
+    the text must not contain an empty line). Parquet has one set of columns for the whole file:
+    every record must have the same fields as the first (a missing one would read back as
+    null), and nested values must survive the round trip (messages that differ in their
+    optional fields do not); write jsonl for such records.
     """
 
     def __init__(self, path, *, text_unit: str = "line"):
@@ -191,28 +205,30 @@ class RecordWriter:
             raise ValueError(f"text_unit must be one of {TEXT_UNITS}, got {text_unit!r}")
         self.text_unit = text_unit
         self.count = 0
+        self._output = None  # the atomic_output context while the `with` block runs
         self._temp_path: Path | None = None
         self._file = None
+        self._raw = None
         self._parquet_writer = None
         self._parquet_rows: list[dict] = []
 
     def __enter__(self) -> "RecordWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(handle)
-        self._temp_path = Path(temp_name)
+        from minimind.files import atomic_output
+
+        self._output = atomic_output(self.path)
+        self._temp_path = self._output.__enter__()
         if self.kind in (JSONL, TEXT):
-            raw = open(self._temp_path, "wb")
+            self._raw = open(self._temp_path, "wb")
             # mtime=0 makes gzip output depend only on the records written.
-            self._file = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if self.path.name.lower().endswith(".gz") else raw
-            self._raw = raw
+            gzipped = self.path.name.lower().endswith(".gz")
+            self._file = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", mtime=0) if gzipped else self._raw
         return self
 
     def write(self, record: dict) -> None:
         if self._temp_path is None:
             raise RuntimeError("RecordWriter.write called outside its `with` block")
         if self.kind == JSONL:
-            self._file.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+            self._file.write(self._json_line(record))
         elif self.kind == TEXT:
             self._file.write(self._text_line(record).encode("utf-8"))
         else:
@@ -220,6 +236,13 @@ class RecordWriter:
             if len(self._parquet_rows) >= PARQUET_BATCH_ROWS:
                 self._flush_parquet()
         self.count += 1
+
+    @staticmethod
+    def _json_line(record: dict) -> bytes:
+        try:
+            return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+        except UnicodeEncodeError:  # a lone surrogate: only the escaped form holds it
+            return json.dumps(record, ensure_ascii=True).encode("ascii") + b"\n"
 
     def _text_line(self, record: dict) -> str:
         text = record.get("text")
@@ -239,51 +262,62 @@ class RecordWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self._parquet_rows:
+        rows = self._parquet_rows
+        if not rows:
             return
-        first_row = self.count - len(self._parquet_rows) + 1
+        first_row = self.count - len(rows) + 1
+        columns = self._parquet_writer.schema.names if self._parquet_writer is not None else list(rows[0])
+        for number, record in enumerate(rows, start=first_row):
+            if set(record) != set(columns):
+                raise DataError(f"{self.path}: record {number} has fields {sorted(record)} but the file's records have "
+                                f"{sorted(columns)}; parquet holds one set of fields per file (a missing one would "
+                                "read back as null): write .jsonl")
         try:
-            if self._parquet_writer is None:
-                table = pa.Table.from_pylist(self._parquet_rows)
-                self._parquet_writer = pq.ParquetWriter(self._temp_path, table.schema)
-            else:
-                schema = self._parquet_writer.schema
-                table = pa.Table.from_pylist(self._parquet_rows)
-                if not set(table.schema.names) <= set(schema.names):
-                    extra = sorted(set(table.schema.names) - set(schema.names))
-                    raise DataError(f"{self.path}: records from {first_row} on have fields {extra} "
-                                    "that the first batch lacked; parquet needs one schema, write .jsonl")
-                table = pa.Table.from_pylist(self._parquet_rows, schema=schema)
+            schema = self._parquet_writer.schema if self._parquet_writer is not None else None
+            table = pa.Table.from_pylist(rows, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             raise DataError(f"{self.path}: records {first_row}..{self.count} do not fit one parquet schema "
                             f"({error}); write .jsonl instead") from None
+        for number, (record, read_back) in enumerate(zip(rows, table.to_pylist()), start=first_row):
+            if record != read_back:
+                raise DataError(f"{self.path}: record {number} would not read back as written from parquet "
+                                f"(it reads {_shorten(read_back)}); nested values that differ in their fields "
+                                "or types need .jsonl")
+        if self._parquet_writer is None:
+            self._parquet_writer = pq.ParquetWriter(str(self._temp_path), table.schema)
         self._parquet_writer.write_table(table)
         self._parquet_rows = []
 
+    def _close(self, succeeded: bool) -> None:
+        if self.kind == PARQUET:
+            if succeeded:
+                self._flush_parquet()
+                if self._parquet_writer is None:  # no records: still a valid, empty file
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    pq.write_table(pa.table({}), str(self._temp_path))
+            if self._parquet_writer is not None:
+                self._parquet_writer.close()
+        else:
+            self._file.close()
+            if self._raw is not self._file:
+                self._raw.close()
+
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
-            if self.kind == PARQUET:
-                if exc_type is None:
-                    self._flush_parquet()
-                    if self._parquet_writer is None:  # no records: still a valid, empty file
-                        import pyarrow as pa
-                        import pyarrow.parquet as pq
-
-                        pq.write_table(pa.table({}), self._temp_path)
-                if self._parquet_writer is not None:
-                    self._parquet_writer.close()
-            else:
-                self._file.close()
-                if self._raw is not self._file:
-                    self._raw.close()
-        except BaseException:
-            self._temp_path.unlink(missing_ok=True)
+            self._close(succeeded=exc_type is None)
+        except BaseException as error:
+            self._output.__exit__(type(error), error, error.__traceback__)
             raise
-        if exc_type is None:
-            os.replace(self._temp_path, self.path)
-        else:
-            self._temp_path.unlink(missing_ok=True)
-        self._temp_path = None
+        finally:
+            self._temp_path = None
+        self._output.__exit__(exc_type, exc, traceback)
+
+
+def _shorten(value, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def write_records(path, records, *, text_unit: str = "line") -> int:

@@ -13,7 +13,8 @@ summary — read, kept, dropped by which filter — and checks that kept + dropp
 lengths need `--tokenizer PATH` (a tokenizer directory or tokenizer.json); without it, lengths are
 counted in characters. Malformed lines stop the run with `path:line: reason`; `--skip-bad` counts
 them as dropped (`bad_input`) and goes on. `--dropped FILE.jsonl` keeps every dropped record with
-its line, filter and reason.
+its line, filter and reason. `--to pretrain` drops a record whose conversion leaves no text
+(`empty_text`). No output may be the input file.
 
 Upstream MiniMind's recipes, with its real files:
 
@@ -27,6 +28,7 @@ Upstream MiniMind's recipes, with its real files:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from minimind.data.filters import (ExactDeduplicator, NearDeduplicator, RecordEr
 from minimind.data.jsonl import DataError
 
 BAD_INPUT = "bad_input"
+EMPTY_TEXT = "empty_text"  # `--to pretrain` left nothing (e.g. a conversation of only a system prompt)
 # How many error messages a summary keeps to show; all of them are counted.
 KEPT_ERRORS = 5
 
@@ -94,7 +97,10 @@ def run(input_path, output_path, filters=(), *, convert_to: str | None = None, c
 
     summary = Summary(dropped={BAD_INPUT: 0, **{f.name: 0 for f in filters}})
     output_path, dropped_path = Path(output_path), Path(dropped_path) if dropped_path else None
-    if dropped_path is not None and dropped_path.resolve() == output_path.resolve():
+    for name, path in (("output file", output_path), ("dropped-records file", dropped_path)):
+        if path is not None and _same_file(path, input_path):
+            raise ValueError(f"the {name} {path} is the input file {input_path}: writing it would destroy the input")
+    if dropped_path is not None and _same_file(dropped_path, output_path):
         raise ValueError("the dropped-records file must differ from the output file")
 
     with RecordWriter(output_path, text_unit=text_unit) as writer, \
@@ -122,6 +128,9 @@ def run(input_path, output_path, filters=(), *, convert_to: str | None = None, c
                 try:
                     if convert_to:
                         record = convert_record(record, convert_to, convert_from)
+                        if convert_to == "pretrain" and not record["text"]:  # training refuses an empty text
+                            reject(line, EMPTY_TEXT, "the conversion left no text", record)
+                            continue
                     sample = Sample(record, line)
                     for record_filter in filters:
                         reason = record_filter.check(sample)
@@ -147,6 +156,14 @@ def run(input_path, output_path, filters=(), *, convert_to: str | None = None, c
         summary.written = writer.count
     summary.check_balance()
     return summary
+
+
+def _same_file(path: Path, other) -> bool:
+    """True when `path` names the file `other` names (through links and `.`/`..` too)."""
+    other = Path(other)
+    if path.resolve() == other.resolve():
+        return True
+    return path.exists() and other.exists() and os.path.samefile(path, other)
 
 
 class _NoWriter:
@@ -308,12 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run one command; print its summary (or report) to stdout. Returns 0, or 2 after a data error."""
+    """Run one command; print its summary (or report) to stdout. Returns 0, or 2 after an error in the
+    input, an option or a write (printed in one line)."""
     args = build_parser().parse_args(argv)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         return _run_command(args, progress)
-    except DataError as error:
+    except (DataError, ValueError, OSError) as error:  # DataError names path:line; the others the option or file
         print(f"error: {error}", file=sys.stderr)
         return 2
 

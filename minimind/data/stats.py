@@ -49,7 +49,7 @@ def _render_chat(messages) -> str:
     from minimind.tokenizer import template_segments
 
     try:
-        return "".join(text for text, _ in template_segments(messages))
+        return "".join(segment.text for segment in template_segments(messages))
     except ValueError as error:
         raise RecordError(str(error)) from None
 

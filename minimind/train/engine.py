@@ -35,7 +35,11 @@ exporters read; `save_fn` replaces this, e.g. to save only LoRA adapters), the t
 given, `train_config.json`, `metrics.jsonl`, and `resume.pt`: fp32 weights, optimizer, grad
 scaler, every rank's RNG states and the data position, written atomically and read back with
 `torch.load(weights_only=True)`. `--resume` continues from it: on CPU the final weights equal
-those of an uninterrupted run, bit for bit.
+those of an uninterrupted run, bit for bit. A run refuses an `out_dir` that already holds one
+(`train_config.json`, `resume.pt` or `metrics.jsonl`) unless `--resume` continues it or
+`--overwrite` replaces it; a run into `out_dir` first deletes the temporary files that killed
+writes left there. Each checkpoint writes the weights, then `resume.pt`; resuming writes the
+weights of the resumed state again, so a crash between the two writes leaves no disagreement.
 
 Under `torchrun --nproc_per_node N`, `batch_size` is per process: one optimizer step sees
 `batch_size * grad_accum * N` samples, and the data order is the same as one process with
@@ -119,6 +123,7 @@ class TrainConfig:
     log_interval: int = option(10, "log a metrics record every N optimizer steps")
     save_interval: int = option(0, "checkpoint every N optimizer steps (0: only at the end)")
     resume: bool = option(False, "continue from out_dir/resume.pt if it exists")
+    overwrite: bool = option(False, "start afresh in an out_dir that already holds a training run (without: refused)")
     metrics_file: str = option("", "metrics JSONL path (empty: out_dir/metrics.jsonl)")
     progress: bool = option(True, "show a progress bar and a start-up summary")
 
@@ -222,9 +227,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
+    from minimind.generate import parse_device
+
+    device = parse_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
@@ -497,12 +502,21 @@ def save_resume_state(path: Path, state: dict) -> None:
     """Write the resume file atomically: a crash mid-write leaves the previous one intact."""
     from minimind.checkpoint import atomic_write
 
-    atomic_write(path, lambda temp: torch.save(state, temp))
+    def write(temp):
+        with open(temp, "wb") as f:  # through a Python file, so a full disk surfaces as an OSError
+            torch.save(state, f)
+
+    atomic_write(path, write)
 
 
 def load_resume_state(path: Path) -> dict:
     """Read a resume file with `weights_only=True` (tensors and plain containers only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load fails in many ways on a damaged file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable resume file ({reason}); delete it to start afresh, "
+                         "or restore it") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ValueError(f"{path}: not a MiniMind resume file (expected format {RESUME_FORMAT!r})")
     return state
@@ -571,7 +585,14 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
         lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    # --- where to start
+    # --- where to start: never over a run that was not asked to be continued or replaced
+    problem = _out_dir_problem(config, out_dir, resume_path) if ddp.is_main else None
+    if ddp.enabled:  # rank 0 decides for everyone, so no rank waits for a refused run
+        decision = [problem]
+        dist.broadcast_object_list(decision, src=0)
+        problem = decision[0]
+    if problem is not None:
+        raise ValueError(problem)
     step, epoch, batch_in_epoch, tokens_seen = 0, 0, 0, 0
     resume_state = None
     if config.resume and resume_path is not None and resume_path.exists():
@@ -606,10 +627,17 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
     log = MetricsLog(metrics_path if ddp.is_main else None,
                      keep_up_to_step=step if resume_state is not None else None)
     if ddp.is_main and out_dir is not None:
+        from minimind.files import remove_temp_files
+
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(out_dir)
         _save_bytes(out_dir / TRAIN_CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
         if tokenizer is not None:
             tokenizer.save(out_dir)
+        if resume_state is not None:
+            # the weights are written before the resume file: a crash between the two left newer
+            # weights than the state we continue from; write the resumed ones, so the pair agrees
+            (save_fn or _save_weights)(model, out_dir)
 
     bar = None
     if config.progress and ddp.is_main:
@@ -729,6 +757,18 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
         checkpoint()
     return TrainResult(model=model, steps=step, final_loss=last_loss, records=log.records,
                        out_dir=out_dir, tokens=tokens_seen)
+
+
+def _out_dir_problem(config: TrainConfig, out_dir: Optional[Path], resume_path: Optional[Path]) -> Optional[str]:
+    """Why this run must not write into `out_dir` (it holds a run that --resume does not
+    continue and --overwrite does not replace), or None."""
+    if out_dir is None or config.overwrite or (config.resume and resume_path.exists()):
+        return None
+    found = [name for name in (TRAIN_CONFIG_FILE, RESUME_FILE, METRICS_FILE) if (out_dir / name).exists()]
+    if not found:
+        return None
+    return (f"{out_dir} already holds a training run ({', '.join(found)}): pass --resume to continue it "
+            f"(from its {RESUME_FILE}), --overwrite to replace it, or another --out_dir")
 
 
 def _save_weights(model: nn.Module, out_dir: Path) -> None:

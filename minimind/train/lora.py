@@ -102,7 +102,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from minimind.cli import run_main
+
+    raise SystemExit(run_main("python -m minimind.train.lora", main))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,4 +87,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from minimind.cli import run_main
+
+    raise SystemExit(run_main("python -m minimind.train.pretrain", main))
