@@ -63,7 +63,7 @@ from torch import nn
 
 from minimind.losses import supervised_targets
 from minimind.runtime import replica_seed
-from minimind.train.metrics import MetricsLog
+from minimind.train.metrics import REPORT_TO, MetricsLog
 
 RESUME_FILE = "resume.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -120,6 +120,9 @@ class TrainConfig:
     save_interval: int = option(0, "checkpoint every N optimizer steps (0: only at the end)")
     resume: bool = option(False, "continue from out_dir/resume.pt if it exists")
     metrics_file: str = option("", "metrics JSONL path (empty: out_dir/metrics.jsonl)")
+    report_to: str = option("none", "also send every logged metric to a live dashboard: tensorboard (events in "
+                            "tensorboard/ beside the metrics file) or wandb (if installed); the JSONL stays the "
+                            "record", choices=REPORT_TO)
     progress: bool = option(True, "show a progress bar and a start-up summary")
 
     def __post_init__(self):
@@ -604,7 +607,8 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
             find_unused_parameters=config.ddp_find_unused_parameters)
 
     log = MetricsLog(metrics_path if ddp.is_main else None,
-                     keep_up_to_step=step if resume_state is not None else None)
+                     keep_up_to_step=step if resume_state is not None else None,
+                     report_to=config.report_to if ddp.is_main else "none", run_config=config.to_dict())
     if ddp.is_main and out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         _save_bytes(out_dir / TRAIN_CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
@@ -725,6 +729,7 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
 
     if bar is not None:
         bar.close()
+    log.close()
     if out_dir is not None:
         checkpoint()
     return TrainResult(model=model, steps=step, final_loss=last_loss, records=log.records,
