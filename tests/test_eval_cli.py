@@ -143,3 +143,11 @@ def test_unknown_lm_eval_task(checkpoint, capsys):
     assert main(["eval", "--model", str(checkpoint), "--lm-eval-tasks", "minimind_facts_mc,arc_easyy",
                  "--lm-eval-include-path", str(TASKS_DIR)]) == 2
     assert error_line(capsys).startswith("minimind eval: unknown lm-eval task 'arc_easyy'")
+
+
+def test_task_that_cannot_be_built(checkpoint, tmp_path, capsys):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "broken.yaml").write_text("task: broken\ncustom_dataset: !function nowhere.load\noutput_type: multiple_choice\n")
+    assert main(["eval", "--model", str(checkpoint), "--lm-eval-tasks", "broken", "--lm-eval-include-path", str(tasks)]) == 2
+    assert error_line(capsys).startswith("minimind eval: lm-eval task 'broken' could not be built: ")

@@ -150,7 +150,9 @@ def main(argv=None) -> int:
     if args.out:
         from minimind.files import atomic_write
 
-        text = json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n"
+        # numpy scalars in lm-eval's results become numbers, anything else its text
+        text = json.dumps(report, ensure_ascii=False, indent=2,
+                          default=lambda value: value.item() if hasattr(value, "item") else str(value)) + "\n"
         atomic_write(Path(args.out), lambda temp: Path(temp).write_text(text, encoding="utf-8"))
         print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -280,6 +280,9 @@ def load_tasks(names: Sequence[str], manager) -> list:
                 raise LMEvalTaskError(f"lm-eval task {match!r} needs its dataset from the Hugging Face Hub, which "
                                       f"cannot be reached from here ({str(error).splitlines()[0]}); run it on a "
                                       "connected machine once (the dataset is then cached) or ship a local copy") from None
+            except Exception as error:  # a broken YAML, a missing split, a task needing remote code …
+                first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+                raise LMEvalTaskError(f"lm-eval task {match!r} could not be built: {first_line}") from None
             if match in built["groups"]:
                 loaded.append(built["groups"][match])
             elif match in built["tasks"]:
