@@ -6,6 +6,7 @@
     minimind serve …              OpenAI-compatible HTTP server (127.0.0.1:8998)
     minimind web …                Streamlit web demo
     minimind export …             transformers folder or GGUF (+ Ollama Modelfile)
+    minimind eval …               book suites, bits per byte, lm-evaluation-harness tasks
     minimind data …               prepare corpora: clean, dedup, convert, stats, pipeline
     minimind synthetic …          regenerate the book's synthetic datasets
 """
@@ -23,6 +24,7 @@ COMMANDS = {
     "serve": "minimind.serve",
     "web": "minimind.web",
     "export": "minimind.export.__main__",
+    "eval": "minimind.eval.__main__",
     "data": "minimind.data.prepare",
     "synthetic": "minimind.data.synthetic",
 }

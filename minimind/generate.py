@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -342,14 +342,19 @@ def generate(model, prompt_ids: Sequence[int], params: SamplingParams | None = N
     return list(stream_generate(model, prompt_ids, params, **overrides))
 
 
-def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
-                   **overrides) -> list[list[int]]:
+def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None, *,
+                   stop_when: Callable[[int, list[int]], bool] | None = None, **overrides) -> list[list[int]]:
     """Generate for several prompts at once (left-padded, one forward pass per step for the whole
-    batch). With greedy decoding each row equals `generate` on that prompt alone."""
+    batch). With greedy decoding each row equals `generate` on that prompt alone.
+
+    stop_when(row, new_ids): called after each token a row receives; True ends that row there
+    (e.g. once its decoded text holds a stop string), and decoding ends when every row has ended.
+    """
     params = _resolve_params(params, overrides)
     outputs: list[list[int]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
-    for step_tokens in _decode(model, prompts, params):
+    steps = _decode(model, prompts, params)
+    for step_tokens in steps:
         for row, token in enumerate(step_tokens):
             if token is None or stopped[row]:
                 continue
@@ -357,6 +362,10 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingPara
                 stopped[row] = True
             else:
                 outputs[row].append(token)
+                stopped[row] = stop_when is not None and stop_when(row, outputs[row])
+        if all(stopped):
+            steps.close()  # the remaining steps would only decode rows that have ended
+            break
     return outputs
 
 

@@ -67,7 +67,7 @@ from torch import nn
 
 from minimind.losses import supervised_targets
 from minimind.runtime import replica_seed
-from minimind.train.metrics import MetricsLog
+from minimind.train.metrics import REPORT_TO, MetricsLog
 
 RESUME_FILE = "resume.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -125,6 +125,9 @@ class TrainConfig:
     resume: bool = option(False, "continue from out_dir/resume.pt if it exists")
     overwrite: bool = option(False, "start afresh in an out_dir that already holds a training run (without: refused)")
     metrics_file: str = option("", "metrics JSONL path (empty: out_dir/metrics.jsonl)")
+    report_to: str = option("none", "also send every logged metric to a live dashboard: tensorboard (events in "
+                            "tensorboard/ beside the metrics file) or wandb (if installed); the JSONL stays the "
+                            "record", choices=REPORT_TO)
     progress: bool = option(True, "show a progress bar and a start-up summary")
 
     def __post_init__(self):
@@ -625,7 +628,8 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
             find_unused_parameters=config.ddp_find_unused_parameters)
 
     log = MetricsLog(metrics_path if ddp.is_main else None,
-                     keep_up_to_step=step if resume_state is not None else None)
+                     keep_up_to_step=step if resume_state is not None else None,
+                     report_to=config.report_to if ddp.is_main else "none", run_config=config.to_dict())
     if ddp.is_main and out_dir is not None:
         from minimind.files import remove_temp_files
 
@@ -753,6 +757,7 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
 
     if bar is not None:
         bar.close()
+    log.close()
     if out_dir is not None:
         checkpoint()
     return TrainResult(model=model, steps=step, final_loss=last_loss, records=log.records,

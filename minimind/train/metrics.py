@@ -5,6 +5,11 @@ A record is a flat dict such as
 "tokens_per_s": 15210.3, "elapsed_s": 16.2}`` plus whatever a stage's loss function reports
 (``"aux_loss"``, ``"reward_margin"``, …). The file is appended to while training runs and
 survives a crash; a resumed run first drops the records written after its checkpoint.
+
+The JSONL file is the source of truth. `report_to` also sends every record to a dashboard for
+watching a long run live: "tensorboard" (event files in ``tensorboard/`` beside the JSONL file;
+``tensorboard --logdir OUT_DIR``) or "wandb" (Weights & Biases, when installed). Every numeric
+field becomes a scalar at the record's step; a resumed run drops the dashboard's later steps too.
 """
 import json
 from pathlib import Path
@@ -26,15 +31,75 @@ def read_metrics(path) -> list[dict]:
     return records
 
 
-class MetricsLog:
-    """Appends records to a JSONL file (or only keeps them in memory when `path` is None)."""
+REPORT_TO = ("none", "tensorboard", "wandb")
+TENSORBOARD_DIR = "tensorboard"
 
-    def __init__(self, path=None, keep_up_to_step: int | None = None):
+
+def _scalars(record: dict) -> dict:
+    """The numeric fields of a record except its step (booleans are not metrics)."""
+    return {k: v for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class TensorBoardReport:
+    """Each record's numbers as TensorBoard scalars (flushed per record, so a live dashboard sees them)."""
+
+    def __init__(self, log_dir: Path, keep_up_to_step: int | None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ValueError(f"--report_to tensorboard: the tensorboard package is not installed ({error}); "
+                             "pip install tensorboard") from None
+        # purge_step: a resumed run's events replace those the lost steps wrote
+        self.writer = SummaryWriter(str(log_dir), purge_step=None if keep_up_to_step is None else keep_up_to_step + 1)
+
+    def write(self, record: dict) -> None:
+        for name, value in _scalars(record).items():
+            self.writer.add_scalar(name, value, global_step=record["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbReport:
+    """Each record's numbers logged to a Weights & Biases run (project "minimind", named after the run's folder)."""
+
+    def __init__(self, run_dir: Path, run_config: dict | None, resuming: bool):
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError("--report_to wandb: wandb is not installed (pip install wandb), "
+                             "or use --report_to tensorboard") from None
+        self.wandb = wandb
+        self.run = wandb.init(project="minimind", name=run_dir.resolve().name, dir=str(run_dir), config=run_config,
+                              resume="allow" if resuming else None)
+
+    def write(self, record: dict) -> None:
+        self.run.log(_scalars(record), step=record["step"])
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MetricsLog:
+    """Appends records to a JSONL file (or only keeps them in memory when `path` is None), and to
+    the dashboard `report_to` names ("none", "tensorboard", "wandb"; it needs a `path`).
+    `run_config` is what the dashboard shows as the run's settings."""
+
+    def __init__(self, path=None, keep_up_to_step: int | None = None, report_to: str = "none",
+                 run_config: dict | None = None):
         self.path = Path(path) if path else None
         self.records: list[dict] = []
+        self.report = None
+        if report_to not in REPORT_TO:
+            raise ValueError(f"--report_to must be one of {list(REPORT_TO)}, got {report_to!r}")
+        if report_to != "none" and self.path is None:
+            raise ValueError(f"--report_to {report_to}: the run writes no metrics file; give --out_dir or --metrics_file")
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open_report(report_to, keep_up_to_step, run_config)  # first: a missing package fails before any write
         if keep_up_to_step is None:
             self.path.write_text("", encoding="utf-8")  # a fresh run starts a fresh file
             return
@@ -45,11 +110,25 @@ class MetricsLog:
 
         atomic_save_bytes(self.path, "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8"))
 
+    def _open_report(self, report_to: str, keep_up_to_step: int | None, run_config: dict | None) -> None:
+        if report_to == "tensorboard":
+            self.report = TensorBoardReport(self.path.parent / TENSORBOARD_DIR, keep_up_to_step)
+        elif report_to == "wandb":
+            self.report = WandbReport(self.path.parent, run_config, resuming=keep_up_to_step is not None)
+
     def append(self, record: dict) -> None:
         self.records.append(record)
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.report is not None:
+            self.report.write(record)
+
+    def close(self) -> None:
+        """Close the dashboard's writer (the JSONL file needs nothing: each record is written whole)."""
+        if self.report is not None:
+            self.report.close()
+            self.report = None
 
 
 def plot_metrics(records, keys: Sequence[str] = ("loss",), ax=None, x: str = "step",

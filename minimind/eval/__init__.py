@@ -1,0 +1,15 @@
+"""Measuring a model honestly: the book's held-out suites with 95% intervals, bits per byte on any
+text, and any lm-evaluation-harness task through the "minimind" lm-eval model.
+
+    minimind eval --model sft --suites facts,identity --out results.json     # or python -m minimind.eval
+    minimind eval --model out/pretrain --bpb data/pretrain_val.jsonl
+    minimind eval --model CKPT --lm-eval-tasks ceval-valid,cmmlu,arc_easy    # needs the datasets (network)
+
+`minimind.eval.harness` (the lm-eval adapter, `MiniMindLM`) is imported on demand: it needs
+lm-eval, which `import minimind.eval` does not load.
+"""
+from minimind.eval.bpb import BitsPerByte, bits_per_byte, read_documents, sliding_windows
+from minimind.eval.suites import SUITES, Score, parse_suites, run_suites, subset, wilson_interval
+
+__all__ = ["BitsPerByte", "bits_per_byte", "read_documents", "sliding_windows",
+           "SUITES", "Score", "parse_suites", "run_suites", "subset", "wilson_interval"]
