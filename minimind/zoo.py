@@ -88,7 +88,8 @@ def fingerprint(config=None, data: Iterable = (), parents: Iterable = (), code: 
     they do not change the result), digests of data files, the keys of parent artefacts, and a
     digest of the code that builds it (`TRAINING_CODE` unless `training_code=False`, plus `code`)."""
     values = dataclasses.asdict(config) if config is not None else {}
-    for irrelevant in ("out_dir", "metrics_file", "progress", "init_from", "tokenizer", "data_path", "resume"):
+    for irrelevant in ("out_dir", "metrics_file", "progress", "init_from", "tokenizer", "data_path", "resume",
+                       "overwrite", "report_to"):
         values.pop(irrelevant, None)
     return {
         "zoo_version": ZOO_VERSION,
