@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from minimind.config import CONFIG_FILE, MiniMindConfig, field_lines
-from minimind.files import atomic_save_bytes, atomic_write  # noqa: F401 (re-exported)
+from minimind.files import atomic_write
 from minimind.model import MiniMind
 
 WEIGHTS_FILE = "model.safetensors"

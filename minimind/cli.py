@@ -13,10 +13,7 @@
 import importlib
 import sys
 
-# What a command reports in one line instead of a traceback: problems with its input files,
-# options or the disk (every such error of the package names the file or the option), and a
-# training run whose loss stopped being finite. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (OSError, ValueError, FloatingPointError)
+from minimind.commandline import run_main
 
 COMMANDS = {
     "tokenizer": "minimind.tokenizer",
@@ -48,16 +45,6 @@ def main(argv=None):
         print(f"minimind: unknown command {command!r}; run `minimind --help`", file=sys.stderr)
         return 2
     return run_main(f"minimind {command}", importlib.import_module(module_name).main, rest)
-
-
-def run_main(prog: str, main, argv=None) -> int:
-    """`main(argv)`'s exit status; a USER_ERRORS exception is printed as `prog: message`, status 2."""
-    try:
-        result = main(argv)
-    except USER_ERRORS as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 2
-    return 0 if result is None else int(result)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ class MiniMindConfig:
 
     def save(self, directory) -> Path:
         """Write `config.json` into `directory` (atomically) and return its path."""
-        from minimind.checkpoint import atomic_save_bytes
+        from minimind.files import atomic_save_bytes
 
         path = Path(directory) / CONFIG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -235,7 +235,7 @@ def save_lora(model: nn.Module, directory, name: str = "default") -> Path:
     """Write adapter `name` to `directory`: adapter.safetensors (A and B only) + adapter_config.json."""
     from safetensors.torch import save_file
 
-    from minimind.checkpoint import atomic_save_bytes, atomic_write
+    from minimind.files import atomic_save_bytes, atomic_write
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

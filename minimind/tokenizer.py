@@ -174,7 +174,7 @@ class MiniMindTokenizer:
     def save(self, directory) -> Path:
         """Write `tokenizer.json` and `tokenizer_config.json` (with the jinja chat template), so
         that `transformers.AutoTokenizer.from_pretrained(directory)` loads it too."""
-        from minimind.checkpoint import atomic_write
+        from minimind.files import atomic_write
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,7 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
     """
     import gguf
 
-    from minimind.checkpoint import atomic_save_bytes, atomic_write
+    from minimind.files import atomic_save_bytes, atomic_write
 
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype must be one of {GGUF_DTYPES}, got {dtype!r}")

@@ -293,7 +293,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from minimind.cli import run_main
+    from minimind.commandline import run_main
 
     raise SystemExit(run_main("python -m minimind.train.dpo", main))
 

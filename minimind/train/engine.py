@@ -496,14 +496,14 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _save_bytes(path: Path, payload: bytes) -> None:
-    from minimind.checkpoint import atomic_save_bytes
+    from minimind.files import atomic_save_bytes
 
     atomic_save_bytes(path, payload)
 
 
 def save_resume_state(path: Path, state: dict) -> None:
     """Write the resume file atomically: a crash mid-write leaves the previous one intact."""
-    from minimind.checkpoint import atomic_write
+    from minimind.files import atomic_write
 
     def write(temp):
         with open(temp, "wb") as f:  # through a Python file, so a full disk surfaces as an OSError

@@ -106,7 +106,7 @@ class MetricsLog:
         # Resuming: keep the history up to the checkpoint, drop what the lost steps logged.
         if self.path.exists():
             self.records = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_up_to_step]
-        from minimind.checkpoint import atomic_save_bytes
+        from minimind.files import atomic_save_bytes
 
         atomic_save_bytes(self.path, "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8"))
 

@@ -92,6 +92,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from minimind.cli import run_main
+    from minimind.commandline import run_main
 
     raise SystemExit(run_main("python -m minimind.train.sft", main))
