@@ -1,7 +1,7 @@
 """The `minimind` command: one entry point dispatching to each module's own `main(argv)`.
 
-    minimind tokenizer …          train a byte-level BPE tokenizer
-    minimind train <stage> …      pretrain | sft | dpo | lora | reason | distill
+    minimind tokenizer …          train a byte-level BPE tokenizer (= minimind train tokenizer)
+    minimind train <stage> …      tokenizer | pretrain | sft | dpo | lora | reason | distill
     minimind chat …               interactive or one-shot chat with a checkpoint
     minimind serve …              OpenAI-compatible HTTP server (127.0.0.1:8998)
     minimind web …                Streamlit web demo
@@ -16,7 +16,7 @@ import sys
 from minimind.commandline import run_main
 
 COMMANDS = {
-    "tokenizer": "minimind.tokenizer",
+    "tokenizer": "minimind.train.tokenizer",
     "chat": "minimind.chat",
     "serve": "minimind.serve",
     "web": "minimind.web",
@@ -25,7 +25,7 @@ COMMANDS = {
     "data": "minimind.data.prepare",
     "synthetic": "minimind.data.synthetic",
 }
-STAGES = ("pretrain", "sft", "dpo", "lora", "reason", "distill")
+STAGES = ("tokenizer", "pretrain", "sft", "dpo", "lora", "reason", "distill")
 
 
 def main(argv=None):

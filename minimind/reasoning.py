@@ -3,9 +3,7 @@ format, and score answers against references."""
 import re
 from dataclasses import dataclass
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-REASONING_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START, THINK_TOKENS
 
 # The whole reply, nothing before or after but whitespace: one think block, then one answer block.
 _THINK_THEN_ANSWER = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
@@ -32,19 +30,19 @@ def parse_reasoning(text: str, require_think: bool = True):
     think / answer are the stripped contents of the first complete block of each kind, or
     None when that block is missing — so a malformed reply can still carry a gradeable answer.
     """
-    tags_once = all(text.count(tag) == 1 for tag in REASONING_TAGS)
+    tags_once = all(text.count(tag) == 1 for tag in THINK_TOKENS)
     match = _THINK_THEN_ANSWER.fullmatch(text)
     if match and tags_once:
         return match.group(1).strip(), match.group(2).strip(), True
-    think = _between(text, THINK_OPEN, THINK_CLOSE)
-    answer = _between(text, ANSWER_OPEN, ANSWER_CLOSE)
+    think = _between(text, THINK_START, THINK_END)
+    answer = _between(text, ANSWER_START, ANSWER_END)
     answer_only = (
         not require_think
         and _ANSWER_ONLY.fullmatch(text) is not None
-        and text.count(ANSWER_OPEN) == 1
-        and text.count(ANSWER_CLOSE) == 1
-        and THINK_OPEN not in text
-        and THINK_CLOSE not in text
+        and text.count(ANSWER_START) == 1
+        and text.count(ANSWER_END) == 1
+        and THINK_START not in text
+        and THINK_END not in text
     )
     return think, answer, answer_only
 
@@ -101,8 +99,6 @@ def generate_replies(model, tokenizer, prompts, max_new_tokens: int = 96, open_t
     thinking_budget caps the tokens spent inside the think block (`</think>` is forced after).
     """
     from minimind.generate import SamplingParams, generate_batch
-    from minimind.tokenizer import THINK_START
-
     if thinking_budget is not None and not open_thinking:
         raise ValueError("a thinking budget needs open_thinking=True (the budget counts from <think>)")
     params = SamplingParams.for_tokenizer(tokenizer, temperature=0.0, max_new_tokens=max_new_tokens,

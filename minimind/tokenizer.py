@@ -18,11 +18,10 @@ characters are isolated from Latin letters (a name such as ``Pelum`` is the same
 ``Pelum lives in`` and in ``Pelum住在``). Loading MiniMind2's own ``tokenizer.json`` keeps its
 pre-tokenizer, so its ids are reproduced exactly.
 
-Train one from the command line::
-
-    python -m minimind.tokenizer --data data/pretrain_train.jsonl --vocab-size 2048 --out out/tokenizer
+The reasoning tags are spelled here once (`THINK_START` … `ANSWER_END`, together `THINK_TOKENS`),
+and so are the chat roles (`ROLES`): the data, the generator and the evaluation import them.
+Train a tokenizer from the command line with `python -m minimind.train.tokenizer`.
 """
-import argparse
 import json
 from pathlib import Path
 from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -429,52 +428,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400, split_digits: 
             token["special"] = False
     backend = Tokenizer.from_str(json.dumps(state))
     return MiniMindTokenizer(backend)
-
-
-def texts_from_jsonl(path, max_docs: int = 0) -> Iterable[str]:
-    """Training text of a jsonl file: `text` of pretrain rows, message contents of SFT rows."""
-    from minimind.data.jsonl import DataError, read_jsonl
-
-    for count, row in enumerate(read_jsonl(path), start=1):
-        if isinstance(row.get("text"), str):
-            yield row["text"]
-        elif isinstance(row.get("conversations"), list):
-            yield "\n".join(str(m.get("content", "")) for m in row["conversations"] if isinstance(m, dict))
-        else:
-            raise DataError(f"{path}:{count}: neither a 'text' nor a 'conversations' field")
-        if max_docs and count >= max_docs:
-            return
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minimind.tokenizer", description="Train a byte-level BPE tokenizer.")
-    parser.add_argument("--data", nargs="+", help="jsonl files with 'text' or 'conversations' rows (default: the synthetic pretraining corpus)")
-    parser.add_argument("--out", default="out/tokenizer", help="output directory (tokenizer.json + tokenizer_config.json)")
-    parser.add_argument("--vocab-size", type=int, default=6400)
-    parser.add_argument("--max-docs", type=int, default=0, help="read at most this many rows per file (0 = all)")
-    parser.add_argument("--no-split-digits", action="store_true", help="let BPE merge digits (MiniMind2 behaviour)")
-    args = parser.parse_args(argv)
-    if args.data:
-        paths = args.data
-    else:
-        from minimind.data.synthetic import dataset_path
-
-        paths = [dataset_path("pretrain", "train")]
-
-    def texts():
-        for path in paths:
-            yield from texts_from_jsonl(path, args.max_docs)
-
-    tokenizer = train_tokenizer(texts(), vocab_size=args.vocab_size, split_digits=not args.no_split_digits)
-    tokenizer.save(args.out)
-    sample = [text for _, text in zip(range(2000), texts())]
-    characters = sum(len(text) for text in sample)
-    tokens = sum(len(ids) for ids in tokenizer.encode_batch(sample))
-    print(f"vocabulary: {tokenizer.vocab_size} tokens (requested {args.vocab_size})")
-    print(f"compression on the first {len(sample)} documents: {characters / max(tokens, 1):.2f} characters/token")
-    print(f"saved to {args.out}/tokenizer.json and tokenizer_config.json")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -212,7 +212,8 @@ def _synthetic(name: str, split: str = "train") -> Path:
 
 def tokenizer_dir() -> Path:
     """Byte-level BPE (vocab 2048) trained on the synthetic pretraining corpus."""
-    from minimind.tokenizer import texts_from_jsonl, train_tokenizer
+    from minimind.data.jsonl import texts_from_jsonl
+    from minimind.tokenizer import train_tokenizer
 
     data = _synthetic("pretrain")
 

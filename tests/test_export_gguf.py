@@ -211,7 +211,7 @@ def llama_cpp_encode(tokenizer, text: str, pre: str) -> list[int]:
 def test_llama_cpp_pre_tokenizer_reproduces_our_ids_on_the_book_corpus():
     from minimind import zoo
     from minimind.data.synthetic import dataset_path
-    from minimind.tokenizer import texts_from_jsonl
+    from minimind.data.jsonl import texts_from_jsonl
 
     book = zoo.tokenizer()
     pre = gguf_pre_tokenizer(book)

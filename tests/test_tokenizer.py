@@ -7,7 +7,7 @@ import pytest
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import dataset_path
 from minimind.tokenizer import (
-    BOS_ID, DEFAULT_SYSTEM_PROMPT, EOS_ID, PAD_ID, SPECIAL_TOKENS, THINK_TOKENS, MiniMindTokenizer, main,
+    BOS_ID, DEFAULT_SYSTEM_PROMPT, EOS_ID, PAD_ID, SPECIAL_TOKENS, THINK_TOKENS, MiniMindTokenizer,
     train_tokenizer,
 )
 
@@ -172,6 +172,8 @@ def test_from_pretrained_names_the_file_when_special_ids_are_wrong(tmp_path):
 
 
 def test_command_line_trains_and_saves(tmp_path, capsys):
+    from minimind.train.tokenizer import main
+
     data = tmp_path / "corpus.jsonl"
     rows = [{"text": "Pelum lives in Varo."}, {"conversations": [{"role": "user", "content": "你好"},
                                                                  {"role": "assistant", "content": "你好！"}]}]
@@ -180,6 +182,7 @@ def test_command_line_trains_and_saves(tmp_path, capsys):
     loaded = MiniMindTokenizer.from_pretrained(tmp_path / "tok")
     assert loaded.decode(loaded.encode("你好 Pelum")) == "你好 Pelum"
     assert "vocabulary:" in capsys.readouterr().out
+    assert main(["--data", str(data), "--vocab_size", "300", "--max-docs", "5", "--out", str(tmp_path / "tok5")]) == 0
 
 
 # -- the chat template ---------------------------------------------------------------------------

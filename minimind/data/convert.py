@@ -23,7 +23,7 @@ import re
 from typing import Iterable, Iterator
 
 from minimind.data.filters import RecordError
-from minimind.data.jsonl import ROLES
+from minimind.tokenizer import ROLES
 
 # --------------------------------------------------------------------------------------------
 # Messages

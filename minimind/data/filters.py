@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from minimind.data.jsonl import ROLES
+from minimind.tokenizer import ROLES
 
 _POLY = np.uint64(0x100000001B3)  # odd multiplier of the polynomial rolling hashes (FNV's prime)
 

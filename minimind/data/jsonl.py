@@ -21,9 +21,10 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
-ROLES = ("system", "user", "assistant")
+from minimind.tokenizer import ROLES
+
 SCHEMAS = (None, "pretrain", "sft", "dpo")
 
 
@@ -147,3 +148,17 @@ def _read_lines(path: Path, schema: Optional[str], skip_bad: bool, report: Jsonl
             UserWarning,
             stacklevel=2,
         )
+
+
+def texts_from_jsonl(path, max_docs: int = 0) -> Iterable[str]:
+    """The text of each row of a jsonl file, for training a tokenizer: `text` of pretraining rows,
+    the message contents of SFT rows joined by newlines; at most `max_docs` rows (0 = all)."""
+    for count, row in enumerate(read_jsonl(path), start=1):
+        if isinstance(row.get("text"), str):
+            yield row["text"]
+        elif isinstance(row.get("conversations"), list):
+            yield "\n".join(str(m.get("content", "")) for m in row["conversations"] if isinstance(m, dict))
+        else:
+            raise DataError(f"{path}:{count}: neither a 'text' nor a 'conversations' field")
+        if max_docs and count >= max_docs:
+            return

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from minimind.reasoning import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
 DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "distill")
 SPLITS = ("train", "val")
@@ -293,7 +293,7 @@ class Problem:
 
     @property
     def reply(self) -> str:
-        return f"{THINK_OPEN}\n{self.steps}\n{THINK_CLOSE}\n{ANSWER_OPEN}{self.answer}{ANSWER_CLOSE}"
+        return f"{THINK_START}\n{self.steps}\n{THINK_END}\n{ANSWER_START}{self.answer}{ANSWER_END}"
 
     def conversation(self) -> List[dict]:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.reply}]
