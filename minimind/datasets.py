@@ -2,7 +2,7 @@
 
 Every example is a dict of 1-D LongTensors; collate functions right-pad a batch to its longest
 example. Labels are *unshifted* (``labels[t]`` is the target predicted from position ``t-1``,
-the model shifts) and ``-100`` marks positions that are not supervised. Right padding needs no
+the model shifts) and ``IGNORE_INDEX`` (-100) marks positions that are not supervised. Right padding needs no
 attention mask: under the causal mask a real token never attends to a later pad.
 
 - :class:`PretrainDataset` — ``{"text"}`` rows as ``[bos] + text + [eos]``, either *packed*
@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from minimind.data.jsonl import read_jsonl
+from minimind.losses import IGNORE_INDEX
 from minimind.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-IGNORE_INDEX = -100
 ENCODE_CHUNK = 1024  # documents per encode_batch call: parallel in Rust, bounded in memory
 ENCODE_CHUNK_CHARS = 1 << 20  # and characters per call; a longer document is encoded in windows alone
 
@@ -91,7 +91,7 @@ class SFTDataset(Dataset):
 
     Each row is rendered with the chat template when it is read (deterministic: no random system
     prompts, unlike upstream §8.20), cut to `max_seq_len` tokens; a reply cut by truncation is
-    supervised up to the cut. ``labels = ids`` where the mask is 1, else -100.
+    supervised up to the cut. ``labels = ids`` where the mask is 1, else IGNORE_INDEX.
     `supervise_all=True` trains on every token (system and user turns too) — the ablation
     chapter 4 measures; it is never what you want for a chat model.
     """
@@ -167,7 +167,7 @@ def pad_right(sequences: Sequence[torch.Tensor], value, length: int | None = Non
 
 
 def collate_causal_lm(examples: Sequence[dict]) -> dict:
-    """Batch ``{"input_ids", "labels"}`` examples: pad ids with PAD_ID and labels with -100."""
+    """Batch ``{"input_ids", "labels"}`` examples: pad ids with PAD_ID and labels with IGNORE_INDEX."""
     return {
         "input_ids": pad_right([e["input_ids"] for e in examples], PAD_ID),
         "labels": pad_right([e["labels"] for e in examples], IGNORE_INDEX),

@@ -1,21 +1,33 @@
-"""The losses of every training stage, in one place: each is a plain function of tensors."""
+"""The losses of every training stage, in one place: each is a plain function of tensors.
+
+Labels are *unshifted*, as upstream's: `labels[t]` is the target the model predicts at position
+`t - 1`, and `IGNORE_INDEX` (-100, PyTorch's default) marks a position that is no target.
+`next_token_targets` is the one place that shift is made.
+"""
 import torch
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100  # a label that is no target (F.cross_entropy's default ignore_index)
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+
+def next_token_targets(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The target of each position: (B, T) with `labels[:, t + 1]` at position t and `ignore_index`
+    at the last one (it predicts nothing). The small labels are shifted rather than the (B, T, V)
+    logits, which slicing would copy: as much memory as the logits themselves."""
+    return F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Next-token cross-entropy with unshifted labels (labels[t] is the target of logits[t-1]).
 
     Token-level mean over every supervised position of the batch, as upstream MiniMind.
     logits: (B, T, V); labels: (B, T) with `ignore_index` where nothing is supervised.
     """
-    # Shift the (small) labels rather than the (B, T, V) logits: slicing the logits would copy
-    # them, which costs as much memory as the logits themselves.
-    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    targets = next_token_targets(labels, ignore_index)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index)
 
 
-def supervised_targets(labels: torch.Tensor, ignore_index: int = -100):
+def supervised_targets(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX):
     """Where a next-token target exists, and which: the (B, T) bool mask of the predicting
     positions t whose target labels[t+1] is supervised, and those (N,) targets in row-major order.
 
@@ -23,7 +35,7 @@ def supervised_targets(labels: torch.Tensor, ignore_index: int = -100):
     row with the targets: a loss that supervises a fraction of the positions then never runs
     the LM head, nor the softmax, where nothing is learned.
     """
-    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    targets = next_token_targets(labels, ignore_index)
     mask = targets != ignore_index
     return mask, targets[mask]
 
@@ -34,7 +46,7 @@ def reasoning_weighted_loss(
     tag_ids,
     tag_weight: float = 10.0,
     normalize: str = "weighted",
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Next-token cross-entropy in which the targets that are format tags weigh `tag_weight`.
 
@@ -66,7 +78,7 @@ def combine_reasoning_terms(per_token, supervised, is_tag, tag_weight: float = 1
     return total / denominator.clamp_min(torch.finfo(total.dtype).tiny)
 
 
-def reasoning_loss_terms(logits: torch.Tensor, labels: torch.Tensor, tag_ids, ignore_index: int = -100):
+def reasoning_loss_terms(logits: torch.Tensor, labels: torch.Tensor, tag_ids, ignore_index: int = IGNORE_INDEX):
     """The pieces `reasoning_weighted_loss` combines, each (B, T) and indexed by the predicting
     position t (its target is labels[t+1]): the per-token cross-entropy (0 where nothing is
     supervised), the supervised mask (float) and whether the target is a tag (bool).
@@ -76,7 +88,7 @@ def reasoning_loss_terms(logits: torch.Tensor, labels: torch.Tensor, tag_ids, ig
     cross-entropy (`minimind.train.reason`) derives them from these, without a second softmax."""
     if logits.shape[:2] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
-    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    targets = next_token_targets(labels, ignore_index)
     per_token = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index, reduction="none"
     ).view_as(targets)
@@ -92,7 +104,7 @@ def distillation_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     reverse: bool = False,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ):
     """Knowledge distillation: alpha·CE(labels) + (1 − alpha)·T²·KL on supervised tokens.
 
@@ -118,10 +130,11 @@ def distillation_loss(
         )
     if student_logits.shape[:2] != labels.shape:
         raise ValueError(f"logits {tuple(student_logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
-    supervised = labels[:, 1:] != ignore_index  # (B, T-1)
-    student = student_logits[:, :-1][supervised]  # (N, V): supervised positions only
-    teacher = teacher_logits[:, :-1][supervised]
-    return distillation_terms(student, teacher, labels[:, 1:][supervised], alpha, temperature, reverse)
+    targets = next_token_targets(labels, ignore_index)
+    supervised = targets != ignore_index  # (B, T); the last position is never supervised
+    student = student_logits[supervised]  # (N, V): supervised positions only
+    teacher = teacher_logits[supervised]
+    return distillation_terms(student, teacher, targets[supervised], alpha, temperature, reverse)
 
 
 def distillation_terms(
@@ -167,7 +180,7 @@ def sequence_logps(
     labels: torch.Tensor,
     loss_mask: torch.Tensor | None = None,
     average: bool = False,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Log-probability of each sequence's supervised tokens: log π(response | prompt), shape (B,).
 
@@ -185,7 +198,7 @@ def sequence_logps(
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on (B, T)")
     if loss_mask is not None and loss_mask.shape != labels.shape:
         raise ValueError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of labels {tuple(labels.shape)}")
-    targets = labels[:, 1:]  # (B, T-1): the token each position predicts
+    targets = next_token_targets(labels, ignore_index)[:, :-1]  # (B, T-1): the last position predicts nothing
     supervised = targets != ignore_index
     if loss_mask is not None:
         supervised = supervised & loss_mask[:, 1:].bool()

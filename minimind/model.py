@@ -452,7 +452,7 @@ class MiniMind(nn.Module):
         """One forward pass.
 
         input_ids: (B, T) token ids. labels: (B, T) *unshifted* targets (labels[t] is predicted
-        by logits[t-1]), -100 where unsupervised; the loss is their token mean.
+        by logits[t-1]), IGNORE_INDEX (-100) where unsupervised; the loss is their token mean.
         attention_mask: (B, past+T) or (B, T), 1 = real token, 0 = padding (left padding works:
         each row's real tokens get positions 0, 1, 2, …). position_ids: (B, T) to override that.
 

@@ -1,7 +1,7 @@
 """Self-checks for chapter 8 (distillation): soft targets and the distillation loss."""
 import torch
 
-from minimind.losses import distillation_loss
+from minimind.losses import IGNORE_INDEX, distillation_loss
 
 
 def check_soft_targets(fn) -> None:
@@ -24,8 +24,8 @@ def check_distillation_loss(fn) -> None:
     student = torch.randn(2, 9, 17, generator=gen)
     teacher = torch.randn(2, 9, 17, generator=gen) * 2
     labels = torch.randint(0, 17, (2, 9), generator=gen)
-    labels[:, :3] = -100
-    labels[1, 7:] = -100
+    labels[:, :3] = IGNORE_INDEX
+    labels[1, 7:] = IGNORE_INDEX
     hints = {
         1.0: "alpha=1 must give plain cross-entropy on the supervised targets",
         0.0: "alpha=0 must give T²·KL(teacher‖student), averaged over supervised tokens only",

@@ -1,7 +1,7 @@
 """Self-checks for chapter 7 (reasoning): the tag-weighted loss and the reply parser."""
 import torch
 
-from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
+from minimind.losses import IGNORE_INDEX, masked_cross_entropy, reasoning_weighted_loss
 from minimind.reasoning import parse_reasoning
 
 _TAG_IDS = (3, 4, 5, 6)
@@ -11,10 +11,10 @@ def _reasoning_batch(seed: int):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(2, 12, 23, generator=gen)
     labels = torch.randint(7, 23, (2, 12), generator=gen)
-    labels[:, :4] = -100
+    labels[:, :4] = IGNORE_INDEX
     labels[0, 4], labels[0, 7], labels[0, 8], labels[0, 10] = 3, 4, 5, 6
     labels[1, 5], labels[1, 9] = 3, 4
-    labels[1, 10:] = -100
+    labels[1, 10:] = IGNORE_INDEX
     return logits, labels
 
 

@@ -5,6 +5,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from minimind.losses import IGNORE_INDEX
+
 
 def check_next_token_loss(fn) -> None:
     """fn(logits (B, T, V), labels (B, T)) -> scalar: mean cross-entropy of logits[:, t-1] against
@@ -12,22 +14,22 @@ def check_next_token_loss(fn) -> None:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 6, 11, generator=generator)
     labels = torch.randint(0, 11, (2, 6), generator=generator)
-    labels[1, 4:] = -100
-    expected = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
-    unshifted = F.cross_entropy(logits.reshape(-1, 11), labels.reshape(-1), ignore_index=-100)
+    labels[1, 4:] = IGNORE_INDEX
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    unshifted = F.cross_entropy(logits.reshape(-1, 11), labels.reshape(-1), ignore_index=IGNORE_INDEX)
     got = fn(logits.clone(), labels.clone())
     assert isinstance(got, torch.Tensor) and got.dim() == 0, "return a scalar tensor"
     if torch.isclose(got, unshifted, atol=1e-5):
         raise AssertionError("logits[t] predicts token t+1: compare logits[:, :-1] with labels[:, 1:]")
-    backwards = F.cross_entropy(logits[:, 1:].reshape(-1, 11), labels[:, :-1].reshape(-1), ignore_index=-100)
+    backwards = F.cross_entropy(logits[:, 1:].reshape(-1, 11), labels[:, :-1].reshape(-1), ignore_index=IGNORE_INDEX)
     if torch.isclose(got, backwards, atol=1e-5):
         raise AssertionError("shifted the wrong way: logits[:, :-1] (all but the last) go with labels[:, 1:]")
     masked_mean_with_padding = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].clamp(min=0).reshape(-1))
     if torch.isclose(got, masked_mean_with_padding, atol=1e-5):
         raise AssertionError("positions labelled -100 must not count (ignore_index=-100)")
-    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100,
+    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
                                 reduction="none").view(2, 5)
-    supervised = (labels[:, 1:] != -100).float()
+    supervised = (labels[:, 1:] != IGNORE_INDEX).float()
     if torch.isclose(got, per_token.sum() / per_token.numel(), atol=1e-5):
         raise AssertionError("divide by the number of supervised positions, not by every position")
     if torch.isclose(got, ((per_token * supervised).sum(1) / supervised.sum(1)).mean(), atol=1e-5):
@@ -89,10 +91,10 @@ def check_sft_labels(fn) -> None:
              ([1, 10, 2], [0, 0, 0], 8)]
     for ids, mask, max_len in cases:
         expected_ids = ids[:max_len]
-        expected_labels = [i if m else -100 for i, m in zip(ids, mask)][:max_len]
+        expected_labels = [i if m else IGNORE_INDEX for i, m in zip(ids, mask)][:max_len]
         got_ids, got_labels = fn(list(ids), list(mask), max_len)
         got_ids, got_labels = list(map(int, got_ids)), list(map(int, got_labels))
-        if got_labels == [i if not m else -100 for i, m in zip(ids, mask)][:max_len]:
+        if got_labels == [i if not m else IGNORE_INDEX for i, m in zip(ids, mask)][:max_len]:
             raise AssertionError("the mask marks what *is* supervised: keep ids where mask == 1")
         if got_labels != expected_labels and got_labels == expected_ids:
             raise AssertionError("labels equal input_ids: replace every position whose mask is 0 by -100")

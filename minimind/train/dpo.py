@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from minimind.losses import dpo_loss, masked_cross_entropy, sequence_logps
+from minimind.losses import IGNORE_INDEX, dpo_loss, masked_cross_entropy, sequence_logps
 from minimind.train.engine import (
     TrainConfig,
     autocast_context,
@@ -230,7 +230,7 @@ def make_dpo_loss(config: DPOConfig, reference_model: Optional[nn.Module] = None
                                  reference_rejected.float(), config.beta, config.label_smoothing)
         metrics["dpo_loss"] = loss.detach()
         if config.sft_weight:
-            chosen_labels = batch["chosen_ids"].masked_fill(~batch["chosen_mask"].bool(), -100)
+            chosen_labels = batch["chosen_ids"].masked_fill(~batch["chosen_mask"].bool(), IGNORE_INDEX)
             sft = masked_cross_entropy(chosen_logits, chosen_labels)
             loss = loss + config.sft_weight * sft
             metrics["sft_loss"] = sft.detach()

@@ -65,7 +65,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from minimind.losses import supervised_targets
+from minimind.losses import IGNORE_INDEX, next_token_targets, supervised_targets
 from minimind.runtime import replica_seed
 from minimind.train.metrics import REPORT_TO, MetricsLog
 
@@ -390,11 +390,11 @@ def load_tokenizer(config: TrainConfig):
 
 
 def causal_lm_loss(model, batch) -> tuple[torch.Tensor, dict]:
-    """Next-token cross-entropy on `labels` (−100 ignored) plus the MoE auxiliary loss."""
+    """Next-token cross-entropy on `labels` (IGNORE_INDEX ignored) plus the MoE auxiliary loss."""
     labels = batch["labels"]
     out = model(batch["input_ids"], labels=labels)
     lm_loss = out.loss
-    if not bool((labels[:, 1:] != -100).any()):
+    if not bool((next_token_targets(labels) != IGNORE_INDEX).any()):
         # every reply in this micro-batch was cut off by truncation: nothing to learn, and the
         # mean over zero targets would be NaN; a zero that touches every parameter keeps DDP happy
         lm_loss = out.logits.sum() * 0.0
