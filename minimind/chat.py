@@ -16,14 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from minimind.generate import (
-    DTYPES,
-    IncrementalDecoder,
-    SamplingParams,
-    parse_device,
-    resolve_dtype,
-    stream_generate,
-)
+from minimind.generate import IncrementalDecoder, SamplingParams, stream_generate
+from minimind.runtime import DTYPES, resolve_device, resolve_dtype
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
 ZOO_MODELS = ("pretrained", "sft", "dpo", "reasoning")  # the book's chat models (others resolve the same way)
@@ -68,7 +62,7 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     from minimind.lora import load_lora, merge_lora
     from minimind.tokenizer import MiniMindTokenizer
 
-    run_device = parse_device(device)  # before loading: a missing device fails in a second, not after minutes
+    run_device = resolve_device(device)  # before loading: a missing device fails in a second, not after minutes
     path = Path(model)
     if not path.exists():
         if path.name != str(model) or path.suffix:  # looks like a path, not an artefact name

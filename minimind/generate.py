@@ -370,7 +370,7 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingPara
 
 
 # ---------------------------------------------------------------------------------------------
-# Text streaming and devices.
+# Text streaming.
 
 class IncrementalDecoder:
     """Turns a stream of token ids into a stream of text pieces.
@@ -406,55 +406,3 @@ class IncrementalDecoder:
         current = self._decode(self.tokens[self.prefix_offset:])
         self.prefix_offset = self.read_offset = len(self.tokens)
         return current[len(released):]
-
-
-def default_device() -> torch.device:
-    """The fastest device present: CUDA, then Apple's MPS, then the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def parse_device(name: str) -> torch.device:
-    """The device `--device name` asks for ("auto": `default_device()`); ValueError naming the
-    option when the name is not a device or this machine does not have it."""
-    if name == "auto":
-        return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"--device {name}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                     and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS is not available on this machine")
-    return device
-
-
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    """bf16 where the hardware supports it (CUDA), fp16 on MPS, fp32 on the CPU — never fp16 on a
-    CPU as upstream does (§8.18): it is slow there and loses precision for nothing."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    """'auto' → `default_dtype(device)`; otherwise one of DTYPES' names."""
-    if name == "auto":
-        return default_dtype(device)
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}")
-    return DTYPES[name]

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from minimind.chat import ZOO_MODELS, load_chat_model, stream_reply
-from minimind.generate import DTYPES, SEED_RANGE, SamplingParams, parse_device
+from minimind.generate import SEED_RANGE, SamplingParams
+from minimind.runtime import DTYPES, resolve_device
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8998
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -676,7 +677,7 @@ def main(argv=None) -> int:
     try:
         limits = ServerLimits(args.max_body_bytes, args.max_queue, args.max_tokens_limit, args.read_timeout,
                               args.max_connections)
-        parse_device(args.device)
+        resolve_device(args.device)
         sock = listen(args.host, args.port)  # before the model loads: a taken port fails in a second
     except (ValueError, OSError) as error:
         print(f"minimind serve: {error}", file=sys.stderr)

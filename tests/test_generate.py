@@ -10,12 +10,12 @@ from minimind.generate import (
     apply_repetition_penalty,
     generate,
     generate_batch,
-    resolve_dtype,
     sample_next_token,
     stream_generate,
     top_k_filter,
     top_p_filter,
 )
+from minimind.runtime import resolve_device, resolve_dtype
 from minimind.model import MiniMind
 from inference_helpers import tiny_tokenizer
 
@@ -236,6 +236,20 @@ def test_dtype_choice_never_uses_half_on_cpu():
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError):
         resolve_dtype("int8", "cpu")
+    # training and inference share the rule; only training refuses fp16 without CUDA (its grad scaler)
+    assert resolve_dtype("auto", "cpu", training=True) == torch.float32
+    assert resolve_dtype("fp16", "cpu") == torch.float16
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        resolve_dtype("fp16", "cpu", training=True)
+
+
+def test_device_names_are_checked_before_anything_loads():
+    assert resolve_device("cpu") == resolve_device("auto", training=True) == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device nonsense"):
+        resolve_device("nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda: CUDA is not available"):
+            resolve_device("cuda", training=True)
 
 
 @pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-40])

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from minimind.generate import DTYPES
+from minimind.runtime import DTYPES
 
 PROG = "minimind eval"
 

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from minimind.losses import distillation_terms, supervised_targets
-from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, resolve_device, train
+from minimind.runtime import resolve_device, seed_everything
+from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, train
 
 
 @dataclass
@@ -130,7 +131,7 @@ def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: 
     """Distil per `config` (a teacher / student module given here replaces --teacher / the student options)."""
     from minimind.checkpoint import load_model
     from minimind.datasets import SFTDataset, collate_causal_lm
-    from minimind.train.engine import build_model, check_vocabulary, seed_everything
+    from minimind.train.engine import build_model, check_vocabulary
 
     teacher_source = "teacher module"
     if teacher is None:
@@ -151,7 +152,7 @@ def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: 
             student = build_model(config, vocab_size=teacher.config.vocab_size)
     check_same_vocabulary(student.config, teacher.config, teacher_source)
     check_vocabulary(tokenizer, student)
-    teacher.to(resolve_device(config.device))
+    teacher.to(resolve_device(config.device, training=True))
     dataset = SFTDataset(config.data_path or default_data_path("train"), tokenizer, config.max_seq_len,
                          max_rows=config.max_rows)
     loss_fn = distillation_loss_fn(teacher, config.alpha, config.temperature, config.reverse_kl)

@@ -42,18 +42,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from minimind.losses import IGNORE_INDEX, dpo_loss, masked_cross_entropy, sequence_logps
-from minimind.train.engine import (
-    TrainConfig,
-    autocast_context,
-    build_model,
-    load_tokenizer,
-    move_to_device,
-    option,
-    parse_config,
-    resolve_device,
-    resolve_dtype,
-    train,
-)
+from minimind.runtime import autocast_context, move_to_device, resolve_device, resolve_dtype
+from minimind.train.engine import TrainConfig, build_model, load_tokenizer, option, parse_config, train
 
 REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
 
@@ -269,8 +259,8 @@ def run(config: DPOConfig, model: Optional[nn.Module] = None, tokenizer=None, ca
 
         data_path = dataset_path("dpo", "train")
     dataset = PreferencePairs(data_path, tokenizer, config.max_seq_len)
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
+    device = resolve_device(config.device, training=True)
+    dtype = resolve_dtype(config.dtype, device, training=True)
     model.to(device)
     reference_model = None
     if config.reference == "precomputed":

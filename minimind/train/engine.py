@@ -66,7 +66,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from minimind.losses import IGNORE_INDEX, next_token_targets, supervised_targets
-from minimind.runtime import replica_seed
+from minimind.runtime import (autocast_context, init_distributed, move_to_device, replica_seed, resolve_device,
+                              resolve_dtype, rng_state, seed_everything, set_rng_state)
 from minimind.train.metrics import REPORT_TO, MetricsLog
 
 RESUME_FILE = "resume.pt"
@@ -212,84 +213,6 @@ def parse_config(config_cls: type, argv: Optional[Sequence[str]] = None, prog: O
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices, precision, processes
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` → this process's CUDA device (LOCAL_RANK under torchrun) if there is one, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    from minimind.generate import parse_device
-
-    device = parse_device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for `--dtype` on this device (fp32 means no autocast)."""
-    if name == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("--dtype fp16 needs CUDA; on CPU use fp32 or bf16")
-    return dtype
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype):
-    """Mixed precision for the forward pass; weights and optimizer state stay fp32."""
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class Distributed:
-    """Where this process stands in a (possibly one-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    created_group: bool = False  # this engine initialised the process group and will destroy it
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun job if there is one: NCCL for CUDA devices, gloo for CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size == 1:
-        return Distributed()
-    created = False
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        created = True
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), created)
-
-
-# ---------------------------------------------------------------------------------------------
 # Optimizer and schedule
 
 
@@ -420,17 +343,6 @@ def supervised_lm_loss(model, batch) -> tuple[torch.Tensor, dict]:
     return lm_loss + aux, {"lm_loss": lm_loss.detach(), "aux_loss": aux}
 
 
-def move_to_device(batch, device: torch.device):
-    """Tensors (inside dicts, lists, tuples) moved to `device`; everything else unchanged."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
-
-
 def count_tokens(batch) -> int:
     """Tokens fed to the model: `input_ids` and every `*_ids` tensor of a dict batch."""
     if isinstance(batch, dict):
@@ -468,31 +380,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and resume
-
-
-def _rng_state() -> dict:
-    import numpy as np
-
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype("uint32"), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _save_bytes(path: Path, payload: bytes) -> None:
@@ -548,8 +435,8 @@ def train(
     `save_model` for the weights (e.g. LoRA adapters only). callbacks(info) run after every
     optimizer step; a dict they return is added to that step's metrics record.
     """
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
+    device = resolve_device(config.device, training=True)
+    dtype = resolve_dtype(config.dtype, device, training=True)
     ddp = init_distributed(device)
     out_dir = Path(config.out_dir) if config.out_dir else None
     metrics_path = Path(config.metrics_file) if config.metrics_file else (out_dir / METRICS_FILE if out_dir else None)
@@ -613,7 +500,7 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
         batch_in_epoch, tokens_seen = resume_state["batch_in_epoch"], resume_state["tokens"]
     seed_everything(config.seed + ddp.rank)  # dropout differs per rank, as with separate GPUs
     if resume_state is not None:
-        _set_rng_state(resume_state["rng"][ddp.rank])
+        set_rng_state(resume_state["rng"][ddp.rank])
 
     if config.grad_checkpointing:
         if not hasattr(model, "gradient_checkpointing_enable"):
@@ -654,10 +541,10 @@ def _run(config, model, dataset, collate_fn, loss_fn, params, tokenizer, save_fn
         bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
 
     def checkpoint():
-        rng_states = [_rng_state()]
+        rng_states = [rng_state()]
         if ddp.enabled:
             rng_states = [None] * ddp.world_size
-            dist.all_gather_object(rng_states, _rng_state())
+            dist.all_gather_object(rng_states, rng_state())
         if not ddp.is_main or out_dir is None:
             return
         (save_fn or _save_weights)(model, out_dir)
