@@ -21,7 +21,7 @@ def set_threads() -> int:
 
 def build_pair(preset: str, seed: int = 0):
     """Our model and transformers' model holding exactly the same weights (fp32, CPU)."""
-    from minimind.export.transformers import to_transformers_model
+    from minimind.formats import to_transformers_model
 
     torch.manual_seed(seed)
     ours = MiniMind(get_config(preset))

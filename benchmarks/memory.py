@@ -23,7 +23,7 @@ def main(argv):
     else:  # built directly from the equivalent transformers config: memory does not depend on values
         from transformers import AutoModelForCausalLM
 
-        from minimind.export.transformers import transformers_config
+        from minimind.formats import transformers_config
 
         model = AutoModelForCausalLM.from_config(transformers_config(config))
     from benchmarks.train_step import make_step

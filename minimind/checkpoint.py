@@ -1,5 +1,6 @@
-"""Saving and loading weights: safetensors + config.json written atomically, and imports of
-upstream MiniMind2 `.pth` files and transformers-format folders, always with strict key checks."""
+"""Saving and loading weights: safetensors + config.json written atomically, and reading upstream
+MiniMind2 `.pth` files and transformers-format folders (their layouts are `minimind.formats`'),
+always with strict key checks."""
 import json
 import pickle
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 
 from minimind.config import CONFIG_FILE, MiniMindConfig, field_lines
 from minimind.files import atomic_write
+from minimind.formats import config_from_state_dict, from_transformers
 from minimind.model import MiniMind
 
 WEIGHTS_FILE = "model.safetensors"
@@ -94,47 +96,6 @@ def _strip_wrapper_prefixes(state: dict) -> dict:
     return cleaned
 
 
-def config_from_state_dict(state: dict, num_attention_heads: int = 8) -> MiniMindConfig:
-    """Infer the config of an upstream checkpoint from its tensor shapes (a `.pth` carries none).
-
-    The number of attention heads cannot be read from the shapes unless q/k-norm weights are
-    present (they are head_dim long); upstream MiniMind2 always uses 8.
-    """
-    embed = state["model.embed_tokens.weight"]
-    vocab_size, hidden_size = embed.shape
-    layers = {int(k.split(".")[2]) for k in state if k.startswith("model.layers.")}
-    prefix = "model.layers.0."
-    qk_norm = f"{prefix}self_attn.q_norm.weight" in state
-    if qk_norm:
-        head_dim = state[f"{prefix}self_attn.q_norm.weight"].shape[0]
-        num_attention_heads = state[f"{prefix}self_attn.q_proj.weight"].shape[0] // head_dim
-    else:
-        head_dim = state[f"{prefix}self_attn.q_proj.weight"].shape[0] // num_attention_heads
-    kv_heads = state[f"{prefix}self_attn.k_proj.weight"].shape[0] // head_dim
-    use_moe = f"{prefix}mlp.gate.weight" in state
-    moe = {}
-    if use_moe:
-        experts = {int(k.split(".")[5]) for k in state if k.startswith(f"{prefix}mlp.experts.")}
-        shared = {int(k.split(".")[5]) for k in state if k.startswith(f"{prefix}mlp.shared_experts.")}
-        moe = dict(n_routed_experts=len(experts), n_shared_experts=len(shared))
-        intermediate = state[f"{prefix}mlp.experts.0.gate_proj.weight"].shape[0]
-    else:
-        intermediate = state[f"{prefix}mlp.gate_proj.weight"].shape[0]
-    return MiniMindConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=len(layers),
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate_size=intermediate,
-        qk_norm=qk_norm,
-        rms_norm_eps=1e-6 if qk_norm else 1e-5,  # minimind-3 vs MiniMind2 default
-        use_moe=use_moe,
-        **moe,
-    )
-
-
 def load_state_dict_strict(model: MiniMind, state: dict, source: str) -> MiniMind:
     """Load `state` into `model`, failing with the lists of missing and unexpected keys, or of
     mismatched shapes, instead of silently skipping them (upstream's strict=False, §8.5)."""
@@ -171,84 +132,6 @@ def load_upstream_pth(path, config: Optional[MiniMindConfig] = None, device="cpu
     state = {k: v.float() if v.is_floating_point() else v for k, v in _strip_wrapper_prefixes(state).items()}
     config = config or config_from_state_dict(state)
     return load_state_dict_strict(MiniMind(config), state, str(path)).to(device)
-
-
-# fields a transformers LlamaConfig / Qwen3Config / upstream MiniMindConfig shares with ours
-_HF_SHARED_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "intermediate_size",
-    "max_position_embeddings",
-    "rms_norm_eps",
-    "tie_word_embeddings",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-)
-_UPSTREAM_MOE_FIELDS = ("use_moe", "n_routed_experts", "num_experts_per_tok", "n_shared_experts",
-                        "aux_loss_alpha", "seq_aux", "norm_topk_prob")
-
-
-def config_from_transformers(values: dict, source: str, state: Optional[dict] = None) -> MiniMindConfig:
-    """Our config from a transformers `config.json`: Llama, Qwen3 (q/k-norm), GraniteMoeShared
-    (our MoE export), or upstream's own "minimind" (structure read from the weights in `state`)."""
-    model_type = values.get("model_type")
-    if model_type not in ("llama", "qwen3", "granitemoeshared", "minimind"):
-        raise ValueError(
-            f"{source}: model_type {model_type!r} is not a MiniMind layout (llama, qwen3, granitemoeshared, minimind)"
-        )
-    for flag in ("attention_bias", "mlp_bias"):
-        if values.get(flag):
-            raise ValueError(f"{source}: {flag}=true is not part of the MiniMind layout")
-    if values.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{source}: hidden_act {values['hidden_act']!r}, MiniMind uses silu")
-    fields = {k: values[k] for k in _HF_SHARED_FIELDS if values.get(k) is not None}
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if isinstance(fields.get(name), list):  # transformers allows several stop ids; MiniMind has one
-            fields[name] = fields[name][0]
-    rope = values.get("rope_parameters") or {}
-    fields["rope_theta"] = values.get("rope_theta", rope.get("rope_theta", 1e6))
-    scaling = values.get("rope_scaling") or (rope if rope.get("rope_type") == "yarn" else None)
-    if scaling is not None and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
-        fields["rope_scaling"] = {
-            "type": "yarn",
-            **{k: scaling[k] for k in ("factor", "original_max_position_embeddings", "beta_fast",
-                                       "beta_slow", "attention_factor") if k in scaling},
-        }
-    fields["qk_norm"] = model_type == "qwen3"
-    if model_type == "granitemoeshared":
-        head_dim = values.get("head_dim") or values["hidden_size"] // values["num_attention_heads"]
-        multipliers = {k: values.get(k, 1.0) for k in ("embedding_multiplier", "residual_multiplier", "logits_scaling")}
-        if any(abs(v - 1.0) > 1e-9 for v in multipliers.values()) or abs(
-            values.get("attention_multiplier", 1.0) - head_dim**-0.5
-        ) > 1e-9:
-            raise ValueError(f"{source}: Granite multipliers other than MiniMind's (all 1, attention 1/sqrt(head_dim))")
-        shared, remainder = divmod(values.get("shared_intermediate_size", 0), values["intermediate_size"])
-        if remainder:
-            raise ValueError(f"{source}: shared_intermediate_size is not a multiple of intermediate_size")
-        fields.update(
-            use_moe=True,
-            n_routed_experts=values["num_local_experts"],
-            num_experts_per_tok=values["num_experts_per_tok"],
-            n_shared_experts=shared,
-            aux_loss_alpha=values.get("router_aux_loss_coef", 0.01),
-            norm_topk_prob=True,
-        )
-    if model_type == "minimind":
-        if state is None:
-            raise ValueError(f"{source}: an upstream minimind config needs the weights to infer its layout")
-        inferred = config_from_state_dict(state, values.get("num_attention_heads", 8)).to_dict()
-        structural = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                      "head_dim", "intermediate_size", "qk_norm", "use_moe", "n_routed_experts", "n_shared_experts")
-        fields.update({k: inferred[k] for k in structural})
-        fields.update({k: values[k] for k in ("num_experts_per_tok", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
-                       if k in values})
-        fields.setdefault("tie_word_embeddings", True)
-    return MiniMindConfig.from_dict(fields, source=source)
 
 
 def _read_transformers_weights(directory: Path) -> tuple[dict, Path]:
@@ -303,13 +186,9 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
             raise ValueError(f"{config_path}:{err.lineno}: invalid JSON ({err.msg})") from None
         if isinstance(values, dict) and ("model_type" in values or "architectures" in values):
             try:
-                config = config_from_transformers(values, str(config_path), state)
+                config, state = from_transformers(values, str(config_path), state)
             except (KeyError, TypeError) as err:  # a field the layout needs is missing or of the wrong type
                 raise ValueError(f"{config_path}: not a usable transformers config ({type(err).__name__}: {err})") from None
-            if values.get("model_type") == "granitemoeshared":
-                from minimind.export.transformers import from_granite_state_dict
-
-                state = from_granite_state_dict(state, config)
         else:
             config = MiniMindConfig.from_dict(values, source=str(config_path), lines=field_lines(text))
         check_parameter_count(config, state, config_path, weights_path)

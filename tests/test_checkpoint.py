@@ -8,13 +8,13 @@ import torch
 from safetensors import safe_open
 
 from minimind.checkpoint import (
-    config_from_state_dict,
     load_model,
     load_upstream_pth,
     save_model,
 )
 from minimind.config import get_config
 from minimind.files import atomic_save_bytes, atomic_write
+from minimind.formats import config_from_state_dict
 from minimind.model import MiniMind
 
 

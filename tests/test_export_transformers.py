@@ -4,7 +4,8 @@ import torch
 
 from minimind.checkpoint import load_model
 from minimind.config import get_config
-from minimind.export.transformers import export_transformers, to_transformers_model
+from minimind.export.transformers import export_transformers
+from minimind.formats import to_transformers_model
 from minimind.model import MiniMind
 
 transformers = pytest.importorskip("transformers")
