@@ -61,7 +61,7 @@ def artefact_key(directory) -> str:
 
 # The modules whose code decides what a training run produces; an edit to any of them rebuilds.
 TRAINING_CODE = ("minimind.config", "minimind.model", "minimind.tokenizer", "minimind.losses",
-                 "minimind.datasets", "minimind.train.engine")
+                 "minimind.data.datasets", "minimind.train.engine")
 
 
 def code_digest(modules: Iterable[str]) -> str:

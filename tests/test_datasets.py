@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minimind.data.jsonl import DataError
-from minimind.datasets import (
+from minimind.data.datasets import (
     DPODataset, PretrainDataset, SFTDataset, collate_causal_lm, collate_dpo, padding_efficiency,
 )
 from minimind.tokenizer import BOS_ID, EOS_ID, PAD_ID, MiniMindTokenizer
@@ -157,7 +157,8 @@ def test_dpo_examples_carry_ids_and_masks_padded_to_one_length(tokenizer, tmp_pa
 @pytest.mark.parametrize("dataset_cls, good, bad", [
     (PretrainDataset, {"text": "Alor lives in Varn."}, {"txt": "no text field"}),
     (SFTDataset, sft_rows(1)[0], {"conversations": [{"role": "robot", "content": "hi"}]}),
-    (DPODataset, {"chosen": sft_rows(1)[0]["conversations"], "rejected": sft_rows(1)[0]["conversations"]},
+    (DPODataset, {"chosen": sft_rows(1)[0]["conversations"],
+                  "rejected": sft_rows(1)[0]["conversations"][:-1] + [{"role": "assistant", "content": "No idea."}]},
      {"chosen": []}),
 ])
 def test_malformed_line_names_file_and_line(dataset_cls, good, bad, tokenizer, tmp_path):
@@ -183,7 +184,7 @@ def long_document(characters: int, seed: int = 0) -> str:
 
 
 def test_a_long_document_gives_the_ids_of_encoding_it_whole(tokenizer, tmp_path, monkeypatch):
-    import minimind.datasets as datasets
+    import minimind.data.datasets as datasets
 
     monkeypatch.setattr(datasets, "ENCODE_CHUNK_CHARS", 50_000)  # the 300k-character row is "long"
     text = long_document(300_000)
@@ -200,7 +201,7 @@ def test_a_long_document_gives_the_ids_of_encoding_it_whole(tokenizer, tmp_path,
 # (VmHWM; see tests/test_prepare_stream.py for why not ru_maxrss) over its baseline after imports.
 _MEASURE = textwrap.dedent("""
     import json, sys
-    from minimind.datasets import PretrainDataset
+    from minimind.data.datasets import PretrainDataset
     from minimind.tokenizer import MiniMindTokenizer
 
     def peak_kib():

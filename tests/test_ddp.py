@@ -175,7 +175,8 @@ def dpo_runs(root, tokenizer_dir, base):
 
 def test_dpo_two_processes_follow_the_single_process_trajectory(dpo_runs, base):
     from minimind.tokenizer import MiniMindTokenizer
-    from minimind.train.dpo import PreferencePairs, compute_reference_logps
+    from minimind.data.datasets import DPODataset
+    from minimind.train.dpo import compute_reference_logps
 
     root, _, data = dpo_runs
     single = read_metrics(root / "dpo_single" / "metrics.jsonl")
@@ -191,7 +192,7 @@ def test_dpo_two_processes_follow_the_single_process_trajectory(dpo_runs, base):
     # Demonstrated by breaking dpo.py on purpose: rank 1's table shifted by one row → step-1 dpo_loss
     # 1.46 (and the step losses off the single run's by up to 0.8); the two ranks' rows swapped →
     # 1.81; every process's table shifted by one row (one process too, so the runs agree) → 1.68.
-    pairs = PreferencePairs(data, MiniMindTokenizer.from_pretrained(base), max_seq_len=96)
+    pairs = DPODataset(data, MiniMindTokenizer.from_pretrained(base), max_seq_len=96)
     table = compute_reference_logps(load_model(base), pairs, batch_size=8)
     gaps = table[:, 0] - table[:, 1]
     assert gaps.std() > 10  # nats (0 to ~70): a misaligned pair's margin is typically β·10 = 1 or more

@@ -171,7 +171,7 @@ def _models(vocab, teacher_vocab=None):
 def _batch_of(tokenizer, tmp_path):
     import json
 
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
 
     path = tmp_path / "chats.jsonl"
     path.write_text("".join(json.dumps({"conversations": c}) + "\n" for c in CHATS), encoding="utf-8")

@@ -12,7 +12,7 @@ import torch
 
 from minimind.checkpoint import load_model
 from minimind.config import get_config
-from minimind.datasets import PretrainDataset, SFTDataset, collate_causal_lm
+from minimind.data.datasets import PretrainDataset, SFTDataset, collate_causal_lm
 from minimind.model import MiniMind
 from minimind.tokenizer import MiniMindTokenizer
 from minimind.train import (

@@ -16,7 +16,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 from minimind.config import get_config  # noqa: E402
 from minimind.data.synthetic import PRETRAIN_QA_FORMAT, build_world  # noqa: E402
-from minimind.datasets import PretrainDataset, collate_causal_lm  # noqa: E402
+from minimind.data.datasets import PretrainDataset, collate_causal_lm  # noqa: E402
 from minimind.eval.harness import MiniMindLM, evaluate_tasks, load_tasks, task_manager  # noqa: E402
 from minimind.export.transformers import export_transformers  # noqa: E402
 from minimind.generate import generate_batch  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minimind.config import get_config
-from minimind.datasets import PretrainDataset, collate_causal_lm
+from minimind.data.datasets import PretrainDataset, collate_causal_lm
 from minimind.model import MiniMind
 from minimind.tokenizer import MiniMindTokenizer
 from minimind.train import TrainConfig, read_metrics, train

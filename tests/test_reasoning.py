@@ -164,7 +164,7 @@ def _write_jsonl(path, chats):
 
 
 def test_reasoning_masks_cover_only_the_assistant_reply_and_tags_are_single_targets(tokenizer, tmp_path):
-    from minimind.datasets import SFTDataset
+    from minimind.data.datasets import SFTDataset
 
     dataset = SFTDataset(_write_jsonl(tmp_path / "reason.jsonl", REASONING_CHATS), tokenizer, max_seq_len=128)
     tag_ids = tokenizer.reasoning_tag_ids
@@ -186,7 +186,7 @@ def test_reasoning_masks_cover_only_the_assistant_reply_and_tags_are_single_targ
 
 def test_reasoning_loss_fn_with_weight_one_is_the_plain_lm_loss(tokenizer, tmp_path):
     from minimind.config import get_config
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
     from minimind.model import MiniMind
     from minimind.train.engine import causal_lm_loss
     from minimind.train.reason import reasoning_loss_fn
@@ -209,7 +209,7 @@ def test_reasoning_loss_fn_equals_the_weighted_loss_on_every_logit(tokenizer, tm
     # the training step computes logits only at supervised positions; the loss and its
     # gradient must be those of `reasoning_weighted_loss` on the full (B, T, V) logits
     from minimind.config import get_config
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
     from minimind.model import MiniMind
     from minimind.train.reason import reasoning_loss_fn
 

@@ -11,7 +11,7 @@ import torch
 
 from minimind.checkpoint import load_model
 from minimind.config import get_config
-from minimind.datasets import PretrainDataset, collate_causal_lm
+from minimind.data.datasets import PretrainDataset, collate_causal_lm
 from minimind.model import MiniMind
 from minimind.tokenizer import MiniMindTokenizer
 from minimind.train import TrainConfig, read_metrics, train
@@ -111,7 +111,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import test_resume as t
     from minimind.train import train
-    from minimind.datasets import collate_causal_lm
+    from minimind.data.datasets import collate_causal_lm
 
     target = {target!r}
     def dies_halfway(real):

@@ -80,9 +80,9 @@ def test_sft_term_and_mean_logps_are_logged_and_train(tmp_path, tokenizer):
 
 
 def test_dpo_masks_cover_only_the_replies(tmp_path, tokenizer):
-    from minimind.train.dpo import PreferencePairs
+    from minimind.data.datasets import DPODataset
 
-    pairs = PreferencePairs(polite_pairs(tmp_path / "pairs.jsonl"), tokenizer, max_seq_len=256)
+    pairs = DPODataset(polite_pairs(tmp_path / "pairs.jsonl"), tokenizer, max_seq_len=256)
     example = pairs[0]
     for name, reply in (("chosen", "Sure! Here it is, thank you for asking."), ("rejected", "No. Go away.")):
         ids, mask = example[f"{name}_ids"], example[f"{name}_mask"]
@@ -105,23 +105,23 @@ def test_dpo_masks_cover_only_the_replies(tmp_path, tokenizer):
 )
 def test_malformed_pairs_are_refused_with_file_and_line(tmp_path, tokenizer, row, message):
     from minimind.data.jsonl import DataError
-    from minimind.train.dpo import PreferencePairs
+    from minimind.data.datasets import DPODataset
 
     good = {"chosen": conversation("q?", "yes"), "rejected": conversation("q?", "no")}
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps(good) + "\n\n" + json.dumps(row) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"pairs.jsonl:3: .*{message}"):
-        PreferencePairs(path, tokenizer, max_seq_len=64)
+        DPODataset(path, tokenizer, max_seq_len=64)
 
 
 def test_a_reply_cut_away_by_truncation_is_refused(tmp_path, tokenizer):
     from minimind.data.jsonl import DataError
-    from minimind.train.dpo import PreferencePairs
+    from minimind.data.datasets import DPODataset
 
     long_prompt = " ".join(PROMPTS)
     path = write_jsonl(tmp_path / "pairs.jsonl",
                        [{"chosen": conversation(long_prompt, "yes"), "rejected": conversation(long_prompt, "no")}])
-    pairs = PreferencePairs(path, tokenizer, max_seq_len=16)
+    pairs = DPODataset(path, tokenizer, max_seq_len=16)
     with pytest.raises(DataError, match="pairs.jsonl:1: the chosen reply is cut away entirely by --max_seq_len 16"):
         pairs[0]
 

@@ -9,6 +9,7 @@ Schemas (extra keys such as `reasoning_content` are allowed everywhere):
 - ``"pretrain"``: ``{"text": str}`` (non-empty)
 - ``"sft"``: ``{"conversations": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (non-empty)
 - ``"dpo"``: ``{"chosen": [messages], "rejected": [messages]}``, each a valid conversation
+  (`check_preference_pair` adds what DPO training needs: one prompt, two different replies)
 - ``None``: any JSON object
 
 Bad lines (invalid JSON, not UTF-8, a missing field, a wrong type, an unknown role, an empty
@@ -40,10 +41,12 @@ def json_problem(error: json.JSONDecodeError) -> str:
 
 @dataclass
 class JsonlReport:
-    """What one pass of :func:`read_jsonl` saw: rows yielded, lines skipped, why (first few)."""
+    """What one pass of :func:`read_jsonl` saw: rows yielded, lines skipped, why (first few), and
+    the line number of the row it yielded last (so a later check of that row can name its line)."""
 
     path: str = ""
     rows: int = 0
+    line: int = 0
     skipped: int = 0
     first_errors: list = field(default_factory=list)
 
@@ -99,6 +102,25 @@ def check_row(row, schema: Optional[str]) -> None:
         raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
 
 
+def _prompt_and_reply(messages: list, what: str) -> tuple[list, dict]:
+    if messages[-1]["role"] != "assistant":
+        raise ValueError(f"the last message of {what!r} must be the assistant's reply, got role {messages[-1]['role']!r}")
+    return messages[:-1], messages[-1]
+
+
+def check_preference_pair(row: dict) -> None:
+    """Raise ValueError (without location) unless a "dpo" row is a usable preference pair: the same
+    prompt (every message before the last), then two different, non-empty assistant replies."""
+    chosen_prompt, chosen_reply = _prompt_and_reply(row["chosen"], "chosen")
+    rejected_prompt, rejected_reply = _prompt_and_reply(row["rejected"], "rejected")
+    if chosen_prompt != rejected_prompt:
+        raise ValueError("chosen and rejected must share the prompt (every message before the last reply)")
+    if chosen_reply["content"] == rejected_reply["content"]:
+        raise ValueError("chosen and rejected replies are identical: the pair expresses no preference")
+    if not chosen_reply["content"].strip() or not rejected_reply["content"].strip():
+        raise ValueError("a reply is empty")
+
+
 def read_jsonl(path, schema: Optional[str] = None, skip_bad: bool = False,
                report: Optional[JsonlReport] = None) -> Iterator[dict]:
     """Yield one dict per non-blank line of `path`, validated against `schema`.
@@ -140,6 +162,7 @@ def _read_lines(path: Path, schema: Optional[str], skip_bad: bool, report: Jsonl
                 report.record_skip(message)
                 continue
             report.rows += 1
+            report.line = line_number
             yield row
     if report.skipped:
         warnings.warn(

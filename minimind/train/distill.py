@@ -130,7 +130,7 @@ def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: 
         callbacks=()):
     """Distil per `config` (a teacher / student module given here replaces --teacher / the student options)."""
     from minimind.checkpoint import load_model
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
     from minimind.train.engine import build_model, check_vocabulary
 
     teacher_source = "teacher module"

@@ -31,7 +31,6 @@ grows. ``--sft_weight 0`` is plain DPO; chapter 5 compares the two.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +38,11 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
+from minimind.data.datasets import REFERENCE_KEYS, DPODataset, collate_dpo
 from minimind.losses import IGNORE_INDEX, dpo_loss, masked_cross_entropy, sequence_logps
 from minimind.runtime import autocast_context, move_to_device, resolve_device, resolve_dtype
 from minimind.train.engine import TrainConfig, build_model, load_tokenizer, option, parse_config, train
-
-REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
-
 
 @dataclass
 class DPOConfig(TrainConfig):
@@ -82,85 +78,6 @@ class DPOConfig(TrainConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: validated pairs, optionally carrying their reference log-probs
-
-
-def _prompt_and_reply(messages: list, what: str) -> tuple[list, dict]:
-    if messages[-1]["role"] != "assistant":
-        raise ValueError(f"the last message of {what!r} must be the assistant's reply, got role {messages[-1]['role']!r}")
-    return messages[:-1], messages[-1]
-
-
-def check_preference_pair(row: dict) -> None:
-    """Raise ValueError unless the row is a usable pair: same prompt, two different assistant replies."""
-    chosen_prompt, chosen_reply = _prompt_and_reply(row["chosen"], "chosen")
-    rejected_prompt, rejected_reply = _prompt_and_reply(row["rejected"], "rejected")
-    if chosen_prompt != rejected_prompt:
-        raise ValueError("chosen and rejected must share the prompt (every message before the last reply)")
-    if chosen_reply["content"] == rejected_reply["content"]:
-        raise ValueError("chosen and rejected replies are identical: the pair expresses no preference")
-    if not chosen_reply["content"].strip() or not rejected_reply["content"].strip():
-        raise ValueError("a reply is empty")
-
-
-class PreferencePairs(Dataset):
-    """`DPODataset` whose pairs are checked, with errors naming the file and line.
-
-    Every pair must share its prompt, end in two different assistant replies, and keep at least
-    one reply token after truncation to `max_seq_len` (else its log-prob would score nothing).
-    `reference_logps`, once set (a (N, 2) tensor), adds ``reference_chosen_logps`` and
-    ``reference_rejected_logps`` to every example.
-    """
-
-    def __init__(self, path, tokenizer, max_seq_len: int, max_rows: int = 0):
-        from minimind.data.jsonl import DataError
-        from minimind.datasets import DPODataset
-
-        self.pairs = DPODataset(path, tokenizer, max_seq_len, max_rows=max_rows)
-        self.path, self.max_seq_len = Path(path), max_seq_len
-        self.line_numbers = []
-        with open(self.path, encoding="utf-8-sig") as handle:
-            for line_number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    check_preference_pair(json.loads(text))
-                except ValueError as error:
-                    raise DataError(f"{self.path}:{line_number}: {error}") from None
-                self.line_numbers.append(line_number)
-                if len(self.line_numbers) == len(self.pairs):
-                    break
-        self.reference_logps: Optional[torch.Tensor] = None
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> dict:
-        from minimind.data.jsonl import DataError
-
-        example = self.pairs[index]
-        for name in ("chosen", "rejected"):
-            if not example[f"{name}_mask"][1:].any():
-                raise DataError(
-                    f"{self.path}:{self.line_numbers[index]}: the {name} reply is cut away entirely by "
-                    f"--max_seq_len {self.max_seq_len}; raise it or shorten the prompt")
-        if self.reference_logps is not None:
-            example[REFERENCE_KEYS[0]], example[REFERENCE_KEYS[1]] = self.reference_logps[index]
-        return example
-
-
-def collate_pairs(examples) -> dict:
-    """`collate_dpo`, plus the precomputed reference log-probs when the examples carry them."""
-    from minimind.datasets import collate_dpo
-
-    batch = collate_dpo([{k: v for k, v in e.items() if k not in REFERENCE_KEYS} for e in examples])
-    if REFERENCE_KEYS[0] in examples[0]:
-        for key in REFERENCE_KEYS:
-            batch[key] = torch.stack([e[key] for e in examples])
-    return batch
-
-
-# ---------------------------------------------------------------------------------------------
 # Log-probs and the loss
 
 
@@ -178,7 +95,7 @@ def pair_logps(model: nn.Module, batch: dict, average: bool):
 
 
 @torch.no_grad()
-def compute_reference_logps(model: nn.Module, dataset: PreferencePairs, batch_size: int = 32,
+def compute_reference_logps(model: nn.Module, dataset: DPODataset, batch_size: int = 32,
                             average: bool = False, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """log π_ref(chosen), log π_ref(rejected) for every pair, shape (N, 2), in dataset order.
 
@@ -189,7 +106,7 @@ def compute_reference_logps(model: nn.Module, dataset: PreferencePairs, batch_si
     model.eval()
     table = []
     for start in range(0, len(dataset), batch_size):
-        batch = collate_pairs([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        batch = collate_dpo([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         batch = move_to_device(batch, torch.device(device))
         with autocast_context(torch.device(device), dtype):
             chosen, rejected, _ = pair_logps(model, batch, average)
@@ -258,7 +175,7 @@ def run(config: DPOConfig, model: Optional[nn.Module] = None, tokenizer=None, ca
         from minimind.data.synthetic import dataset_path
 
         data_path = dataset_path("dpo", "train")
-    dataset = PreferencePairs(data_path, tokenizer, config.max_seq_len)
+    dataset = DPODataset(data_path, tokenizer, config.max_seq_len)
     device = resolve_device(config.device, training=True)
     dtype = resolve_dtype(config.dtype, device, training=True)
     model.to(device)
@@ -269,7 +186,7 @@ def run(config: DPOConfig, model: Optional[nn.Module] = None, tokenizer=None, ca
     else:
         reference_model = frozen_copy(model)
     loss_fn = make_dpo_loss(config, reference_model)
-    return train(config, model, dataset, collate_pairs, loss_fn, tokenizer=tokenizer, callbacks=callbacks)
+    return train(config, model, dataset, collate_dpo, loss_fn, tokenizer=tokenizer, callbacks=callbacks)
 
 
 def main(argv=None):

@@ -67,7 +67,7 @@ def save_adapter_fn(name: str):
 
 def run(config: LoRAConfig, model: Optional[nn.Module] = None, tokenizer=None, callbacks=()):
     """Add adapter `--lora_name` to `model` (default: `--init_from`, else the book's SFT model) and train it."""
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
 
     if tokenizer is None:
         tokenizer = load_tokenizer(config)

@@ -68,7 +68,7 @@ def default_data_path() -> str:
 
 def run(config: PretrainConfig, callbacks=()) -> TrainResult:
     """Build the tokenizer, dataset and model that `config` names, and train."""
-    from minimind.datasets import PretrainDataset, collate_causal_lm
+    from minimind.data.datasets import PretrainDataset, collate_causal_lm
 
     tokenizer = load_tokenizer(config)
     dataset = PretrainDataset(config.data_path or default_data_path(), tokenizer, config.max_seq_len,

@@ -80,7 +80,7 @@ def default_data_path(split: str = "train") -> str:
 
 def run(config: ReasonConfig, callbacks=()):
     """Fine-tune `config.init_from` on reasoning replies; returns the engine's TrainResult."""
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
     from minimind.train.engine import build_model, check_vocabulary
 
     if not config.init_from:

@@ -48,7 +48,7 @@ def default_data_path() -> str:
 
 def run(config: SFTConfig, callbacks=()) -> TrainResult:
     """Build the tokenizer, dataset and model that `config` names, and fine-tune."""
-    from minimind.datasets import SFTDataset, collate_causal_lm
+    from minimind.data.datasets import SFTDataset, collate_causal_lm
 
     if not config.init_from:
         raise ValueError("SFT starts from a pretrained model: pass --init_from DIR")

@@ -11,7 +11,8 @@ attention mask: under the causal mask a real token never attends to a later pad.
 - :class:`SFTDataset` — ``{"conversations"}`` rows rendered with the chat template; the loss
   mask comes from :meth:`MiniMindTokenizer.render_conversation`, so only assistant replies (and
   their closing ``<|im_end|>\\n``) are supervised, in every turn of a multi-turn conversation.
-- :class:`DPODataset` — ``{"chosen", "rejected"}`` rows; fields documented on the class.
+- :class:`DPODataset` — ``{"chosen", "rejected"}`` rows, each checked to be a usable pair (one
+  prompt, two different replies; errors name the file and line); fields documented on the class.
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from minimind.data.jsonl import read_jsonl
+from minimind.data.jsonl import DataError, JsonlReport, check_preference_pair, read_jsonl
 from minimind.losses import IGNORE_INDEX
 from minimind.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 ENCODE_CHUNK = 1024  # documents per encode_batch call: parallel in Rust, bounded in memory
 ENCODE_CHUNK_CHARS = 1 << 20  # and characters per call; a longer document is encoded in windows alone
+REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")  # DPO's precomputed reference log-probs
 
 
 class PretrainDataset(Dataset):
@@ -124,26 +126,39 @@ class SFTDataset(Dataset):
 class DPODataset(Dataset):
     """Preference pairs for DPO: the same prompt with a chosen and a rejected reply.
 
+    Every row must be a usable pair (`minimind.data.jsonl.check_preference_pair`: one prompt, two
+    different non-empty assistant replies) and keep at least one reply token of each after
+    truncation to `max_seq_len` (else its log-prob would score nothing); a row that is not fails
+    with a DataError naming the file and the line (truncation when the example is read).
+
     An example is ``{"chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask"}``: each
     ``*_ids`` is the whole rendered conversation (LongTensor, cut to `max_seq_len`), each
     ``*_mask`` a BoolTensor of the same length, True where that token is a supervised target
     (an assistant reply token, its ``<|im_end|>`` and the newline after it). Masks are
     unshifted like labels: ``mask[t]`` refers to token ``t``, whose log-probability is read
     from ``logits[t-1]``. Pass them as they are — ``sequence_logps(logits, ids, mask)`` does the
-    shift itself.
+    shift itself. `reference_logps`, once set (a (N, 2) tensor, see `minimind.train.dpo`), adds
+    ``reference_chosen_logps`` and ``reference_rejected_logps`` to every example.
     :func:`collate_dpo` pads all four to one common length (pad id 0, mask False), so chosen and
     rejected can be concatenated along the batch axis for a single forward pass.
     """
 
     def __init__(self, path, tokenizer, max_seq_len: int = 256, max_rows: int = 0):
         self.path, self.tokenizer, self.max_seq_len = Path(path), tokenizer, max_seq_len
-        self.pairs = []
-        for row in read_jsonl(self.path, "dpo"):
+        self.pairs, self.line_numbers = [], []
+        report = JsonlReport()
+        for row in read_jsonl(self.path, "dpo", report=report):
+            try:
+                check_preference_pair(row)
+            except ValueError as error:
+                raise DataError(f"{self.path}:{report.line}: {error}") from None
             self.pairs.append((row["chosen"], row["rejected"]))
+            self.line_numbers.append(report.line)
             if max_rows and len(self.pairs) >= max_rows:
                 break
         if not self.pairs:
             raise ValueError(f"{self.path}: no preference pairs")
+        self.reference_logps: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -154,6 +169,12 @@ class DPODataset(Dataset):
             ids, mask = self.tokenizer.render_conversation(messages, max_len=self.max_seq_len)
             example[f"{name}_ids"] = torch.tensor(ids, dtype=torch.long)
             example[f"{name}_mask"] = torch.tensor(mask, dtype=torch.bool)
+            if not example[f"{name}_mask"][1:].any():
+                raise DataError(
+                    f"{self.path}:{self.line_numbers[index]}: the {name} reply is cut away entirely by "
+                    f"--max_seq_len {self.max_seq_len}; raise it or shorten the prompt")
+        if self.reference_logps is not None:
+            example[REFERENCE_KEYS[0]], example[REFERENCE_KEYS[1]] = self.reference_logps[index]
         return example
 
 
@@ -175,12 +196,16 @@ def collate_causal_lm(examples: Sequence[dict]) -> dict:
 
 
 def collate_dpo(examples: Sequence[dict]) -> dict:
-    """Batch DPO examples; chosen and rejected share one length so they can be concatenated."""
+    """Batch DPO examples; chosen and rejected share one length so they can be concatenated. The
+    precomputed reference log-probs, when the examples carry them, are stacked (B,) each."""
     length = max(max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples)
     batch = {}
     for name in ("chosen", "rejected"):
         batch[f"{name}_ids"] = pad_right([e[f"{name}_ids"] for e in examples], PAD_ID, length)
         batch[f"{name}_mask"] = pad_right([e[f"{name}_mask"] for e in examples], False, length)
+    if REFERENCE_KEYS[0] in examples[0]:
+        for key in REFERENCE_KEYS:
+            batch[key] = torch.stack([e[key] for e in examples])
     return batch
 
 
