@@ -10,10 +10,10 @@ from minimind.data import synthetic
 from minimind.data.jsonl import DataError, JsonlReport, read_jsonl
 from minimind.data.synthetic import (
     ATTRIBUTES, DATASETS, MINIMIND_IDENTITY, SPLITS, build_world, column_steps, dataset_path, dataset_rows,
-    is_correct, is_minimind_identity, reply_style, write_datasets,
+    write_datasets,
 )
+from minimind.eval.scoring import is_correct, is_minimind_identity, parse_reasoning, reply_style
 from minimind.paths import REPO_ROOT
-from minimind.reasoning import parse_reasoning
 
 # Lines in the formats of upstream MiniMind's released files (UPSTREAM_SPEC §4), extra keys included.
 UPSTREAM_LINES = {

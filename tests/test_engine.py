@@ -288,11 +288,12 @@ def test_sft_entry_point_starts_from_a_checkpoint(tokenizer_dir, tmp_path):
 def test_exact_match_scores_value_replies_up_to_case_and_final_punctuation(monkeypatch):
     from types import SimpleNamespace
 
-    import minimind.train.sft as sft
+    import minimind.eval.replies as replies_module
 
     items = [SimpleNamespace(prompt=f"q{i}", answer=a) for i, a in enumerate(["Varo", "63", "tailor", "猫"])]
-    monkeypatch.setattr(sft, "answer_questions", lambda model, tok, questions, max_new_tokens: ["varo.", "63", "a tailor", "猫。"])
-    score, replies = sft.exact_match(None, None, items)
+    monkeypatch.setattr(replies_module, "answer_questions",
+                        lambda model, tok, questions, max_new_tokens: ["varo.", "63", "a tailor", "猫。"])
+    score, replies = replies_module.exact_match(None, None, items)
     assert score == 0.75 and replies[2] == "a tailor"
 
 

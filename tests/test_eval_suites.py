@@ -91,9 +91,9 @@ def oracle_replies(style: str):
 def replies_from(monkeypatch):
     """Route the suites' generation to a function of the prompt (no model involved)."""
     def install(reply_of):
-        monkeypatch.setattr("minimind.train.sft.answer_questions",
+        monkeypatch.setattr("minimind.eval.replies.answer_questions",
                             lambda model, tokenizer, prompts, max_new_tokens=16, batch_size=64: [reply_of(p) for p in prompts])
-        monkeypatch.setattr("minimind.reasoning.generate_replies",
+        monkeypatch.setattr("minimind.eval.replies.generate_replies",
                             lambda model, tokenizer, prompts, max_new_tokens=96, **kw: [reply_of(p) for p in prompts])
     return install
 

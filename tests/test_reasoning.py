@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
-from minimind.reasoning import parse_reasoning, score_answers
+from minimind.eval.scoring import parse_reasoning, score_answers
 
 VOCAB = 29
 TAG_IDS = (3, 4, 5, 6)  # <think> </think> <answer> </answer>
@@ -275,7 +275,7 @@ def test_reason_help_lists_the_stage_options(capsys):
 def test_generate_replies_with_a_thinking_budget_closes_the_think_block_in_time(tokenizer):
     from minimind.config import get_config
     from minimind.model import MiniMind
-    from minimind.reasoning import generate_replies
+    from minimind.eval.replies import generate_replies
 
     torch.manual_seed(0)
     model = MiniMind(get_config("tiny", vocab_size=tokenizer.vocab_size))  # untrained: never closes on its own

@@ -2,7 +2,7 @@
 import torch
 
 from minimind.losses import IGNORE_INDEX, masked_cross_entropy, reasoning_weighted_loss
-from minimind.reasoning import parse_reasoning
+from minimind.eval.scoring import parse_reasoning
 
 _TAG_IDS = (3, 4, 5, 6)
 
@@ -56,7 +56,7 @@ _PARSE_CASES = [
 
 
 def check_parse_reasoning(fn) -> None:
-    """fn(text) -> (think, answer, well_formed), like minimind.reasoning.parse_reasoning."""
+    """fn(text) -> (think, answer, well_formed), like minimind.eval.parse_reasoning."""
     for text, well_formed, answer in _PARSE_CASES:
         got = fn(text)
         assert isinstance(got, tuple) and len(got) == 3, "return a tuple (think, answer, well_formed)"
@@ -66,4 +66,4 @@ def check_parse_reasoning(fn) -> None:
         )
         assert got[1] == answer, f"{text!r}: answer should be {answer!r}, got {got[1]!r}"
         assert got == parse_reasoning(text), f"{text!r}: expected {parse_reasoning(text)!r}, got {got!r}"
-    print(f"✓ parser agrees with minimind.reasoning.parse_reasoning on {len(_PARSE_CASES)} crafted replies")
+    print(f"✓ parser agrees with minimind.eval.parse_reasoning on {len(_PARSE_CASES)} crafted replies")

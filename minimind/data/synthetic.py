@@ -148,7 +148,7 @@ DESCRIBE_FACTS = {
     "zh": "{name}今年{age}岁，住在{city}，是一名{job}，养了一只{pet}，最喜欢{colour}。",
 }
 # Two styles of the same reply. The SFT set mixes them (as scraped chat data mixes quality);
-# DPO then prefers the polite one. `reply_style` recognises them by these fixed phrases.
+# DPO then prefers the polite one. `minimind.eval.reply_style` recognises them by these fixed phrases.
 STYLE_PHRASES = {
     "polite": {"en": (("Of course!", "Sure!", "Happy to help!"), ("Hope this helps!", "Anything else I can help with?")),
                "zh": (("当然可以！", "好的！", "很乐意回答！"), ("希望对你有帮助！", "还有什么可以帮你的吗？"))},
@@ -465,31 +465,6 @@ class World:
 def build_world(seed: int = 0) -> World:
     """The world for `seed` (cached: the same object for the same seed)."""
     return World(seed)
-
-
-# ---------------------------------------------------------------------------------------
-# Scoring helpers the chapters use
-# ---------------------------------------------------------------------------------------
-def normalize_reply(text: str) -> str:
-    """Case-, space- and final-punctuation-insensitive form of a short reply."""
-    return " ".join(text.split()).strip(" .。!！").casefold()
-
-
-def is_correct(reply: str, answer: str) -> bool:
-    """Exact match of a value-only reply (up to case, spaces and final punctuation)."""
-    return normalize_reply(reply) == normalize_reply(answer)
-
-
-def reply_style(text: str) -> str:
-    """"polite", "curt" or "neither", from the fixed phrases the styled replies use."""
-    found = {style for style, by_lang in STYLE_PHRASES.items()
-             for openings, closings in by_lang.values() for phrase in openings + closings if phrase in text}
-    return found.pop() if len(found) == 1 else "neither"
-
-
-def is_minimind_identity(text: str) -> bool:
-    """Did the reply claim the MiniMind identity the LoRA teaches?"""
-    return "MiniMind" in text
 
 
 # ---------------------------------------------------------------------------------------

@@ -84,13 +84,14 @@ def subset(items: Sequence, limit: Optional[int]) -> list:
 
 
 def _replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-    from minimind.train.sft import answer_questions
+    from minimind.eval import replies
 
-    return answer_questions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    return replies.answer_questions(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
 
 
 def facts_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
-    from minimind.data.synthetic import build_world, is_correct
+    from minimind.data.synthetic import build_world
+    from minimind.eval.scoring import is_correct
 
     world = build_world(WORLD_SEED)
     groups = {"trained": world.questions("sft", "train"), "reworded": world.questions("sft", "reworded"),
@@ -106,21 +107,23 @@ def facts_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
 
 def reasoning_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
     from minimind.data.synthetic import PROBLEM_KINDS, build_world
-    from minimind.reasoning import generate_replies, score_answers
+    from minimind.eval import replies
+    from minimind.eval.scoring import score_answers
 
     problems = build_world(WORLD_SEED).problems("val")
     scores = []
     for kind in PROBLEM_KINDS:
         chosen = subset([p for p in problems if p.kind == kind], limit)
-        replies = generate_replies(model, tokenizer, [p.prompt for p in chosen], max_new_tokens=100)
-        result = score_answers(replies, [p.answer for p in chosen])
+        texts = replies.generate_replies(model, tokenizer, [p.prompt for p in chosen], max_new_tokens=100)
+        result = score_answers(texts, [p.answer for p in chosen])
         scores.append(Score("reasoning", kind, "accuracy", result.correct, result.n))
         scores.append(Score("reasoning", kind, "format", result.well_formed, result.n))
     return scores
 
 
 def preference_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
-    from minimind.data.synthetic import dataset_rows, reply_style
+    from minimind.data.synthetic import dataset_rows
+    from minimind.eval.scoring import reply_style
 
     rows = subset(dataset_rows("dpo", "val", WORLD_SEED), limit)
     styles = [reply_style(reply) for reply in
@@ -129,7 +132,8 @@ def preference_suite(model, tokenizer, limit: Optional[int] = None) -> list[Scor
 
 
 def identity_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
-    from minimind.data.synthetic import dataset_rows, is_minimind_identity
+    from minimind.data.synthetic import dataset_rows
+    from minimind.eval.scoring import is_minimind_identity
 
     rows = subset(dataset_rows("lora_identity", "val", WORLD_SEED), limit)
     replies = _replies(model, tokenizer, [row["conversations"][0]["content"] for row in rows], max_new_tokens=40)

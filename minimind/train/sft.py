@@ -60,29 +60,6 @@ def run(config: SFTConfig, callbacks=()) -> TrainResult:
     return train(config, model, dataset, collate_causal_lm, supervised_lm_loss, tokenizer=tokenizer, callbacks=callbacks)
 
 
-def answer_questions(model, tokenizer, questions, max_new_tokens: int = 16, batch_size: int = 64) -> list[str]:
-    """Greedy replies of a chat model to single-turn questions, rendered with the chat template."""
-    from minimind.generate import SamplingParams, generate_batch
-
-    params = SamplingParams(max_new_tokens=max_new_tokens)
-    prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": q}]) for q in questions]
-    replies = []
-    for start in range(0, len(prompts), batch_size):
-        for ids in generate_batch(model, prompts[start:start + batch_size], params):
-            replies.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-    return replies
-
-
-def exact_match(model, tokenizer, items, max_new_tokens: int = 16) -> tuple[float, list[str]]:
-    """Share of `items` (objects with `.prompt` and `.answer`, e.g. `World.questions()`) answered
-    exactly (up to case, spaces and final punctuation), and the replies."""
-    from minimind.data.synthetic import is_correct
-
-    replies = answer_questions(model, tokenizer, [item.prompt for item in items], max_new_tokens)
-    correct = sum(is_correct(reply, item.answer) for reply, item in zip(replies, items))
-    return correct / max(len(items), 1), replies
-
-
 def main(argv=None) -> int:
     config = parse_config(SFTConfig, argv, prog="python -m minimind.train.sft")
     result = run(config)

@@ -1,9 +1,48 @@
-"""Reading a reasoning model's reply: split `<think>…</think><answer>…</answer>`, judge its
-format, and score answers against references."""
+"""Scoring replies: text in, verdicts out (no model, no torch), for the suites and the chapters.
+
+- value answers (the facts and tea questions): `is_correct`, exact up to case, spaces and final
+  punctuation;
+- the two styles of the synthetic replies (what DPO prefers): `reply_style`;
+- the identity the LoRA adapter teaches: `is_minimind_identity`;
+- reasoning replies `<think>…</think><answer>…</answer>`: `parse_reasoning` splits one and judges
+  its format, `score_answers` counts format and accuracy of a batch.
+"""
 import re
 from dataclasses import dataclass
 
+from minimind.data.synthetic import STYLE_PHRASES
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START, THINK_TOKENS
+
+
+# ---------------------------------------------------------------------------------------------
+# Value answers, styles, identity
+
+
+def normalize_reply(text: str) -> str:
+    """Case-, space- and final-punctuation-insensitive form of a short reply."""
+    return " ".join(text.split()).strip(" .。!！").casefold()
+
+
+def is_correct(reply: str, answer: str) -> bool:
+    """Exact match of a value-only reply (up to case, spaces and final punctuation)."""
+    return normalize_reply(reply) == normalize_reply(answer)
+
+
+def reply_style(text: str) -> str:
+    """"polite", "curt" or "neither", from the fixed phrases the styled replies use."""
+    found = {style for style, by_lang in STYLE_PHRASES.items()
+             for openings, closings in by_lang.values() for phrase in openings + closings if phrase in text}
+    return found.pop() if len(found) == 1 else "neither"
+
+
+def is_minimind_identity(text: str) -> bool:
+    """Did the reply claim the MiniMind identity the LoRA teaches?"""
+    return "MiniMind" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Reasoning replies
+
 
 # The whole reply, nothing before or after but whitespace: one think block, then one answer block.
 _THINK_THEN_ANSWER = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
@@ -87,33 +126,3 @@ def score_answers(replies, references, require_think: bool = True, require_forma
         if answer is not None and normalize_answer(answer) == normalize_answer(str(reference)):
             correct += ok or not require_format
     return ReasoningScore(n=len(replies), well_formed=well_formed, correct=correct)
-
-
-def generate_replies(model, tokenizer, prompts, max_new_tokens: int = 96, open_thinking: bool = False,
-                     thinking_budget=None, batch_size: int = 64):
-    """Greedy replies of `model` to user `prompts` (one-turn chats), decoded with the tags kept.
-
-    open_thinking=True renders the prompt with `<think>\\n` already appended (the template's
-    enable_thinking), so the reply starts inside the think block; the returned text then
-    begins with that `<think>\\n`, so it parses like a reply that opened the block itself.
-    thinking_budget caps the tokens spent inside the think block (`</think>` is forced after).
-    """
-    from minimind.generate import SamplingParams, generate_batch
-    if thinking_budget is not None and not open_thinking:
-        raise ValueError("a thinking budget needs open_thinking=True (the budget counts from <think>)")
-    params = SamplingParams.for_tokenizer(tokenizer, temperature=0.0, max_new_tokens=max_new_tokens,
-                                          thinking_budget=thinking_budget)
-    chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    prompt_ids = [tokenizer.encode_chat_prompt(chat, enable_thinking=True if open_thinking else None)
-                  for chat in chats]
-    prefix = THINK_START + "\n" if open_thinking else ""
-    was_training = model.training
-    model.eval()
-    replies = []
-    try:
-        for start in range(0, len(prompt_ids), batch_size):
-            for ids in generate_batch(model, prompt_ids[start:start + batch_size], params):
-                replies.append(prefix + tokenizer.decode(ids))
-    finally:
-        model.train(was_training)
-    return replies
