@@ -17,7 +17,7 @@ def make_step(model, batch: torch.Tensor, hf: bool, compile: bool = False, check
     if hf:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     else:
-        from minimind.train.engine import TrainConfig, param_groups
+        from minimind.train import TrainConfig, param_groups
 
         config = TrainConfig()  # the engine's defaults: decay groups, betas
         optimizer = torch.optim.AdamW(param_groups(model.named_parameters(), config.weight_decay),
@@ -70,7 +70,7 @@ def make_sft_step(model, batch: torch.Tensor, labels: torch.Tensor, hf: bool, se
     """One optimizer step on SFT-shaped data (labels −100 on the prompt): transformers computes
     the logits at every position; ours with `selected` only where a target exists
     (`supervised_lm_loss`, what `minimind.train.sft` runs), without it at every position."""
-    from minimind.train.engine import causal_lm_loss, supervised_lm_loss
+    from minimind.train import causal_lm_loss, supervised_lm_loss
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()

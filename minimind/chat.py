@@ -20,9 +20,7 @@ from minimind.generate import IncrementalDecoder, SamplingParams, stream_generat
 from minimind.runtime import DTYPES, resolve_device, resolve_dtype
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
-ZOO_MODELS = ("pretrained", "sft", "dpo", "reasoning")  # the book's chat models (others resolve the same way)
-# where the stages define their artefact folders (`<name>_dir()` or `zoo_<name>_dir()`, built on first use)
-ZOO_MODULES = ("minimind.zoo", "minimind.train.dpo", "minimind.train.reason", "minimind.train.distill")
+from minimind.zoo import CHAT_MODELS as ZOO_MODELS  # noqa: E402  (the book's chat models; every zoo name resolves)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,18 +28,11 @@ ZOO_MODULES = ("minimind.zoo", "minimind.train.dpo", "minimind.train.reason", "m
 
 def zoo_model_dir(name: str) -> Path:
     """The folder of the zoo artefact `name` (trained and cached on first use)."""
-    import importlib
+    from minimind import zoo
 
-    for module_name in ZOO_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for function in (f"{name}_dir", f"zoo_{name}_dir"):
-            folder_of = getattr(module, function, None)
-            if callable(folder_of):
-                return Path(folder_of())
-    raise FileNotFoundError(f"{name}: no such checkpoint, nor a zoo artefact (e.g. {', '.join(ZOO_MODELS)})")
+    if name not in zoo.RECIPES:
+        raise FileNotFoundError(f"{name}: no such checkpoint, nor a zoo artefact (e.g. {', '.join(ZOO_MODELS)})")
+    return zoo.path(name)
 
 
 def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora: Sequence[str | Path] = (),

@@ -1,44 +1,47 @@
-"""The book's trained artefacts, built deterministically the first time and reused afterwards.
+"""The book's trained artefacts: one registry of recipes, each built deterministically the first
+time it is asked for and reused afterwards.
 
-Any chapter can ask for what it needs — `tokenizer()`, `pretrained()`, `sft()`, and the later
-stages' artefacts, which their own modules add with :func:`get_or_build` — whether or not an
-earlier chapter ran. Each artefact is a folder ``cache_dir()/<name>`` (``.cache/minimind`` in a
-checkout, ``MINIMIND_CACHE`` to move it) holding one sub-folder per version: its files, the
-training metrics (``metrics.jsonl``, so a chapter can plot the curve either way) and
-``artefact.json`` with a fingerprint of everything it was built from: the code, the training
-config, the data file's digest and the fingerprints of the artefacts it started from. A
-different fingerprint builds a new version. Builds hold a file lock (two processes never build the same artefact at
+    zoo.path("sft")          # the folder of the SFT chat model (trained, with what it starts from, on first use)
+    zoo.load("sft")          # the model in it (CPU, eval mode); zoo.sft() says the same
+    zoo.config("sft")        # the stage config its recipe runs (change fields to run a variation)
+    zoo.metrics("sft")       # its training records
+
+`RECIPES` names every artefact: the tokenizer, the pretrained model, the SFT model and its
+every-token ablation, the DPO model, the identity and tea-house LoRA adapters, the reasoning model
+and the distillation teacher. A recipe is a training stage's `run(config)` with the stage's own
+defaults (plus the recipe's few settings), on one synthetic dataset, starting from other
+artefacts, whose folders it passes as explicit paths (`init_from`, `tokenizer`): the stages know
+nothing of the zoo. Any chapter can ask for what it needs, whether or not an earlier chapter ran.
+
+Each artefact is a folder ``cache_dir()/<name>`` (``.cache/minimind`` in a checkout,
+``MINIMIND_CACHE`` to move it) holding one sub-folder per version: its files, the training
+metrics (``metrics.jsonl``, so a chapter can plot the curve either way) and ``artefact.json``
+with a fingerprint of everything it was built from: the code, the training config, the data
+file's digest and the fingerprints of the artefacts it started from. A different fingerprint
+builds a new version. Builds hold a file lock (two processes never build the same artefact at
 once), write into a temporary folder and publish it with a rename, so a killed build leaves
-nothing half-made behind. They are silent and seeded.
-
-A later stage adds its artefact like this (in its own module)::
-
-    def dpo_dir() -> Path:
-        data, base = dataset_path("dpo", "train"), zoo.sft_dir()
-        config = DPOConfig(progress=False)
-        def build(out):
-            run(replace(config, out_dir=str(out), init_from=str(base), data_path=str(data)))
-        print_ = zoo.fingerprint(config, data=[data], parents=[base], code=["minimind.train.dpo"])
-        return zoo.get_or_build("dpo", build, print_)
+nothing half-made behind. They are silent and seeded, and keep no resume file (it is for
+continuing a run, not part of an artefact).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
 from minimind.paths import cache_dir
 
 MARKER_FILE = "artefact.json"
 # Bump when the code that builds the artefacts changes in a way their configs do not show.
 ZOO_VERSION = 1
-TOKENIZER_VOCAB_SIZE = 2048
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,8 +63,9 @@ def artefact_key(directory) -> str:
 
 
 # The modules whose code decides what a training run produces; an edit to any of them rebuilds.
-TRAINING_CODE = ("minimind.config", "minimind.model", "minimind.tokenizer", "minimind.losses",
-                 "minimind.data.datasets", "minimind.train.engine")
+TRAINING_CODE = ("minimind.config", "minimind.model", "minimind.tokenizer", "minimind.losses", "minimind.runtime",
+                 "minimind.data.datasets", "minimind.train.config", "minimind.train.stage", "minimind.train.loop",
+                 "minimind.train.state")
 
 
 def code_digest(modules: Iterable[str]) -> str:
@@ -186,115 +190,133 @@ def _prune(folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def metrics(directory) -> list[dict]:
-    """The training metrics saved with an artefact (records of `metrics.jsonl`)."""
-    from minimind.train.metrics import read_metrics
-
-    return read_metrics(Path(directory) / "metrics.jsonl")
-
-
-def load(directory):
-    """The model saved in an artefact folder, on CPU, in eval mode."""
-    from minimind.checkpoint import load_model
-
-    return load_model(directory)
-
-
 # ---------------------------------------------------------------------------------------------
-# The artefacts of chapters 1-4
+# The book's artefacts
 
 
-def _synthetic(name: str, split: str = "train") -> Path:
+@dataclass(frozen=True)
+class Recipe:
+    """How the book builds one artefact: `stage.run(config)` on a synthetic dataset, starting from
+    other artefacts."""
+
+    stage: str  # the stage module, e.g. "minimind.train.sft"
+    config: str  # the stage's config class (or factory) in that module, e.g. "SFTConfig"
+    data: str  # the synthetic dataset it trains on (its train split)
+    inputs: dict = field(default_factory=dict)  # config field → the artefact whose folder it gets
+    settings: dict = field(default_factory=dict)  # the recipe's own settings over the stage's defaults
+    code: tuple = ()  # further modules whose code decides the result (the stage's always counts)
+    kind: str = "model"  # "model", "adapter" (a LoRA adapter on its init_from artefact) or "tokenizer"
+
+    def stage_config(self, **changes):
+        """The config this recipe runs, with `changes` (e.g. `max_steps=50`) applied."""
+        factory = getattr(importlib.import_module(self.stage), self.config)
+        return dataclasses.replace(factory(**self.settings), **changes)
+
+
+_SILENT = {"progress": False}
+RECIPES: dict[str, Recipe] = {
+    "tokenizer": Recipe("minimind.train.tokenizer", "book_config", "pretrain", kind="tokenizer",
+                        code=("minimind.tokenizer", "minimind.data.jsonl")),
+    "pretrained": Recipe("minimind.train.pretrain", "PretrainConfig", "pretrain", {"tokenizer": "tokenizer"}, _SILENT),
+    "sft": Recipe("minimind.train.sft", "SFTConfig", "sft", {"init_from": "pretrained"}, _SILENT),
+    # chapter 4's ablation: the same SFT run with the loss on every token, prompts included
+    "sft_all_tokens": Recipe("minimind.train.sft", "SFTConfig", "sft", {"init_from": "pretrained"},
+                             {**_SILENT, "supervise_all": True}),
+    "dpo": Recipe("minimind.train.dpo", "DPOConfig", "dpo", {"init_from": "sft"}, _SILENT),
+    "lora_identity": Recipe("minimind.train.lora", "LoRAConfig", "lora_identity", {"init_from": "sft"},
+                            {**_SILENT, "lora_name": "identity"}, code=("minimind.lora",), kind="adapter"),
+    "lora_domain": Recipe("minimind.train.lora", "LoRAConfig", "lora_domain", {"init_from": "sft"},
+                          {**_SILENT, "lora_name": "domain"}, code=("minimind.lora",), kind="adapter"),
+    "reasoning": Recipe("minimind.train.reason", "ReasonConfig", "reason", {"init_from": "sft"}, _SILENT),
+    # the distillation teacher: the SFT chat model fine-tuned a little longer on the distillation
+    # conversations, so it knows every kind of reply they hold
+    "distill_teacher": Recipe("minimind.train.sft", "SFTConfig", "distill", {"init_from": "sft"},
+                              {**_SILENT, "max_steps": 200}),
+}
+CHAT_MODELS = ("pretrained", "sft", "dpo", "reasoning")  # the artefacts one talks to (`minimind chat --model sft`)
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"no zoo artefact {name!r}; the zoo has {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def config(name: str, **changes):
+    """The stage config artefact `name` is trained with (its paths filled in at build time)."""
+    return recipe(name).stage_config(**changes)
+
+
+def _data_file(name: str) -> Path:
     from minimind.data.synthetic import dataset_path
 
-    return Path(dataset_path(name, split))
+    return Path(dataset_path(name, "train"))
 
 
-def tokenizer_dir() -> Path:
-    """Byte-level BPE (vocab 2048) trained on the synthetic pretraining corpus."""
-    from minimind.data.jsonl import texts_from_jsonl
-    from minimind.tokenizer import train_tokenizer
-
-    data = _synthetic("pretrain")
+def path(name: str) -> Path:
+    """The folder of artefact `name`, built on first use (and the artefacts it starts from first)."""
+    spec = recipe(name)
+    stage_config, data = spec.stage_config(), _data_file(spec.data)
+    parents = {field_name: path(parent) for field_name, parent in spec.inputs.items()}
 
     def build(out: Path):
-        train_tokenizer(texts_from_jsonl(data), vocab_size=TOKENIZER_VOCAB_SIZE).save(out)
+        paths = {"data": (str(data),)} if spec.kind == "tokenizer" else {"data_path": str(data)}
+        run = importlib.import_module(spec.stage).run
+        run(dataclasses.replace(stage_config, out_dir=str(out), **paths,
+                                **{key: str(folder) for key, folder in parents.items()}))
+        from minimind.train.state import RESUME_FILE
 
-    print_ = fingerprint(data=[data], code=["minimind.tokenizer"], training_code=False, vocab_size=TOKENIZER_VOCAB_SIZE)
-    return get_or_build("tokenizer", build, print_)
+        (out / RESUME_FILE).unlink(missing_ok=True)
+
+    print_ = fingerprint(stage_config, data=[data], parents=list(parents.values()), code=[spec.stage, *spec.code],
+                         training_code=spec.kind != "tokenizer")
+    return get_or_build(name, build, print_)
+
+
+def _folder(name_or_folder: Union[str, Path]) -> Path:
+    if isinstance(name_or_folder, str) and name_or_folder in RECIPES:
+        return path(name_or_folder)
+    return Path(name_or_folder)
+
+
+def load(name_or_folder: Union[str, Path]):
+    """Artefact `name` (a `MiniMindTokenizer` for "tokenizer"; an adapter's base model with the
+    adapter loaded and active), or the model saved in an artefact folder: on CPU, in eval mode."""
+    from minimind.checkpoint import load_model
+
+    if isinstance(name_or_folder, str) and name_or_folder in RECIPES:
+        spec, folder = RECIPES[name_or_folder], path(name_or_folder)
+        if spec.kind == "tokenizer":
+            from minimind.tokenizer import MiniMindTokenizer
+
+            return MiniMindTokenizer.from_pretrained(folder)
+        if spec.kind == "adapter":
+            from minimind.lora import load_lora
+
+            model = load(spec.inputs["init_from"])
+            load_lora(model, folder)
+            return model.eval()
+        return load_model(folder)
+    return load_model(name_or_folder)
+
+
+def metrics(name_or_folder: Union[str, Path]) -> list[dict]:
+    """The training records saved with an artefact (`metrics.jsonl`), by name or folder."""
+    from minimind.train.metrics import read_metrics
+
+    return read_metrics(_folder(name_or_folder) / "metrics.jsonl")
 
 
 def tokenizer():
-    """The book's tokenizer (a `MiniMindTokenizer`)."""
-    from minimind.tokenizer import MiniMindTokenizer
-
-    return MiniMindTokenizer.from_pretrained(tokenizer_dir())
-
-
-def pretrain_config(**changes):
-    """The config of the book's pretrained model: `PretrainConfig`'s defaults, silent."""
-    from minimind.train.pretrain import PretrainConfig
-
-    return dataclasses.replace(PretrainConfig(progress=False), **changes)
-
-
-def pretrained_dir() -> Path:
-    """The `book` preset pretrained on the synthetic corpus (`python -m minimind.train.pretrain`'s run)."""
-    from minimind.train.pretrain import run
-
-    data, tokenizer_folder = _synthetic("pretrain"), tokenizer_dir()
-    config = pretrain_config()
-
-    def build(out: Path):
-        run(dataclasses.replace(config, out_dir=str(out), tokenizer=str(tokenizer_folder), data_path=str(data)))
-        _drop_resume_file(out)
-
-    return get_or_build("pretrained", build, fingerprint(config, data=[data], parents=[tokenizer_folder],
-                                                             code=["minimind.train.pretrain"]))
+    """The book's tokenizer: `load("tokenizer")`."""
+    return load("tokenizer")
 
 
 def pretrained():
-    """The pretrained chapter model (CPU, eval mode)."""
-    return load(pretrained_dir())
-
-
-def sft_config(**changes):
-    """The config of the book's SFT model: `SFTConfig`'s defaults, silent."""
-    from minimind.train.sft import SFTConfig
-
-    return dataclasses.replace(SFTConfig(progress=False), **changes)
-
-
-def _sft_artefact(name: str, config) -> Path:
-    from minimind.train.sft import run
-
-    data, base = _synthetic("sft"), pretrained_dir()
-
-    def build(out: Path):
-        run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), data_path=str(data)))
-        _drop_resume_file(out)
-
-    return get_or_build(name, build, fingerprint(config, data=[data], parents=[base], code=["minimind.train.sft"]))
-
-
-def sft_dir() -> Path:
-    """The pretrained model fine-tuned on the synthetic Q&As (`python -m minimind.train.sft`'s run)."""
-    return _sft_artefact("sft", sft_config())
-
-
-def sft_all_tokens_dir() -> Path:
-    """Chapter 4's ablation: the same SFT run with the loss on every token, prompts included."""
-    return _sft_artefact("sft_all_tokens", sft_config(supervise_all=True))
+    """The pretrained chapter model: `load("pretrained")`."""
+    return load("pretrained")
 
 
 def sft():
-    """The SFT chat model (CPU, eval mode)."""
-    return load(sft_dir())
-
-
-def _drop_resume_file(out: Path) -> None:
-    # the resume file (optimizer state, RNG) is for continuing a run, not part of the artefact
-    from minimind.train.engine import RESUME_FILE
-
-    (out / RESUME_FILE).unlink(missing_ok=True)
-
+    """The SFT chat model: `load("sft")`."""
+    return load("sft")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from minimind.checks.tokenizer import check_assistant_mask, check_merge, check_pair_counts
 from minimind.checks.training import check_lr_schedule, check_next_token_loss, check_packing, check_sft_labels
 from minimind.losses import masked_cross_entropy
-from minimind.train.engine import TrainConfig, learning_rate_at
+from minimind.train import TrainConfig, learning_rate_at
 from inference_helpers import tiny_tokenizer
 
 

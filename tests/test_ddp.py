@@ -12,7 +12,7 @@ import torch
 
 from minimind.checkpoint import load_model
 from minimind.train import read_metrics
-from minimind.train.engine import RESUME_FILE, load_resume_state
+from minimind.train.state import RESUME_FILE, load_resume_state
 from train_helpers import CITIES, JOBS, NAMES, TINY_OVERRIDES, make_tokenizer, pretrain_rows, write_jsonl
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -215,7 +215,7 @@ def test_a_teacher_with_another_vocabulary_is_refused_before_training(tokenizer,
     path, _ = _batch_of(tokenizer, tmp_path)
     config = DistillConfig(data_path=str(path), out_dir="", max_steps=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match="vocabulary"):
-        run(config, teacher=teacher, student=student)
+        run(config, teacher=teacher, model=student)
 
 
 def test_distill_script_trains_a_student_from_the_command_line(tokenizer, tmp_path):
@@ -255,7 +255,7 @@ def test_distill_help_lists_the_stage_options(capsys):
 
 def test_hard_label_baseline_skips_the_teacher_and_equals_plain_cross_entropy(tokenizer, tmp_path):
     from minimind.train.distill import distillation_loss_fn
-    from minimind.train.engine import causal_lm_loss
+    from minimind.train import causal_lm_loss
 
     teacher, student = _models(tokenizer.vocab_size)
     calls = []

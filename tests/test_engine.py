@@ -19,7 +19,7 @@ from minimind.train import (
     NonFiniteLossError, TrainConfig, build_cli, causal_lm_loss, learning_rate_at, param_groups,
     parse_config, plot_metrics, read_metrics, supervised_lm_loss, train,
 )
-from minimind.train.engine import parse_overrides
+from minimind.train.config import parse_overrides
 from minimind.train.pretrain import PretrainConfig
 from minimind.train.pretrain import main as pretrain_main
 from minimind.train.sft import SFTConfig

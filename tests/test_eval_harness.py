@@ -22,7 +22,7 @@ from minimind.export.transformers import export_transformers  # noqa: E402
 from minimind.generate import generate_batch  # noqa: E402
 from minimind.model import MiniMind  # noqa: E402
 from minimind.tokenizer import train_tokenizer  # noqa: E402
-from minimind.train.engine import TrainConfig, train  # noqa: E402
+from minimind.train import TrainConfig, train  # noqa: E402
 from train_helpers import one_thread  # noqa: E402
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"

@@ -188,7 +188,7 @@ def test_reasoning_loss_fn_with_weight_one_is_the_plain_lm_loss(tokenizer, tmp_p
     from minimind.config import get_config
     from minimind.data.datasets import SFTDataset, collate_causal_lm
     from minimind.model import MiniMind
-    from minimind.train.engine import causal_lm_loss
+    from minimind.train import causal_lm_loss
     from minimind.train.reason import reasoning_loss_fn
 
     torch.manual_seed(0)

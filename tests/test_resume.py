@@ -15,7 +15,7 @@ from minimind.data.datasets import PretrainDataset, collate_causal_lm
 from minimind.model import MiniMind
 from minimind.tokenizer import MiniMindTokenizer
 from minimind.train import TrainConfig, read_metrics, train
-from minimind.train.engine import RESUME_FILE, load_resume_state
+from minimind.train.state import RESUME_FILE, load_resume_state
 from train_helpers import one_thread, make_tokenizer, pretrain_rows, write_jsonl
 
 
@@ -200,20 +200,20 @@ def test_resume_removes_temporary_files_an_interrupted_write_left(setup, tmp_pat
 
 
 def test_weights_and_resume_file_agree_after_a_crash_between_their_writes(setup, uninterrupted, tmp_path, monkeypatch):
-    import minimind.train.engine as engine
+    import minimind.train.state as state_module
 
     out = tmp_path / "run"
-    real_save = engine.save_resume_state
+    real_save = state_module.save_resume_state
 
     def crash_at_step_6(path, state):
         if state["step"] == 6:
             raise Interrupted("killed after the weights were written, before the resume file")
         real_save(path, state)
 
-    monkeypatch.setattr(engine, "save_resume_state", crash_at_step_6)
+    monkeypatch.setattr(state_module, "save_resume_state", crash_at_step_6)
     with pytest.raises(Interrupted):
         train(config_for(out, save_interval=3, max_steps=7), make_model(), make_dataset(setup), collate_causal_lm)
-    monkeypatch.setattr(engine, "save_resume_state", real_save)
+    monkeypatch.setattr(state_module, "save_resume_state", real_save)
     assert load_resume_state(out / RESUME_FILE)["step"] == 3
 
     def weights_agree_with_the_resume_file(info):

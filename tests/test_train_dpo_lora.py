@@ -188,14 +188,15 @@ def test_stage_help_lists_its_options(stage, capsys):
         assert option_name in out
 
 
-def test_zoo_builders_train_once_then_reuse_the_artefact(tmp_path, tokenizer, monkeypatch):
+def test_zoo_recipes_train_once_then_reuse_the_artefact(tmp_path, tokenizer, monkeypatch):
+    import dataclasses
+
     import minimind.data.synthetic as synthetic
     from minimind import zoo
     from minimind.checkpoint import save_model
     from minimind.lora import lora_layers
-    from minimind.train import dpo, lora
 
-    # a tiny stand-in for the book's SFT artefact and data, so the real builders run in seconds
+    # a tiny stand-in for the book's SFT artefact and data, so the real recipes run in seconds
     base = tmp_path / "sft"
     save_model(tiny_model(tokenizer), base)
     tokenizer.save(base)
@@ -204,19 +205,19 @@ def test_zoo_builders_train_once_then_reuse_the_artefact(tmp_path, tokenizer, mo
              "lora_identity": write_jsonl(tmp_path / "identity.jsonl",
                                           [{"conversations": conversation(p, "I am MiniMind.")} for p in PROMPTS * 3])}
     monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(zoo, "sft_dir", lambda: base)
-    monkeypatch.setattr(zoo, "tokenizer_dir", lambda: base)
+    real_path = zoo.path
+    monkeypatch.setattr(zoo, "path", lambda name: base if name == "sft" else real_path(name))
     monkeypatch.setattr(synthetic, "dataset_path", lambda name, split="train": files[name])
-    monkeypatch.setattr(dpo, "zoo_config", lambda **changes: dpo.DPOConfig(progress=False, batch_size=4, epochs=1,
-                                                                            max_seq_len=128, **changes))
-    monkeypatch.setattr(lora, "zoo_config", lambda **changes: lora.LoRAConfig(progress=False, batch_size=8, epochs=1,
-                                                                              **changes))
-    dpo_folder = dpo.zoo_dpo_dir()
+    for name, quick in (("dpo", dict(batch_size=4, epochs=1, max_seq_len=128)), ("lora_identity", dict(batch_size=8, epochs=1))):
+        recipe = zoo.RECIPES[name]
+        monkeypatch.setitem(zoo.RECIPES, name, dataclasses.replace(recipe, settings={**recipe.settings, **quick}))
+    dpo_folder = zoo.path("dpo")
     assert (dpo_folder / "model.safetensors").exists() and not (dpo_folder / "resume.pt").exists()
-    assert dpo.zoo_dpo_dir() == dpo_folder  # cached: the same version, not rebuilt
-    adapter_folder = lora.zoo_lora_dir("identity")
+    assert zoo.path("dpo") == dpo_folder  # cached: the same version, not rebuilt
+    assert zoo.metrics("dpo") and zoo.config("dpo").batch_size == 4
+    adapter_folder = zoo.path("lora_identity")
     assert (adapter_folder / "adapter.safetensors").exists() and not (adapter_folder / "model.safetensors").exists()
-    model = lora.zoo_lora("identity")
+    model = zoo.load("lora_identity")
     assert lora_layers(model) and not model.training
-    with pytest.raises(ValueError, match="'identity' and 'domain'"):
-        lora.zoo_lora_dir("tea")
+    with pytest.raises(KeyError, match="no zoo artefact 'lora_tea'"):
+        zoo.path("lora_tea")

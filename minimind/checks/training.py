@@ -42,7 +42,7 @@ def check_lr_schedule(fn) -> None:
     """fn(step, total_steps, peak_lr, warmup_steps, min_lr_ratio) -> lr: linear warm-up to the peak
     over `warmup_steps` (step 0 gets peak/warmup), then half a cosine from the peak at step
     `warmup_steps` to peak*min_lr_ratio at the last step, `total_steps - 1`."""
-    from minimind.train.engine import TrainConfig, learning_rate_at
+    from minimind.train import TrainConfig, learning_rate_at
 
     cases = [(100, 1e-3, 10, 0.1), (50, 3e-3, 0, 0.0), (20, 5e-4, 5, 0.5)]
     for total, peak, warmup, ratio in cases:

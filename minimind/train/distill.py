@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from minimind.losses import distillation_terms, supervised_targets
 from minimind.runtime import resolve_device, seed_everything
-from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, train
+from minimind.train.config import TrainConfig, option, parse_config
+from minimind.train.loop import TrainResult, train
+from minimind.train.stage import build_model, check_vocabulary, load_tokenizer
 
 
 @dataclass
@@ -36,7 +38,7 @@ class DistillConfig(TrainConfig):
 
     teacher: str = option("out/sft", "teacher checkpoint directory (same tokenizer as the student)")
     tokenizer: str = option("", "tokenizer directory (empty: the one in --init_from, else the teacher's, else the "
-                            "book's zoo tokenizer)")
+                            "book's, trained afresh)")
     student_layers: str = option("", "start the student from these teacher layers, e.g. 0,2 (DistilBERT-style; "
                                  "empty: a fresh student of --preset, or --init_from)")
     data_path: str = option("", "chat jsonl in the SFT schema (empty: the book's synthetic distill data)")
@@ -126,12 +128,12 @@ def default_data_path(split: str = "train") -> str:
     return str(dataset_path("distill", split))
 
 
-def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: torch.nn.Module | None = None,
-        callbacks=()):
-    """Distil per `config` (a teacher / student module given here replaces --teacher / the student options)."""
+def run(config: DistillConfig, *, model: torch.nn.Module | None = None, tokenizer=None,
+        teacher: torch.nn.Module | None = None, callbacks=()) -> TrainResult:
+    """Distil per `config`: the student is `model` if given (else --init_from, --student_layers or a
+    fresh --preset), the teacher `teacher` if given (else the checkpoint --teacher)."""
     from minimind.checkpoint import load_model
     from minimind.data.datasets import SFTDataset, collate_causal_lm
-    from minimind.train.engine import build_model, check_vocabulary
 
     teacher_source = "teacher module"
     if teacher is None:
@@ -139,7 +141,9 @@ def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: 
         teacher = load_model(config.teacher)
     if not config.tokenizer and not config.init_from and (Path(teacher_source) / "tokenizer.json").exists():
         config = dataclasses.replace(config, tokenizer=teacher_source)  # the student speaks the teacher's tokens
-    tokenizer = load_tokenizer(config)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config)
+    student = model
     if student is None:
         if config.student_layers:
             if config.init_from:
@@ -157,38 +161,6 @@ def run(config: DistillConfig, teacher: torch.nn.Module | None = None, student: 
                          max_rows=config.max_rows)
     loss_fn = distillation_loss_fn(teacher, config.alpha, config.temperature, config.reverse_kl)
     return train(config, student, dataset, collate_causal_lm, loss_fn, tokenizer=tokenizer, callbacks=callbacks)
-
-
-def teacher_config(**changes):
-    """The config of the book's distillation teacher: the SFT stage, on the distillation set."""
-    from minimind.train.sft import SFTConfig
-
-    return dataclasses.replace(SFTConfig(progress=False, max_steps=200), **changes)
-
-
-def teacher_dir():
-    """The book's distillation teacher (cached in the zoo): the SFT chat model fine-tuned for a
-    few epochs on the distillation conversations, so it knows every kind of reply they hold."""
-    from minimind import zoo
-    from minimind.train.engine import RESUME_FILE
-    from minimind.train.sft import run as run_sft
-
-    data, base = Path(default_data_path("train")), zoo.sft_dir()
-    config = teacher_config()
-
-    def build(out: Path):
-        run_sft(dataclasses.replace(config, out_dir=str(out), init_from=str(base), data_path=str(data)))
-        (out / RESUME_FILE).unlink(missing_ok=True)
-
-    print_ = zoo.fingerprint(config, data=[data], parents=[base], code=["minimind.train.sft"])
-    return zoo.get_or_build("distill_teacher", build, print_)
-
-
-def zoo_teacher():
-    """The book's distillation teacher (CPU, eval mode)."""
-    from minimind import zoo
-
-    return zoo.load(teacher_dir())
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Direct Preference Optimization: teach a chat model to prefer one reply over another.
 
-    python -m minimind.train.dpo                          # the book's SFT model on the synthetic pairs
+    python -m minimind.train.dpo                          # out/sft (python -m minimind.train.sft) on the synthetic pairs
     python -m minimind.train.dpo --init_from out/sft --data_path dpo.jsonl --preset minimind2-small
     torchrun --nproc_per_node 2 -m minimind.train.dpo …   # several processes, same options
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -42,13 +41,16 @@ from torch import nn
 from minimind.data.datasets import REFERENCE_KEYS, DPODataset, collate_dpo
 from minimind.losses import IGNORE_INDEX, dpo_loss, masked_cross_entropy, sequence_logps
 from minimind.runtime import autocast_context, move_to_device, resolve_device, resolve_dtype
-from minimind.train.engine import TrainConfig, build_model, load_tokenizer, option, parse_config, train
+from minimind.train.config import TrainConfig, option, parse_config
+from minimind.train.loop import TrainResult, train
+from minimind.train.stage import build_model, load_tokenizer
 
 @dataclass
 class DPOConfig(TrainConfig):
     """Direct Preference Optimization on {"chosen", "rejected"} pairs (python -m minimind.train.dpo)."""
 
-    init_from: str = option("", "checkpoint to align, also the frozen reference (empty: the book's SFT model)")
+    init_from: str = option("out/sft", "checkpoint to align, also the frozen reference (the chat model "
+                            "`python -m minimind.train.sft` writes)")
     data_path: str = option("", "preference-pair jsonl (empty: the book's synthetic DPO pairs)")
     out_dir: str = option("out/dpo", "where weights, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(160, "tokens per conversation (prompt + reply; longer ones are truncated)")
@@ -158,18 +160,14 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 # Putting it together
 
 
-def run(config: DPOConfig, model: Optional[nn.Module] = None, tokenizer=None, callbacks=()):
-    """Train `model` (default: `--init_from`, else the book's SFT model) with DPO; returns the TrainResult."""
-
+def run(config: DPOConfig, *, model: Optional[nn.Module] = None, tokenizer=None, callbacks=()) -> TrainResult:
+    """Train `model` (default: the checkpoint in `--init_from`) with DPO; returns the TrainResult."""
+    if model is None and not config.init_from:
+        raise ValueError("DPO starts from a chat model: pass --init_from DIR")
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
     if model is None:
-        if config.init_from:
-            model = build_model(config)
-        else:
-            from minimind import zoo
-
-            model = zoo.sft()
+        model = build_model(config)
     data_path = config.data_path
     if not data_path:
         from minimind.data.synthetic import dataset_path
@@ -203,41 +201,3 @@ if __name__ == "__main__":
     from minimind.commandline import run_main
 
     raise SystemExit(run_main("python -m minimind.train.dpo", main))
-
-
-# ---------------------------------------------------------------------------------------------
-# The book's DPO model, cached in the zoo
-
-
-def zoo_config(**changes) -> DPOConfig:
-    """The config of the book's DPO model: `DPOConfig`'s defaults, silent."""
-    import dataclasses
-
-    return dataclasses.replace(DPOConfig(progress=False), **changes)
-
-
-def zoo_dpo_dir() -> Path:
-    """The book's SFT model aligned with DPO on the synthetic pairs (`python -m minimind.train.dpo`'s run)."""
-    import dataclasses
-
-    from minimind import zoo
-    from minimind.data.synthetic import dataset_path
-    from minimind.train.engine import RESUME_FILE
-
-    data, base, tokenizer_folder = Path(dataset_path("dpo", "train")), zoo.sft_dir(), zoo.tokenizer_dir()
-    config = zoo_config()
-
-    def build(out: Path):
-        run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), tokenizer=str(tokenizer_folder),
-                                data_path=str(data)))
-        (out / RESUME_FILE).unlink(missing_ok=True)  # for continuing a run, not part of the artefact
-
-    return zoo.get_or_build("dpo", build, zoo.fingerprint(config, data=[data], parents=[base],
-                                                         code=["minimind.train.dpo"]))
-
-
-def zoo_dpo():
-    """The book's DPO model (CPU, eval mode)."""
-    from minimind import zoo
-
-    return zoo.load(zoo_dpo_dir())

@@ -1,6 +1,6 @@
 """LoRA fine-tuning: train a small named adapter on top of a frozen chat model.
 
-    python -m minimind.train.lora                                   # identity adapter on the book's SFT model
+    python -m minimind.train.lora                                   # identity adapter on out/sft (python -m minimind.train.sft)
     python -m minimind.train.lora --data_path lora_domain_train.jsonl --lora_name domain
     python -m minimind.train.lora --init_from out/sft --preset minimind2-small --targets q_proj,o_proj
     torchrun --nproc_per_node 2 -m minimind.train.lora …            # several processes, same options
@@ -20,16 +20,17 @@ from typing import Optional
 from torch import nn
 
 from minimind.lora import DEFAULT_TARGETS, apply_lora, save_lora
-from minimind.train.engine import (
-    TrainConfig, build_model, load_tokenizer, option, parse_config, supervised_lm_loss, train,
-)
+from minimind.train.config import TrainConfig, option, parse_config
+from minimind.train.loop import TrainResult, train
+from minimind.train.stage import build_model, load_tokenizer, supervised_lm_loss
 
 
 @dataclass
 class LoRAConfig(TrainConfig):
     """LoRA fine-tuning of a frozen model on SFT conversations (python -m minimind.train.lora)."""
 
-    init_from: str = option("", "the base checkpoint the adapter is trained on (empty: the book's SFT model)")
+    init_from: str = option("out/sft", "the base checkpoint the adapter is trained on (the chat model "
+                            "`python -m minimind.train.sft` writes)")
     data_path: str = option("", "SFT-schema jsonl (empty: the book's synthetic identity set)")
     out_dir: str = option("out/lora", "where the adapter, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(128, "tokens per conversation (longer ones are truncated)")
@@ -65,19 +66,16 @@ def save_adapter_fn(name: str):
     return save
 
 
-def run(config: LoRAConfig, model: Optional[nn.Module] = None, tokenizer=None, callbacks=()):
-    """Add adapter `--lora_name` to `model` (default: `--init_from`, else the book's SFT model) and train it."""
+def run(config: LoRAConfig, *, model: Optional[nn.Module] = None, tokenizer=None, callbacks=()) -> TrainResult:
+    """Add adapter `--lora_name` to `model` (default: the checkpoint in `--init_from`) and train it."""
     from minimind.data.datasets import SFTDataset, collate_causal_lm
 
+    if model is None and not config.init_from:
+        raise ValueError("LoRA trains an adapter on a base model: pass --init_from DIR")
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
     if model is None:
-        if config.init_from:
-            model = build_model(config)
-        else:
-            from minimind import zoo
-
-            model = zoo.sft()
+        model = build_model(config)
     apply_lora(model, config.rank, config.alpha, config.lora_dropout, config.target_names, config.lora_name)
     data_path = config.data_path
     if not data_path:
@@ -105,47 +103,3 @@ if __name__ == "__main__":
     from minimind.commandline import run_main
 
     raise SystemExit(run_main("python -m minimind.train.lora", main))
-
-
-# ---------------------------------------------------------------------------------------------
-# The book's adapters, cached in the zoo
-
-
-def zoo_config(**changes) -> LoRAConfig:
-    """The config of the book's identity adapter: `LoRAConfig`'s defaults, silent."""
-    import dataclasses
-
-    return dataclasses.replace(LoRAConfig(progress=False), **changes)
-
-
-def zoo_lora_dir(name: str = "identity") -> Path:
-    """A LoRA adapter trained on the book's SFT model: "identity" (who are you? → MiniMind) or
-    "domain" (the invented tea house). The folder holds the adapter alone."""
-    import dataclasses
-
-    from minimind import zoo
-    from minimind.data.synthetic import dataset_path
-    from minimind.train.engine import RESUME_FILE
-
-    if name not in ("identity", "domain"):
-        raise ValueError(f"the zoo has LoRA adapters 'identity' and 'domain', not {name!r}")
-    data, base, tokenizer_folder = Path(dataset_path(f"lora_{name}", "train")), zoo.sft_dir(), zoo.tokenizer_dir()
-    config = zoo_config(lora_name=name)
-
-    def build(out: Path):
-        run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), tokenizer=str(tokenizer_folder),
-                                data_path=str(data)))
-        (out / RESUME_FILE).unlink(missing_ok=True)  # for continuing a run, not part of the artefact
-
-    return zoo.get_or_build(f"lora_{name}", build, zoo.fingerprint(config, data=[data], parents=[base],
-                                                                   code=["minimind.train.lora", "minimind.lora"]))
-
-
-def zoo_lora(name: str = "identity"):
-    """The book's SFT model with adapter `name` loaded and active (CPU, eval mode)."""
-    from minimind import zoo
-    from minimind.lora import load_lora
-
-    model = zoo.sft()
-    load_lora(model, zoo_lora_dir(name))
-    return model.eval()

@@ -1,8 +1,8 @@
 """Pretraining: next-token prediction on plain text, `[bos] + text + [eos]` per document.
 
 With no arguments it trains the book's chapter model (preset `book`, ~1M parameters) on the
-synthetic corpus in a few minutes on 2 CPU cores — the same run `minimind.zoo.pretrained()`
-caches::
+synthetic corpus in a few minutes on 2 CPU cores — the same run the zoo caches as "pretrained"
+(with no `--tokenizer` it trains the book's tokenizer first, in a second)::
 
     python -m minimind.train.pretrain
 
@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minimind.train.engine import (
-    TrainConfig, TrainResult, build_model, causal_lm_loss, check_vocabulary, load_tokenizer, option,
-    parse_config, train,
-)
+from minimind.train.config import TrainConfig, option, parse_config
+from minimind.train.loop import TrainResult, train
+from minimind.train.stage import build_model, causal_lm_loss, check_vocabulary, load_tokenizer
 
 
 @dataclass
@@ -66,14 +65,16 @@ def default_data_path() -> str:
     return str(dataset_path("pretrain", "train"))
 
 
-def run(config: PretrainConfig, callbacks=()) -> TrainResult:
-    """Build the tokenizer, dataset and model that `config` names, and train."""
+def run(config: PretrainConfig, *, model=None, tokenizer=None, callbacks=()) -> TrainResult:
+    """Build the tokenizer, dataset and model that `config` names (or take the given ones), and train."""
     from minimind.data.datasets import PretrainDataset, collate_causal_lm
 
-    tokenizer = load_tokenizer(config)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config)
     dataset = PretrainDataset(config.data_path or default_data_path(), tokenizer, config.max_seq_len,
                               packing=config.packing, progress=config.progress)
-    model = build_model(config)
+    if model is None:
+        model = build_model(config)
     check_vocabulary(tokenizer, model)
     return train(config, model, dataset, collate_causal_lm, causal_lm_loss, tokenizer=tokenizer, callbacks=callbacks)
 

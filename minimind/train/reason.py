@@ -16,16 +16,16 @@ sub-word anywhere in a reply); and the weighted sum is divided by the sum of the
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from minimind.losses import combine_reasoning_terms, supervised_targets
-from minimind.train.engine import TrainConfig, load_tokenizer, option, parse_config, train
+from minimind.train.config import TrainConfig, option, parse_config
+from minimind.train.loop import TrainResult, train
+from minimind.train.stage import build_model, check_vocabulary, load_tokenizer
 
 
 @dataclass
@@ -78,47 +78,20 @@ def default_data_path(split: str = "train") -> str:
     return str(dataset_path("reason", split))
 
 
-def run(config: ReasonConfig, callbacks=()):
-    """Fine-tune `config.init_from` on reasoning replies; returns the engine's TrainResult."""
+def run(config: ReasonConfig, *, model=None, tokenizer=None, callbacks=()) -> TrainResult:
+    """Fine-tune `config.init_from` (or the given model) on reasoning replies; returns the TrainResult."""
     from minimind.data.datasets import SFTDataset, collate_causal_lm
-    from minimind.train.engine import build_model, check_vocabulary
 
-    if not config.init_from:
+    if model is None and not config.init_from:
         raise ValueError("reasoning training starts from a chat model: pass --init_from DIR")
-    tokenizer = load_tokenizer(config)
-    model = build_model(config)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config)
+    if model is None:
+        model = build_model(config)
     check_vocabulary(tokenizer, model)
     dataset = SFTDataset(config.data_path or default_data_path("train"), tokenizer, config.max_seq_len)
     loss_fn = reasoning_loss_fn(tokenizer.reasoning_tag_ids, config.tag_weight, config.loss_normalize)
     return train(config, model, dataset, collate_causal_lm, loss_fn, tokenizer=tokenizer, callbacks=callbacks)
-
-
-def zoo_config(**changes) -> ReasonConfig:
-    """The config of the book's reasoning model: `ReasonConfig`'s defaults, silent."""
-    return dataclasses.replace(ReasonConfig(progress=False), **changes)
-
-
-def reasoning_dir():
-    """The book's SFT model after reasoning training on the synthetic problems (cached in the zoo)."""
-    from minimind import zoo
-    from minimind.train.engine import RESUME_FILE
-
-    data, base = Path(default_data_path("train")), zoo.sft_dir()
-    config = zoo_config()
-
-    def build(out: Path):
-        run(dataclasses.replace(config, out_dir=str(out), init_from=str(base), data_path=str(data)))
-        (out / RESUME_FILE).unlink(missing_ok=True)
-
-    print_ = zoo.fingerprint(config, data=[data], parents=[base], code=["minimind.train.reason"])
-    return zoo.get_or_build("reasoning", build, print_)
-
-
-def zoo_reasoning():
-    """The book's reasoning model (CPU, eval mode)."""
-    from minimind import zoo
-
-    return zoo.load(reasoning_dir())
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ Starts from a pretrained checkpoint (`--init_from`, default `out/pretrain`, what
 rendered with the chat template; the loss mask comes from the same rendering
 (`MiniMindTokenizer.render_conversation`), so every assistant turn of a multi-turn
 conversation is supervised and nothing else is. With no arguments it runs the book's SFT on
-the synthetic Q&As (what `minimind.zoo.sft()` caches)::
+the synthetic Q&As (what the zoo caches as "sft")::
 
     python -m minimind.train.pretrain && python -m minimind.train.sft
 
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minimind.train.engine import (
-    TrainConfig, TrainResult, build_model, check_vocabulary, load_tokenizer, option, parse_config,
-    supervised_lm_loss, train,
-)
+from minimind.train.config import TrainConfig, option, parse_config
+from minimind.train.loop import TrainResult, train
+from minimind.train.stage import build_model, check_vocabulary, load_tokenizer, supervised_lm_loss
 
 
 @dataclass
@@ -46,16 +45,18 @@ def default_data_path() -> str:
     return str(dataset_path("sft", "train"))
 
 
-def run(config: SFTConfig, callbacks=()) -> TrainResult:
-    """Build the tokenizer, dataset and model that `config` names, and fine-tune."""
+def run(config: SFTConfig, *, model=None, tokenizer=None, callbacks=()) -> TrainResult:
+    """Build the tokenizer, dataset and model that `config` names (or take the given ones), and fine-tune."""
     from minimind.data.datasets import SFTDataset, collate_causal_lm
 
-    if not config.init_from:
+    if model is None and not config.init_from:
         raise ValueError("SFT starts from a pretrained model: pass --init_from DIR")
-    tokenizer = load_tokenizer(config)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config)
     dataset = SFTDataset(config.data_path or default_data_path(), tokenizer, config.max_seq_len,
                          supervise_all=config.supervise_all)
-    model = build_model(config)
+    if model is None:
+        model = build_model(config)
     check_vocabulary(tokenizer, model)
     return train(config, model, dataset, collate_causal_lm, supervised_lm_loss, tokenizer=tokenizer, callbacks=callbacks)
 
