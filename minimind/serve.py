@@ -39,9 +39,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-from minimind.chat import ZOO_MODELS, load_chat_model, stream_reply
+from minimind.commandline import accept_both_spellings
 from minimind.generate import SEED_RANGE, SamplingParams
-from minimind.runtime import DTYPES, resolve_device
+from minimind.inference import add_model_flags, load_chat_model, stream_reply
+from minimind.runtime import resolve_device
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8998
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -630,13 +631,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerLimits()
     parser = argparse.ArgumentParser(prog="minimind serve", description="Serve a MiniMind model over an OpenAI-compatible API.")
-    parser.add_argument("--model", default="sft",
-                        help=f"checkpoint folder, .pth file, or zoo name ({', '.join(ZOO_MODELS)}); default sft")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder or tokenizer.json (default: beside the model)")
-    parser.add_argument("--preset", default=None, help="config preset for a .pth checkpoint")
-    parser.add_argument("--lora", action="append", default=[], help="LoRA adapter folder (repeatable)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    add_model_flags(parser)
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT)
@@ -660,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"seconds a request's head and body may take to arrive (default {defaults.read_timeout:g})")
     limits.add_argument("--max-connections", type=int, default=defaults.max_connections,
                         help=f"open connections at most (default {defaults.max_connections}; more: 503)")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from minimind.chat import ZOO_MODELS
+from minimind.commandline import accept_both_spellings
+from minimind.inference import add_model_flags
 
 MODELS_ENV = "MINIMIND_WEB_MODELS"  # JSON list of model specs (paths or zoo names) the app offers
 OPTIONS_ENV = "MINIMIND_WEB_OPTIONS"  # JSON object: tokenizer, preset, lora, device, dtype
@@ -37,8 +38,8 @@ def app() -> None:
     """The Streamlit script: one run per user interaction, state in `st.session_state`."""
     import streamlit as st
 
-    from minimind.chat import load_chat_model, plan_reply, stream_reply
     from minimind.generate import SamplingParams
+    from minimind.inference import load_chat_model, plan_reply, stream_reply
 
     @st.cache_resource(show_spinner="Loading the model…")
     def load(spec: str, options_json: str):
@@ -106,16 +107,10 @@ def app() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimind web", description="Start the Streamlit chat demo.")
-    parser.add_argument("--model", action="append", default=None,
-                        help=f"model to offer (repeatable): a checkpoint folder, .pth, or zoo name ({', '.join(ZOO_MODELS)}); default sft")
-    parser.add_argument("--tokenizer", default=None)
-    parser.add_argument("--preset", default=None, help="config preset for .pth checkpoints")
-    parser.add_argument("--lora", action="append", default=[], help="LoRA adapter folder (repeatable)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    add_model_flags(parser, several=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8501)
-    return parser
+    return accept_both_spellings(parser)
 
 
 def streamlit_command(args) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minimind.chat import ThinkingSplitter, fit_history, load_chat_model, main, plan_reply, stream_reply
+from minimind.chat import main
+from minimind.inference import ThinkingSplitter, fit_history, load_chat_model, plan_reply, stream_reply
 from minimind.generate import SamplingParams, generate
 from inference_helpers import save_tiny_checkpoint, tiny_model, tiny_tokenizer
 
@@ -271,14 +272,18 @@ def test_plan_reply_caps_the_reply_to_the_context_left(checkpoint):
 
 
 def test_zoo_names_resolve_to_their_artefact_builders(monkeypatch, tmp_path):
-    import minimind.chat as chat_module
     from minimind import zoo
+    from minimind.inference import model_path
 
     monkeypatch.setattr(zoo, "path", lambda name: tmp_path / f"{name}-artefact")
-    assert chat_module.zoo_model_dir("sft") == tmp_path / "sft-artefact"
-    assert set(chat_module.ZOO_MODELS) <= set(zoo.RECIPES)  # every documented name has a recipe (not built here)
+    assert model_path("sft") == tmp_path / "sft-artefact"
+    assert set(zoo.CHAT_MODELS) <= set(zoo.RECIPES)  # every documented name has a recipe (not built here)
     with pytest.raises(FileNotFoundError, match="zoo artefact"):
-        chat_module.zoo_model_dir("no_such_artefact")
+        model_path("no_such_artefact")
+    with pytest.raises(FileNotFoundError, match="LoRA adapter; pass --model sft --lora"):
+        model_path("lora_identity")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint$"):
+        model_path(str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 100])

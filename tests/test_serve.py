@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from minimind.chat import stream_reply
+from minimind.inference import stream_reply
 from minimind.generate import SamplingParams
 from minimind.serve import DEFAULT_HOST, DEFAULT_PORT, build_parser
 from inference_helpers import save_tiny_checkpoint

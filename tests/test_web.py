@@ -9,7 +9,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
 import minimind.web as web
-from minimind.chat import stream_reply
+from minimind.inference import stream_reply
 from minimind.generate import SamplingParams
 from inference_helpers import save_tiny_checkpoint
 

@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from minimind.runtime import DTYPES
+from minimind.commandline import accept_both_spellings
+from minimind.inference import add_model_flags
 
 PROG = "minimind eval"
 
@@ -29,18 +30,11 @@ class EvalInputError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minimind.chat import ZOO_MODELS
     from minimind.eval.suites import SUITES
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="sft",
-                        help=f"checkpoint folder, .pth file, transformers folder or zoo name ({', '.join(ZOO_MODELS)}); default sft")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder or tokenizer.json (default: beside the model)")
-    parser.add_argument("--preset", default=None, help="config preset for a .pth checkpoint (e.g. minimind2-small)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--dtype", default="float32", choices=["auto", *DTYPES],
-                        help="weights' dtype (default float32; log-probabilities are always taken in fp32)")
+    add_model_flags(parser, lora=False, dtype="float32")  # log-probabilities are always taken in fp32
     parser.add_argument("--suites", default=None, metavar="LIST",
                         help=f"comma-separated book suites: {', '.join(SUITES)}, or all")
     parser.add_argument("--lm-eval-tasks", default=None, metavar="LIST",
@@ -54,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="at most N items per suite group, per lm-eval task, and documents of --bpb")
     parser.add_argument("--out", default=None, metavar="FILE", help="write every figure to this JSON file")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def _first_line(error: BaseException) -> str:
@@ -80,7 +74,7 @@ def _resolve_lm_eval_tasks(args):
 
 
 def _load_model(args):
-    from minimind.chat import load_chat_model
+    from minimind.inference import load_chat_model
 
     try:
         return load_chat_model(args.model, args.tokenizer, (), args.preset, args.device, args.dtype)

@@ -75,7 +75,7 @@ class MiniMindLM(TemplateLM):
         super().__init__()
         self._source = str(path) if model is None else "memory"
         if model is None:
-            from minimind.chat import load_chat_model
+            from minimind.inference import load_chat_model
 
             if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
                 # lm-eval's CLI asks for cuda:0 unless told otherwise; its HF backend then uses what

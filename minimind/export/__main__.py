@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from minimind.chat import ZOO_MODELS, load_chat_model
+from minimind.commandline import accept_both_spellings
+from minimind.inference import add_model_flags, load_chat_model
 
 
 def load_for_export(model: str, tokenizer=None, lora=(), preset=None):
@@ -28,15 +29,11 @@ def load_for_export(model: str, tokenizer=None, lora=(), preset=None):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimind export", description="Export a MiniMind checkpoint.")
     parser.add_argument("format", choices=["transformers", "gguf"])
-    parser.add_argument("--model", default="sft",
-                        help=f"checkpoint folder, .pth file, or zoo name ({', '.join(ZOO_MODELS)}); default sft")
+    add_model_flags(parser, device=False)  # exported in fp32 from the CPU; one --lora adapter is merged in
     parser.add_argument("--out", required=True, help="output folder (transformers) or .gguf file")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder or tokenizer.json (default: beside the model)")
-    parser.add_argument("--preset", default=None, help="config preset for a .pth checkpoint")
-    parser.add_argument("--lora", action="append", default=[], help="a LoRA adapter folder to merge in")
     parser.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="GGUF weight type")
     parser.add_argument("--name", default="MiniMind", help="model name stored in the GGUF file")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def main(argv=None) -> int:
