@@ -9,7 +9,7 @@ CHAPTERS_NB := $(CHAPTERS_PY:.py=.ipynb)
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv data notebooks sync check-sync unit nbval test test-portable bands book vendor bench ci clean
+.PHONY: help venv data notebooks sync check-sync layers unit nbval test test-portable bands book vendor bench ci clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ vendor:  ## vendor MathJax and the widget manager (no CDN at view time)
 
 book: $(STAMP) vendor  ## build the website into _build/html (offline, warnings are errors)
 	$(BIN)/jupyter-book build --all -W -n --keep-going --builder html .
+
+layers: $(STAMP)  ## check the package's import layering and that it has no cycles (import-linter; also part of unit)
+	$(BIN)/lint-imports --no-cache
 
 unit: $(STAMP)  ## unit tests only
 	$(BIN)/pytest -q tests
