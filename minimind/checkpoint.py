@@ -195,10 +195,3 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     model = load_state_dict_strict(MiniMind(config), state, str(path))
     return model.to(device).eval()
-
-
-def _scratch_back_import():
-    """Scratch: a deliberate upward import (checkpoint → zoo) to show the contract failing."""
-    from minimind import zoo
-
-    return zoo.path("sft")
