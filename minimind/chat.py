@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minimind.commandline import accept_both_spellings
+from minimind.commandline import BooleanFlag, accept_both_spellings
 from minimind.generate import SamplingParams
 from minimind.inference import ReplyStream, add_model_flags, load_chat_model, plan_reply, stream_reply
 
@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="non-interactive: send this user message, print the reply, exit (repeat for more turns)")
     parser.add_argument("--system", default=None, help="system prompt (default: the template's)")
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
-                        help="open a <think> block (--think), skip it (--no-think), or leave the template as trained")
-    parser.add_argument("--thinking-budget", type=int, default=None, help="most tokens inside <think>…</think>")
+    parser.add_argument("--top_p", type=float, default=0.9)
+    parser.add_argument("--top_k", type=int, default=0, help="0 = off")
+    parser.add_argument("--repetition_penalty", type=float, default=1.0)
+    parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument("--think", action=BooleanFlag, default=None,
+                        help="open a <think> block (--think), skip it (--no_think), or leave the template as trained")
+    parser.add_argument("--thinking_budget", type=int, default=None, help="most tokens inside <think>…</think>")
     parser.add_argument("--history", type=_history_length, default=None, metavar="N",
                         help="keep only the last N earlier messages (user and assistant) besides the new prompt; "
                              "0 = no history (default: as many as fit)")

@@ -34,6 +34,18 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
+class BooleanFlag(argparse.BooleanOptionalAction):
+    """`--flag` sets True, `--no_flag` False (argparse's BooleanOptionalAction spelled as the package
+    spells flags; `--no-flag` is accepted too, once `accept_both_spellings` has run)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.option_strings = ["--no_" + flag[5:] if flag.startswith("--no-") else flag for flag in self.option_strings]
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not (option_string or "").startswith(("--no_", "--no-")))
+
+
 def run_main(prog: str, main, argv=None) -> int:
     """`main(argv)`'s exit status; a USER_ERRORS exception is printed as `prog: message`, status 2."""
     try:

@@ -21,7 +21,7 @@ one client can ask of it is bounded (`ServerLimits`, README "Server limits and s
 defaults"): the request body's size, the time its head and body take to arrive, the queue (a full
 one answers 429 with Retry-After), `max_tokens`, the connections; a client that disconnects,
 streaming or not, stops its generation or frees its place in the queue. Prompts are tokenized
-off the event loop, after a length check that needs no tokenizer. `--api-key` requires
+off the event loop, after a length check that needs no tokenizer. `--api_key` requires
 `Authorization: Bearer KEY`; requests whose Host header is not this machine are refused while
 bound to the loopback address (a web page cannot reach the server through DNS rebinding).
 """
@@ -66,7 +66,7 @@ class ServerLimits:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.read_timeout > 0:
-            raise ValueError(f"--read-timeout must be > 0 seconds, got {self.read_timeout}")
+            raise ValueError(f"--read_timeout must be > 0 seconds, got {self.read_timeout}")
 
 
 @dataclass
@@ -262,7 +262,7 @@ class _Guard:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         if self.allowed_hosts is not None and _host_name(headers.get("host", "")).lower() not in self.allowed_hosts:
             return await self._refuse(send, APIError(400, f"the Host header {headers.get('host', '')!r} is not "
-                                                          "this server's (see --allowed-host)", code="invalid_host"))
+                                                          "this server's (see --allowed_host)", code="invalid_host"))
         if self.api_key is not None and scope["path"] != "/health":
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key):
@@ -635,25 +635,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT)
-    parser.add_argument("--model-name", default="minimind", help="the model id clients must send")
-    parser.add_argument("--max-tokens", type=int, default=512, help="max_tokens when a request gives none")
+    parser.add_argument("--model_name", default="minimind", help="the model id clients must send")
+    parser.add_argument("--max_tokens", type=int, default=512, help="max_tokens when a request gives none")
     parser.add_argument("--temperature", type=float, default=0.7, help="temperature when a request gives none")
-    parser.add_argument("--top-p", type=float, default=0.92, help="top_p when a request gives none")
+    parser.add_argument("--top_p", type=float, default=0.92, help="top_p when a request gives none")
     limits = parser.add_argument_group("limits and security")
-    limits.add_argument("--api-key", default=None,
+    limits.add_argument("--api_key", default=None,
                         help="require Authorization: Bearer KEY on every route but /health (default: no key)")
-    limits.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+    limits.add_argument("--allowed_host", action="append", default=None, metavar="NAME",
                         help="a name the Host header may carry (repeatable; default: 127.0.0.1, localhost and ::1 "
                              "when bound to the loopback address, any name otherwise)")
-    limits.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
+    limits.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes,
                         help=f"largest request body (default {defaults.max_body_bytes}; larger: 413)")
-    limits.add_argument("--max-queue", type=int, default=defaults.max_queue,
+    limits.add_argument("--max_queue", type=int, default=defaults.max_queue,
                         help=f"requests waiting for the model at most (default {defaults.max_queue}; more: 429)")
-    limits.add_argument("--max-tokens-limit", type=int, default=defaults.max_tokens,
+    limits.add_argument("--max_tokens_limit", type=int, default=defaults.max_tokens,
                         help=f"the most max_tokens a request may ask for (default {defaults.max_tokens})")
-    limits.add_argument("--read-timeout", type=float, default=defaults.read_timeout,
+    limits.add_argument("--read_timeout", type=float, default=defaults.read_timeout,
                         help=f"seconds a request's head and body may take to arrive (default {defaults.read_timeout:g})")
-    limits.add_argument("--max-connections", type=int, default=defaults.max_connections,
+    limits.add_argument("--max_connections", type=int, default=defaults.max_connections,
                         help=f"open connections at most (default {defaults.max_connections}; more: 503)")
     return accept_both_spellings(parser)
 
@@ -686,7 +686,7 @@ def main(argv=None) -> int:
     app = create_app(model, tokenizer, args.model_name, args.max_tokens, args.temperature, args.top_p, limits,
                      args.api_key, allowed_hosts)
     if not loopback and args.api_key is None:
-        print(f"minimind serve: warning: {args.host} is reachable from other machines and no --api-key is set",
+        print(f"minimind serve: warning: {args.host} is reachable from other machines and no --api_key is set",
               file=sys.stderr)
     print(f"serving {args.model} as {args.model_name!r} on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn_config(app, limits)).run(sockets=[sock])

@@ -81,7 +81,7 @@ def error_line(capsys) -> str:
 
 def test_nothing_to_evaluate(checkpoint, capsys):
     assert main(["eval", "--model", str(checkpoint)]) == 2
-    assert error_line(capsys) == "minimind eval: nothing to evaluate: give --suites, --lm-eval-tasks and/or --bpb"
+    assert error_line(capsys) == "minimind eval: nothing to evaluate: give --suites, --lm_eval_tasks and/or --bpb"
 
 
 def test_unknown_suite(checkpoint, capsys):

@@ -11,7 +11,7 @@ Commands (each streams its input once, in bounded memory, and writes its output 
 Formats by file name: .jsonl, .txt, .parquet (optionally .gz). Every command that filters ends with a
 summary — read, kept, dropped by which filter — and checks that kept + dropped == read. Token
 lengths need `--tokenizer PATH` (a tokenizer directory or tokenizer.json); without it, lengths are
-counted in characters. Malformed lines stop the run with `path:line: reason`; `--skip-bad` counts
+counted in characters. Malformed lines stop the run with `path:line: reason`; `--skip_bad` counts
 them as dropped (`bad_input`) and goes on. `--dropped FILE.jsonl` keeps every dropped record with
 its line, filter and reason. `--to pretrain` drops a record whose conversion leaves no text
 (`empty_text`). No output may be the input file.
@@ -20,10 +20,10 @@ Upstream MiniMind's recipes, with its real files:
 
     # pretrain_hq.jsonl: the Chinese part of an SFT corpus as short texts
     python -m minimind.data.prepare pipeline sft_zh.jsonl pretrain_hq.jsonl --to pretrain \\
-        --scripts han --min-script-share 0.5 --max-chars 511 --pack-chars 511
+        --scripts han --min_script_share 0.5 --max_chars 511 --pack_chars 511
     # sft_512.jsonl: no symbol noise, mostly Chinese, whole conversation under 512 tokens
     python -m minimind.data.prepare pipeline sft_raw.jsonl sft_512.jsonl --scripts han \\
-        --min-script-share 0.5 --tokenizer model/ --max-tokens 511
+        --min_script_share 0.5 --tokenizer model/ --max_tokens 511
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minimind.commandline import BooleanFlag, accept_both_spellings
 from minimind.data.filters import (ExactDeduplicator, NearDeduplicator, RecordError, Sample,
                                    conversation_format_filter, length_filter, markup_filter,
                                    preference_pair_filter, repeated_lines_filter,
@@ -224,7 +225,7 @@ def quality_filters(args, tokenizer=None) -> list:
         from minimind.data.stats import RecordLength
 
         if tokenizer is None:
-            raise SystemExit("--min-tokens/--max-tokens need --tokenizer PATH (or use --min-chars/--max-chars)")
+            raise SystemExit("--min_tokens/--max_tokens need --tokenizer PATH (or use --min_chars/--max_chars)")
         filters.append(token_length_filter(RecordLength(tokenizer), args.min_tokens, args.max_tokens))
     return filters
 
@@ -243,38 +244,38 @@ def _add_io_flags(parser, with_output=True):
     if with_output:
         parser.add_argument("output", help="output file (.jsonl, .txt or .parquet, optionally .gz), written atomically")
         parser.add_argument("--dropped", metavar="FILE", help="also write every dropped record, with its line, filter and reason, to this jsonl")
-        parser.add_argument("--skip-bad", action="store_true", help="count malformed lines as dropped (bad_input) instead of stopping")
+        parser.add_argument("--skip_bad", action="store_true", help="count malformed lines as dropped (bad_input) instead of stopping")
     else:
-        parser.add_argument("--skip-bad", action="store_true", help="count and report malformed lines instead of stopping")
-    parser.add_argument("--text-unit", choices=("line", "paragraph"), default="line",
+        parser.add_argument("--skip_bad", action="store_true", help="count and report malformed lines instead of stopping")
+    parser.add_argument("--text_unit", choices=("line", "paragraph"), default="line",
                         help="for .txt files: one document per line (default) or per blank-line-separated paragraph")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--progress", action=BooleanFlag, default=None,
                         help="show a progress bar (default: when stderr is a terminal)")
 
 
 def _add_clean_flags(parser):
     group = parser.add_argument_group("quality filters ('off' disables a filter)")
-    group.add_argument("--min-chars", type=int, default=1, help="drop texts shorter than this many characters (default 1: drop empty texts)")
-    group.add_argument("--max-chars", type=int, help="drop texts longer than this many characters (upstream pretraining: 511)")
+    group.add_argument("--min_chars", type=int, default=1, help="drop texts shorter than this many characters (default 1: drop empty texts)")
+    group.add_argument("--max_chars", type=int, help="drop texts longer than this many characters (upstream pretraining: 511)")
     group.add_argument("--tokenizer", metavar="PATH", help="tokenizer directory or tokenizer.json, for token lengths")
-    group.add_argument("--min-tokens", type=int, help="drop samples shorter than this many training tokens (needs --tokenizer)")
-    group.add_argument("--max-tokens", type=int, help="drop samples longer than this many training tokens, chat template included (needs --tokenizer)")
+    group.add_argument("--min_tokens", type=int, help="drop samples shorter than this many training tokens (needs --tokenizer)")
+    group.add_argument("--max_tokens", type=int, help="drop samples longer than this many training tokens, chat template included (needs --tokenizer)")
     group.add_argument("--scripts", type=_scripts, help="comma-separated scripts to require, e.g. 'han' or 'han,latin' "
                        "(han, latin, cyrillic, greek, arabic, devanagari, thai, kana, hangul; cjk = han)")
-    group.add_argument("--min-script-share", type=float, default=0.5, help="with --scripts: least share of letters in those scripts (default 0.5)")
-    group.add_argument("--max-symbol-share", type=_threshold, default=0.1, help="most share of symbol noise among visible characters (default 0.1)")
-    group.add_argument("--max-markup-share", type=_threshold, default=0.1, help="most share of characters in HTML tags, entities, URLs (default 0.1)")
-    group.add_argument("--max-repeated-line-share", type=_threshold, default=0.4, help="most share of characters in repeated lines (default 0.4)")
-    group.add_argument("--max-repeated-ngram-share", type=_threshold, default=0.8, help="most share of units covered by repeated n-grams (default 0.8)")
-    group.add_argument("--ngram-size", type=int, default=5, help="n of the repeated n-gram filter (default 5)")
+    group.add_argument("--min_script_share", type=float, default=0.5, help="with --scripts: least share of letters in those scripts (default 0.5)")
+    group.add_argument("--max_symbol_share", type=_threshold, default=0.1, help="most share of symbol noise among visible characters (default 0.1)")
+    group.add_argument("--max_markup_share", type=_threshold, default=0.1, help="most share of characters in HTML tags, entities, URLs (default 0.1)")
+    group.add_argument("--max_repeated_line_share", type=_threshold, default=0.4, help="most share of characters in repeated lines (default 0.4)")
+    group.add_argument("--max_repeated_ngram_share", type=_threshold, default=0.8, help="most share of units covered by repeated n-grams (default 0.8)")
+    group.add_argument("--ngram_size", type=int, default=5, help="n of the repeated n-gram filter (default 5)")
 
 
 def _add_dedup_flags(parser):
     group = parser.add_argument_group("deduplication")
-    group.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True, help="drop exact duplicates of normalized text (default on)")
-    group.add_argument("--near-threshold", type=_threshold, default=0.8, help="MinHash LSH Jaccard threshold for near duplicates (default 0.8; 'off' disables)")
-    group.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    group.add_argument("--shingle-size", type=int, default=5, help="characters per shingle (default 5)")
+    group.add_argument("--exact", action=BooleanFlag, default=True, help="drop exact duplicates of normalized text (default on)")
+    group.add_argument("--near_threshold", type=_threshold, default=0.8, help="MinHash LSH Jaccard threshold for near duplicates (default 0.8; 'off' disables)")
+    group.add_argument("--num_perm", type=int, default=128, help="MinHash permutations (default 128)")
+    group.add_argument("--shingle_size", type=int, default=5, help="characters per shingle (default 5)")
     group.add_argument("--seed", type=int, default=1, help="seed of the MinHash functions (default 1)")
 
 
@@ -286,7 +287,7 @@ def _add_convert_flags(parser, required: bool):
                        help="target format: minimind (SFT conversations), pretrain (text), dpo, reasoning, or back to openai/sharegpt/preference")
     group.add_argument("--from", dest="source", choices=("auto",) + SOURCE_FORMATS, default="auto",
                        help="source format (default: detected per record)")
-    group.add_argument("--pack-chars", type=int, help="with --to pretrain: join consecutive texts up to this many characters")
+    group.add_argument("--pack_chars", type=int, help="with --to pretrain: join consecutive texts up to this many characters")
 
 
 def _add_stats_flags(parser, option: str):
@@ -295,7 +296,7 @@ def _add_stats_flags(parser, option: str):
         group.add_argument("--out", metavar="DIR", help="write stats.json and PNG histograms into this directory")
     else:
         group.add_argument("--stats", metavar="DIR", help="write stats.json and PNG histograms of the output into this directory")
-    group.add_argument("--max-seq-len", type=int, nargs="+", default=[512], help="report truncation at these lengths (default 512)")
+    group.add_argument("--max_seq_len", type=int, nargs="+", default=[512], help="report truncation at these lengths (default 512)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_clean_flags(pipeline)
     _add_dedup_flags(pipeline)
     _add_stats_flags(pipeline, "--stats")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def main(argv=None) -> int:
@@ -350,7 +351,7 @@ def _run_command(args, progress: bool) -> int:
         return 0
 
     if getattr(args, "pack_chars", None) and args.to != "pretrain":
-        raise SystemExit("--pack-chars joins pretraining texts: use it with --to pretrain")
+        raise SystemExit("--pack_chars joins pretraining texts: use it with --to pretrain")
     filters = []
     if args.command in ("clean", "pipeline"):
         filters += quality_filters(args, tokenizer)

@@ -5,7 +5,7 @@ lm-evaluation-harness task through the "minimind" lm-eval model (`harness`).
 
     minimind eval --model sft --suites facts,identity --out results.json     # or python -m minimind.eval
     minimind eval --model out/pretrain --bpb data/pretrain_val.jsonl
-    minimind eval --model CKPT --lm-eval-tasks ceval-valid,cmmlu,arc_easy    # needs the datasets (network)
+    minimind eval --model CKPT --lm_eval_tasks ceval-valid,cmmlu,arc_easy    # needs the datasets (network)
 
 `minimind.eval.harness` (the lm-eval adapter, `MiniMindLM`) is imported on demand: it needs
 lm-eval, which `import minimind.eval` does not load.

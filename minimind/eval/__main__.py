@@ -5,8 +5,8 @@ figure and write them all to a JSON file.
     minimind eval --model sft --suites all --out sft.json
     minimind eval --model dpo --suites preference --limit 60
     minimind eval --model out/pretrain --bpb data/pretrain_val.jsonl
-    minimind eval --model MiniMind2-Small.pth --tokenizer minimind2_tokenizer --lm-eval-tasks ceval-valid,cmmlu
-    minimind eval --model CKPT --lm-eval-tasks minimind_facts_mc --lm-eval-include-path tests/lm_eval_tasks
+    minimind eval --model MiniMind2-Small.pth --tokenizer minimind2_tokenizer --lm_eval_tasks ceval-valid,cmmlu
+    minimind eval --model CKPT --lm_eval_tasks minimind_facts_mc --lm_eval_include_path tests/lm_eval_tasks
 
 --model takes what `minimind chat` takes (a checkpoint folder, an upstream `.pth`, a transformers
 folder, or a zoo name). Bad input (an unknown suite or task, a checkpoint that does not load, a
@@ -37,12 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(parser, lora=False, dtype="float32")  # log-probabilities are always taken in fp32
     parser.add_argument("--suites", default=None, metavar="LIST",
                         help=f"comma-separated book suites: {', '.join(SUITES)}, or all")
-    parser.add_argument("--lm-eval-tasks", default=None, metavar="LIST",
+    parser.add_argument("--lm_eval_tasks", default=None, metavar="LIST",
                         help="comma-separated lm-evaluation-harness tasks or groups (e.g. ceval-valid,cmmlu,arc_easy)")
-    parser.add_argument("--lm-eval-include-path", default=None, metavar="DIR",
+    parser.add_argument("--lm_eval_include_path", default=None, metavar="DIR",
                         help="a folder of lm-eval task YAMLs, searched before the built-in tasks")
-    parser.add_argument("--num-fewshot", type=int, default=None, help="lm-eval: examples in each prompt (default: the task's)")
-    parser.add_argument("--batch-size", type=int, default=16, help="lm-eval: requests per forward pass")
+    parser.add_argument("--num_fewshot", type=int, default=None, help="lm-eval: examples in each prompt (default: the task's)")
+    parser.add_argument("--batch_size", type=int, default=16, help="lm-eval: requests per forward pass")
     parser.add_argument("--bpb", default=None, metavar="FILE",
                         help="bits per byte of a text file (.jsonl: one document per row's 'text'; else the whole file)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
@@ -57,15 +57,15 @@ def _first_line(error: BaseException) -> str:
 
 
 def _resolve_lm_eval_tasks(args):
-    """(task manager, loaded tasks) for --lm-eval-tasks, before the model is loaded."""
+    """(task manager, loaded tasks) for --lm_eval_tasks, before the model is loaded."""
     try:
         from minimind.eval import harness
     except ImportError as error:
-        raise EvalInputError(f"--lm-eval-tasks needs lm-eval ({_first_line(error)}); "
+        raise EvalInputError(f"--lm_eval_tasks needs lm-eval ({_first_line(error)}); "
                              "pip install lm-eval==0.4.13") from None
     names = [name.strip() for name in args.lm_eval_tasks.split(",") if name.strip()]
     if not names:
-        raise EvalInputError("--lm-eval-tasks: no task names given")
+        raise EvalInputError("--lm_eval_tasks: no task names given")
     try:
         manager = harness.task_manager(names, args.lm_eval_include_path)
         return manager, harness.load_tasks(names, manager)
@@ -88,7 +88,7 @@ def run(args) -> dict:
     from minimind.eval.suites import parse_suites, run_suites
 
     if not (args.suites or args.lm_eval_tasks or args.bpb):
-        raise EvalInputError("nothing to evaluate: give --suites, --lm-eval-tasks and/or --bpb")
+        raise EvalInputError("nothing to evaluate: give --suites, --lm_eval_tasks and/or --bpb")
     if args.limit is not None and args.limit < 1:
         raise EvalInputError(f"--limit must be at least 1, got {args.limit}")
     # check every input before the (possibly slow) model load

@@ -5,7 +5,7 @@ registry, so any lm-eval task (C-Eval, CMMLU, ARC, PIQA, HellaSwag, a local YAML
 model, tokenizer and KV-cache generation:
 
     python -m minimind.eval.harness --model minimind --model_args path=CKPT --tasks ceval-valid,cmmlu,arc_easy
-    minimind eval --model CKPT --lm-eval-tasks ceval-valid,cmmlu,arc_easy --out results.json
+    minimind eval --model CKPT --lm_eval_tasks ceval-valid,cmmlu,arc_easy --out results.json
     import minimind.eval.harness, lm_eval; lm_eval.simple_evaluate(model="minimind", model_args={"path": CKPT}, tasks=[...])
 
 How lm-eval finds it: lm-eval 0.4.13 (the pinned version) resolves `--model NAME` in its own
@@ -248,7 +248,7 @@ class MiniMindLM(TemplateLM):
 
 
 # ---------------------------------------------------------------------------------------------
-# Running tasks (what `minimind eval --lm-eval-tasks` calls).
+# Running tasks (what `minimind eval --lm_eval_tasks` calls).
 
 def task_manager(names: Sequence[str], include_path=None):
     """lm-eval's task index for `names`: the tasks of `include_path` alone when they hold every
