@@ -330,7 +330,7 @@ display(HTML(f"<p><b>GPT-2 pre-tokenization</b><br>{token_boxes(gpt2_pieces)}</p
 assert tokenizer.encode("<think>") == [3] and all(d in our_pieces for d in "2048")
 
 # %% [markdown]
-# The chapters do not train their tokenizer inline: `minimind.zoo.tokenizer()` builds it once with
+# The chapters do not train their tokenizer inline: `zoo.tokenizer()` (the zoo's "tokenizer" artefact) builds it once with
 # this same call (`vocab_size=2048` on the synthetic pretraining corpus) and caches it. The two are
 # the same tokenizer:
 
@@ -539,12 +539,12 @@ display(widgets.VBox([text_box, view]))
 # %% [markdown]
 # ## 7. From the command line
 #
-# The same tokenizer, trained by the package's command (`python -m minimind.tokenizer`, or
-# `minimind tokenizer`) on the synthetic pretraining corpus:
+# The same tokenizer, trained by the package's first pipeline stage (`python -m minimind.train.tokenizer`,
+# or `minimind tokenizer`) on the synthetic pretraining corpus:
 
 # %% tags=["nbval-check-output"]
 with tempfile.TemporaryDirectory() as folder:
-    result = subprocess.run([sys.executable, "-m", "minimind.tokenizer", "--vocab-size", "2048", "--out", "tok"],
+    result = subprocess.run([sys.executable, "-m", "minimind.train.tokenizer", "--vocab_size", "2048", "--out", "tok"],
                             cwd=folder, capture_output=True, text=True, check=True)
     print(result.stdout.strip())
     from_cli = MiniMindTokenizer.from_pretrained(Path(folder) / "tok")

@@ -578,7 +578,8 @@ assert round(moe_config.num_parameters() / 1e6, 2) == 145.03
 
 # %%
 from minimind.data.synthetic import dataset_path
-from minimind.tokenizer import EOS_ID, texts_from_jsonl
+from minimind.data.jsonl import texts_from_jsonl
+from minimind.tokenizer import EOS_ID
 
 stream = []
 for text in texts_from_jsonl(dataset_path("pretrain", "train"), max_docs=3000):

@@ -54,7 +54,7 @@ from minimind.config import get_config
 from minimind.data.jsonl import read_jsonl
 from minimind.checks.bands import expect
 from minimind.data.synthetic import build_world, dataset_path
-from minimind.datasets import PretrainDataset, collate_causal_lm, padding_efficiency
+from minimind.data.datasets import PretrainDataset, collate_causal_lm, padding_efficiency
 from minimind.generate import generate
 from minimind.model import MiniMind
 from minimind.tokenizer import BOS_ID, EOS_ID
@@ -115,7 +115,7 @@ packed = PretrainDataset(train_path, tokenizer, max_seq_len=128, packing=True)
 assert len(chunks) == len(packed)
 assert all(chunks[i] == packed[i]["input_ids"].tolist() for i in range(len(packed)))
 print(f"{sum(len(d) + 2 for d in documents):,} tokens → {len(packed):,} packed chunks of 128; "
-      f"identical to minimind.datasets.PretrainDataset(packing=True)")
+      f"identical to minimind.data.datasets.PretrainDataset(packing=True)")
 
 # %% [markdown]
 # How much does padding waste? `padding_efficiency` draws batches in a random order, as training
@@ -229,7 +229,7 @@ def cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr_ratio):
     return floor + (peak_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-pretrain_config = zoo.pretrain_config()  # the chapter model's settings: PretrainConfig's defaults
+pretrain_config = zoo.config("pretrained")  # the chapter model's settings: PretrainConfig's defaults
 total = pretrain_config.max_steps
 ours = [cosine_lr(s, total, pretrain_config.lr, pretrain_config.warmup_steps, pretrain_config.min_lr_ratio)
         for s in range(total)]
@@ -316,11 +316,11 @@ print(f"every one of the {len(by_engine)} losses agrees with the hand-written lo
 # sequences of 128, batches of 8, peak learning rate $3\times10^{-3}$, 30 warm-up steps and a
 # fixed budget of 1,500 optimizer steps — measured in steps, not seconds, so the result does not
 # depend on the machine. (Facts are stored late in such a run: with 800 steps of batch 16 the
-# same model ranked only about half of the English held-out facts first.) `zoo.pretrained_dir()` runs exactly that the first time and reuses the cached
+# same model ranked only about half of the English held-out facts first.) `zoo.path("pretrained")` runs exactly that the first time and reuses the cached
 # result afterwards (the metrics are saved with it, so the curve below is the same either way).
 
 # %%
-pretrained_dir = zoo.pretrained_dir()
+pretrained_dir = zoo.path("pretrained")
 records = zoo.metrics(pretrained_dir)
 pretrained = zoo.load(pretrained_dir)
 print(f"{records[-1]['step']} steps, {records[-1]['tokens']:,} tokens ({records[-1]['epoch']:.1f} passes over the corpus)")
@@ -403,7 +403,7 @@ print(tokenizer.tokens(prompt), "vs", tokenizer.tokens(sentence))
 
 # %%
 from minimind.data.synthetic import ATTRIBUTES
-from minimind.datasets import pad_right
+from minimind.data.datasets import pad_right
 
 
 def sentence_log_probs(model, sentences, batch_size=256):

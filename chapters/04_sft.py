@@ -26,7 +26,7 @@
 # **Learning objectives**
 #
 # - render single- and multi-turn conversations with the chat template and read the result token by token;
-# - build SFT labels from the assistant loss mask, including truncation, and check them against `minimind.datasets`;
+# - build SFT labels from the assistant loss mask, including truncation, and check them against `minimind.data.datasets`;
 # - measure what training on the user's tokens does, against training on the replies only;
 # - score a chat model by exact match on trained, reworded and held-out questions, and say what SFT does and does not teach;
 # - hold a multi-turn conversation with the fine-tuned model.
@@ -52,11 +52,11 @@ from IPython.display import HTML, display
 from minimind import zoo
 from minimind.checks.bands import expect, expect_outside
 from minimind.data.jsonl import read_jsonl
+from minimind.data.datasets import SFTDataset, collate_causal_lm
 from minimind.data.synthetic import build_world, dataset_path
-from minimind.datasets import SFTDataset, collate_causal_lm
+from minimind.eval import exact_match
 from minimind.generate import generate
 from minimind.train import plot_metrics
-from minimind.train.sft import exact_match
 
 # One thread, as the zoo trains. Figures that float rounding moves are asserted against bands measured
 # across seeds and CPUs (minimind.checks.bands), not digit by digit.
@@ -127,7 +127,7 @@ def sft_labels(ids, mask, max_len):
     return ids, [token if supervised else -100 for token, supervised in zip(ids, mask)]
 
 
-max_len = zoo.sft_config().max_seq_len
+max_len = zoo.config("sft").max_seq_len
 dataset = SFTDataset(dataset_path("sft", "train"), tokenizer, max_seq_len=max_len)
 for index, row in enumerate(sft_rows):
     ours_ids, ours_labels = sft_labels(*tokenizer.render_conversation(row["conversations"]), max_len)
@@ -168,11 +168,11 @@ for item in questions:
 # replies, greetings and an identity. The *held-out* half is never asked about in SFT (nor in
 # pretraining's Q&A); their facts appear only in pretraining biographies. Batches are padded to
 # their longest conversation; the loss is the masked next-token cross-entropy, so the curve
-# below measures reply tokens only. `zoo.sft_dir()` trains it once and caches it.
+# below measures reply tokens only. `zoo.path("sft")` trains it once and caches it.
 
 # %%
-config = zoo.sft_config()
-sft_dir = zoo.sft_dir()
+config = zoo.config("sft")
+sft_dir = zoo.path("sft")
 sft_model = zoo.load(sft_dir)
 records = zoo.metrics(sft_dir)
 print(f"{config.max_steps} steps of {config.batch_size} conversations, peak lr {config.lr:g}, "
@@ -265,7 +265,7 @@ print("wrong replies:", [r for r in replies["SFT", "trained", "en"] if r not in 
 # data, steps, learning rate, seed — with the mask switched off is cached as a second model.
 
 # %%
-all_tokens_model = zoo.load(zoo.sft_all_tokens_dir())
+all_tokens_model = zoo.load("sft_all_tokens")
 for group, items in groups.items():
     for lang in ("en", "zh"):
         subset = [item for item in items if item.lang == lang]
@@ -420,7 +420,7 @@ check_sft_labels(sft_labels)
 #
 # ```{exercise} How many SFT steps?
 # :label: ex-04-steps
-# Fine-tune the pretrained model (`zoo.pretrained_dir()`) with `zoo.sft_config(max_steps=…)` for
+# Fine-tune the pretrained model (`zoo.path("pretrained")`) with `zoo.config("sft", max_steps=…)` for
 # 50, 150 and the default number of steps (`minimind.train.sft.run(config)` with an `out_dir` of
 # your own) and plot the exact match of the trained and the held-out groups against the number of
 # steps. Does held-out accuracy keep rising with the trained accuracy?
@@ -428,8 +428,8 @@ check_sft_labels(sft_labels)
 #
 # ```{solution} ex-04-steps
 # :class: dropdown
-# `for steps in (50, 150, config.max_steps): r = run(zoo.sft_config(max_steps=steps, out_dir=f"out/sft{steps}",
-# init_from=str(zoo.pretrained_dir()))); …exact_match(r.model.eval(), tokenizer, items)…`. The
+# `for steps in (50, 150, config.max_steps): r = run(zoo.config("sft", max_steps=steps, out_dir=f"out/sft{steps}",
+# init_from=str(zoo.path("pretrained")))); …exact_match(r.model.eval(), tokenizer, items)…`. The
 # trained group rises steadily with steps. The held-out group rises early — the answer format is
 # learnt in the first passes — then levels off or falls slightly while the model memorises the
 # trained Q&As: more SFT does not extract more of what pretraining stored.

@@ -59,11 +59,13 @@ import torch.nn.functional as F
 import minimind
 from minimind import zoo
 from minimind.checks.bands import expect, expect_outside
+from minimind.data.datasets import DPODataset, collate_dpo
 from minimind.data.jsonl import read_jsonl
-from minimind.data.synthetic import build_world, dataset_path, is_correct, reply_style
+from minimind.data.synthetic import build_world, dataset_path
+from minimind.eval import is_correct, reply_style
 from minimind.generate import generate_batch
 from minimind.losses import dpo_loss, sequence_logps
-from minimind.train.dpo import DPOConfig, PreferencePairs, collate_pairs, pair_logps, run
+from minimind.train.dpo import DPOConfig, pair_logps, run
 
 random.seed(0)
 torch.manual_seed(0)
@@ -185,8 +187,8 @@ def dpo_loss_scratch(policy_chosen, policy_rejected, ref_chosen, ref_rejected, b
     return -F.logsigmoid(chosen_reward - rejected_reward).mean()
 
 
-train_pairs = PreferencePairs(dataset_path("dpo", "train"), tokenizer, max_seq_len=DPOConfig().max_seq_len)
-batch = collate_pairs([train_pairs[i] for i in range(8)])
+train_pairs = DPODataset(dataset_path("dpo", "train"), tokenizer, max_seq_len=DPOConfig().max_seq_len)
+batch = collate_dpo([train_pairs[i] for i in range(8)])
 print("one batch:", {k: tuple(v.shape) for k, v in batch.items()})
 first_reply = batch["chosen_ids"][0][batch["chosen_mask"][0]]
 print("supervised tokens of the first chosen reply:", repr(tokenizer.decode(first_reply.tolist())))
@@ -329,7 +331,7 @@ assert calls_per_step == {"model": [2], "precomputed": [1]}  # the policy's pass
 #   one), to check that DPO does not break what SFT taught.
 
 # %%
-val_pairs = PreferencePairs(dataset_path("dpo", "val"), tokenizer, max_seq_len=DPOConfig().max_seq_len)
+val_pairs = DPODataset(dataset_path("dpo", "val"), tokenizer, max_seq_len=DPOConfig().max_seq_len)
 style_prompts = {
     "training prompts": [tokenizer.encode_chat_prompt(row["chosen"][:-1]) for row in train_rows[:120]],
     "held-out prompts": [tokenizer.encode_chat_prompt(row["chosen"][:-1]) for row in val_rows],
@@ -344,7 +346,7 @@ def preference_accuracy(model, pairs=val_pairs):
     model.eval()
     wins = 0
     for start in range(0, len(pairs), 40):
-        chunk = collate_pairs([pairs[i] for i in range(start, min(start + 40, len(pairs)))])
+        chunk = collate_dpo([pairs[i] for i in range(start, min(start + 40, len(pairs)))])
         chosen, rejected, _ = pair_logps(model, chunk, average=False)
         wins += int((chosen > rejected).sum())
     return wins / len(pairs)
@@ -490,7 +492,7 @@ def mean_pair_logps(model, pairs=val_pairs):
     model.eval()
     chosen_total, rejected_total = 0.0, 0.0
     for start in range(0, len(pairs), 40):
-        chunk = collate_pairs([pairs[i] for i in range(start, min(start + 40, len(pairs)))])
+        chunk = collate_dpo([pairs[i] for i in range(start, min(start + 40, len(pairs)))])
         chosen, rejected, _ = pair_logps(model, chunk, average=False)
         chosen_total, rejected_total = chosen_total + float(chosen.sum()), rejected_total + float(rejected.sum())
     return chosen_total / len(pairs), rejected_total / len(pairs)
@@ -534,7 +536,7 @@ def drift_per_token(model, reference_model, pairs=val_pairs):
     model.eval()
     total = 0.0
     for start in range(0, len(pairs), 40):
-        chunk = collate_pairs([pairs[i] for i in range(start, min(start + 40, len(pairs)))])
+        chunk = collate_dpo([pairs[i] for i in range(start, min(start + 40, len(pairs)))])
         _, policy_rejected, _ = pair_logps(model, chunk, average=True)
         _, reference_rejected, _ = pair_logps(reference_model, chunk, average=True)
         total += float((policy_rejected - reference_rejected).sum())
@@ -593,7 +595,7 @@ assert sweep[betas[0]]["drift"] > sweep[betas[-1]]["drift"], "with the SFT term,
 # (b) Bradley–Terry depends only on $r(x, y_w) - r(x, y_l)$, and $\beta \log Z(x)$ is the same for
 # both replies because it depends on the prompt alone — it cancels. With different prompts
 # $x_w \ne x_l$ the difference would contain $\beta(\log Z(x_w) - \log Z(x_l))$, which DPO cannot
-# compute: the loss would optimise the wrong quantity. That is why `PreferencePairs` refuses pairs
+# compute: the loss would optimise the wrong quantity. That is why `DPODataset` refuses pairs
 # whose prompts differ.
 # ```
 #

@@ -60,7 +60,8 @@ from minimind import zoo
 from minimind.checks.bands import expect, expect_outside
 from minimind.config import get_config
 from minimind.data.jsonl import read_jsonl
-from minimind.data.synthetic import build_world, dataset_path, is_correct, is_minimind_identity
+from minimind.data.synthetic import build_world, dataset_path
+from minimind.eval import is_correct, is_minimind_identity
 from minimind.generate import generate_batch
 from minimind.lora import (LoRALinear, apply_lora, load_lora, lora_layers, merge_lora, save_lora,
                            set_active_adapter, unmerge_lora)
@@ -448,9 +449,7 @@ except ValueError as error:
 # differently, and with none it is the SFT model again.
 
 # %%
-from minimind.train.lora import zoo_lora_dir
-
-load_lora(fresh, zoo_lora_dir("domain"))
+load_lora(fresh, zoo.path("lora_domain"))
 tea = world.tea_questions("train", "en")[0]
 chat = {"identity": "Who are you?", "tea": tea.prompt}
 print(f"(the tea house's answer: {tea.answer!r})")

@@ -51,11 +51,11 @@ import torch.nn.functional as F
 
 from minimind import zoo
 from minimind.checks.bands import expect
+from minimind.data.datasets import SFTDataset, collate_causal_lm
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
-from minimind.datasets import SFTDataset, collate_causal_lm
+from minimind.eval import generate_replies, parse_reasoning, score_answers
 from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
-from minimind.reasoning import generate_replies, parse_reasoning, score_answers
 
 torch.set_num_threads(1)  # as the zoo trains; figures float rounding moves are asserted against measured bands
 torch.manual_seed(0)
@@ -278,7 +278,7 @@ def ablation_run(weight):
             history["format"].append(score.format_rate)
             history["accuracy"].append(score.accuracy)
 
-    config = ReasonConfig(init_from=str(zoo.sft_dir()), out_dir="", max_steps=ABLATION_STEPS, tag_weight=weight,
+    config = ReasonConfig(init_from=str(zoo.path("sft")), out_dir="", max_steps=ABLATION_STEPS, tag_weight=weight,
                           progress=False, log_interval=ABLATION_STEPS)
     train_reasoning(config, callbacks=[measure])
     return history
@@ -347,13 +347,11 @@ for reply in ablation[10.0]["malformed"][40][:2]:
 #
 # The book's reasoning model is the same run carried on for longer: `python -m
 # minimind.train.reason` with its defaults ($\lambda = 10$, 400 steps), built once and cached by
-# `minimind.train.reason.reasoning_dir()`. Its loss curve, the plain cross-entropy and the tag
+# `zoo.path("reasoning")`. Its loss curve, the plain cross-entropy and the tag
 # cross-entropy the stage logs:
 
 # %%
-from minimind.train.reason import reasoning_dir
-
-reasoning_folder = reasoning_dir()
+reasoning_folder = zoo.path("reasoning")
 records = zoo.metrics(reasoning_folder)
 fig, ax = plt.subplots(figsize=(6, 3.4))
 ax.plot([r["step"] for r in records], [r["ce"] for r in records], label="all reply tokens")
@@ -532,7 +530,7 @@ check_reasoning_weighted_loss(lambda logits, labels, tags, weight: weighted_tag_
 #
 # ```{solution} ex-07-parser
 # :class: dropdown
-# `minimind.reasoning.parse_reasoning` is a solution: a regular expression for the well-formed
+# `minimind.eval.parse_reasoning` is a solution: a regular expression for the well-formed
 # shape (`\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*`, matched against the *whole*
 # text), a count of each tag, and a plain search for the first complete answer block otherwise.
 # ```

@@ -51,10 +51,10 @@ import torch.nn.functional as F
 
 from minimind import zoo
 from minimind.checks.bands import expect
-from minimind.data.synthetic import build_world, dataset_path, is_correct
-from minimind.datasets import SFTDataset, collate_causal_lm
+from minimind.data.datasets import SFTDataset, collate_causal_lm
+from minimind.data.synthetic import build_world, dataset_path
+from minimind.eval import generate_replies, is_correct, score_answers
 from minimind.losses import distillation_loss, masked_cross_entropy
-from minimind.reasoning import generate_replies, score_answers
 
 torch.set_num_threads(1)  # as the zoo trains; figures float rounding moves are asserted against measured bands
 torch.manual_seed(0)
@@ -67,7 +67,7 @@ world = build_world(seed=0)
 #
 # The teacher of this chapter is the book's chat model fine-tuned on the distillation set (a mix of
 # everything the earlier chapters trained on: fact questions, descriptions of people, arithmetic
-# with working, greetings), built once by `minimind.train.distill.teacher_dir()`. Ask it a question
+# with working, greetings), built once by `zoo.path("distill_teacher")`. Ask it a question
 # and look at its distribution over the *first token of the answer*, at three temperatures:
 #
 # $$ p_i^{(T)} = \frac{\exp(z_i / T)}{\sum_j \exp(z_j / T)} $$
@@ -76,9 +76,7 @@ world = build_world(seed=0)
 # lifts the tokens the model thought *possible* — the part of its knowledge a hard label throws away.
 
 # %%
-from minimind.train.distill import teacher_dir
-
-teacher_folder = teacher_dir()
+teacher_folder = zoo.path("distill_teacher")
 teacher = zoo.load(teacher_folder)
 question = world.questions("sft", "train", "en")[0]
 prompt_ids = tokenizer.encode_chat_prompt([{"role": "user", "content": question.prompt}])
@@ -309,7 +307,7 @@ def train_student(alpha, temperature):
 
     config = DistillConfig(out_dir="", max_rows=TRANSFER_ROWS, max_steps=STEPS, alpha=alpha, temperature=temperature,
                            progress=False, log_interval=STEPS)
-    result = distil(config, teacher=teacher, student=student_from_teacher(teacher, [0, 2]), callbacks=[track])
+    result = distil(config, teacher=teacher, model=student_from_teacher(teacher, [0, 2]), callbacks=[track])
     return evaluate(result.model), curve, result.records
 
 

@@ -54,11 +54,12 @@ import torch
 from IPython.display import display
 
 from minimind import zoo
-from minimind.chat import stream_reply
 from minimind.checks.bands import expect
-from minimind.data.synthetic import build_world, is_correct
+from minimind.data.synthetic import build_world
+from minimind.eval import is_correct
 from minimind.generate import (SamplingParams, generate, generate_batch, sample_next_token, stream_generate,
                                top_k_filter, top_p_filter)
+from minimind.inference import stream_reply
 
 torch.manual_seed(0)
 warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # CJK tokens in plot labels
@@ -375,7 +376,7 @@ plt.show()
 #
 # ## 9.6 Chatting with the model
 #
-# `minimind.chat.stream_reply` renders the conversation with the chat template, decodes token
+# `minimind.inference.stream_reply` renders the conversation with the chat template, decodes token
 # by token, and streams text pieces as soon as they form whole characters (a Chinese character
 # spans several byte-level tokens). Here the SFT model answers, greedily, questions worded as in
 # its training set and *rewordings* it never saw, in both languages (the same exact-match scoring
@@ -404,7 +405,7 @@ for wording in ("train", "reworded"):
 # A conversation is the same call with the history in `messages`. The command line does this
 # interactively: `python -m minimind.chat --model sft` (or `minimind chat`) keeps the history,
 # streams each reply, and prints tokens/s; `--prompt "…"` answers once for scripts, `--think`
-# opens a `<think>` block for a reasoning model and `--thinking-budget N` caps it. The web demo
+# opens a `<think>` block for a reasoning model and `--thinking_budget N` caps it. The web demo
 # is `minimind web` (Streamlit).
 
 # %%
@@ -434,8 +435,8 @@ from openai import OpenAI
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-server = subprocess.Popen([sys.executable, "-m", "minimind.serve", "--model", str(zoo.sft_dir()),
-                           "--tokenizer", str(zoo.tokenizer_dir()), "--port", str(port), "--device", "cpu"],
+server = subprocess.Popen([sys.executable, "-m", "minimind.serve", "--model", str(zoo.path("sft")),
+                           "--tokenizer", str(zoo.path("tokenizer")), "--port", str(port), "--device", "cpu"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0)
 try:

@@ -398,14 +398,14 @@ assert max(gaps) < 0.15
 #
 # `python -m minimind.data.prepare pipeline` chains all of it. Thresholds are flags; here the
 # length limits fit the synthetic corpus (its longest clean row has a few hundred characters;
-# upstream's pretraining limit was 511), `--skip-bad` counts the broken JSON lines as dropped
+# upstream's pretraining limit was 511), `--skip_bad` counts the broken JSON lines as dropped
 # instead of stopping at the first one, and `--dropped` keeps every dropped record with its line,
 # filter and reason. The same call from a shell is `python -m minimind.data.prepare pipeline
-# dirty_pretrain.jsonl clean_pretrain.jsonl --skip-bad …`.
+# dirty_pretrain.jsonl clean_pretrain.jsonl --skip_bad …`.
 
 # %% tags=["nbval-check-output"]
-PIPELINE_FLAGS = ["--skip-bad", "--min-chars", "20", "--max-chars", "1000", "--scripts", "han,latin",
-                  "--min-script-share", "0.9", "--no-progress"]
+PIPELINE_FLAGS = ["--skip_bad", "--min_chars", "20", "--max_chars", "1000", "--scripts", "han,latin",
+                  "--min_script_share", "0.9", "--no_progress"]
 prepare(["pipeline", "dirty_pretrain.jsonl", "clean_pretrain.jsonl", "--dropped", "dropped_pretrain.jsonl", *PIPELINE_FLAGS])
 
 # %% [markdown]
@@ -543,7 +543,7 @@ assert report.padding_share(128) > 0.5
 # `max_seq_len` encodes the same calculation for Chinese at about 1.5 characters per token. In the
 # script mix, "mixed" rows are the Chinese biographies, whose Latin names make neither script
 # dominant (section 6.3), and "none" the arithmetic rows, which have no letters. The same report
-# from a shell: `python -m minimind.data.prepare stats FILE --tokenizer DIR --max-seq-len 340 512 --out stats/`.
+# from a shell: `python -m minimind.data.prepare stats FILE --tokenizer DIR --max_seq_len 340 512 --out stats/`.
 #
 # ## 6. Conversations
 #
@@ -557,10 +557,10 @@ assert report.padding_share(128) > 0.5
 
 # %% tags=["nbval-check-output"]
 sft_counts = write_dirty_sample("dirty_sft.jsonl", "sft", clean_rows=1500, dirty_fraction=0.25, seed=1)
-tokenizer_dir = zoo.tokenizer_dir()
-prepare(["pipeline", "dirty_sft.jsonl", "clean_sft.jsonl", "--dropped", "dropped_sft.jsonl", "--skip-bad",
-         "--scripts", "han,latin", "--min-script-share", "0.9", "--tokenizer", str(tokenizer_dir), "--max-tokens", "128",
-         "--no-progress"])
+tokenizer_dir = zoo.path("tokenizer")
+prepare(["pipeline", "dirty_sft.jsonl", "clean_sft.jsonl", "--dropped", "dropped_sft.jsonl", "--skip_bad",
+         "--scripts", "han,latin", "--min_script_share", "0.9", "--tokenizer", str(tokenizer_dir), "--max_tokens", "128",
+         "--no_progress"])
 sft_table = fate_table("clean_sft.jsonl", "dropped_sft.jsonl")
 print_table(sft_table)
 for kind, fate in {"empty_conversation": "conversation_format", "empty_message": "conversation_format",
@@ -612,12 +612,12 @@ assert C.minimind_to_sharegpt(C.sharegpt_to_minimind(foreign["ShareGPT"])) == fo
 
 # %% [markdown]
 # Upstream built its pretraining text from an SFT corpus: the contents of each conversation joined,
-# short texts concatenated. `convert --to pretrain --pack-chars N` does both: it joins consecutive
+# short texts concatenated. `convert --to pretrain --pack_chars N` does both: it joins consecutive
 # texts while they fit in N characters (a text longer than N on its own stays alone). Packing
 # changes how many records are *written*, not how many were read and kept.
 
 # %% tags=["nbval-check-output"]
-prepare(["convert", "clean_sft.jsonl", "sft_as_pretrain.jsonl", "--to", "pretrain", "--pack-chars", "200", "--no-progress"])
+prepare(["convert", "clean_sft.jsonl", "sft_as_pretrain.jsonl", "--to", "pretrain", "--pack_chars", "200", "--no_progress"])
 packed = [row["text"] for row in read_jsonl("sft_as_pretrain.jsonl")]
 print(short(packed[0], 200))
 unpacked = [C.sft_to_pretrain(row)["text"] for row in read_jsonl("clean_sft.jsonl")]
@@ -627,7 +627,7 @@ assert sum(len(text) > 200 for text in packed) == sum(len(text) > 200 for text i
 # %% [markdown]
 # ### 6.3 Upstream's "mostly Chinese" rule on a bilingual corpus
 #
-# Applied to our corpus, `--scripts han --min-script-share 0.5` keeps the rows whose letters are at
+# Applied to our corpus, `--scripts han --min_script_share 0.5` keeps the rows whose letters are at
 # least half Chinese. English rows go, as intended — but look at the Chinese ones: every sentence
 # of a biography repeats an invented *Latin* name ("Fapastu住在Ferrow。"), so the names take up
 # more than half of the letters and the rule drops most Chinese rows too. A share threshold
@@ -661,14 +661,14 @@ assert (chinese >= 0.5).mean() < 0.5 < (chinese >= 0.3).mean()
 # ```bash
 # # pretrain_hq.jsonl: the Chinese part of an SFT corpus, as texts under 512 characters, packed
 # python -m minimind.data.prepare pipeline sft_zh.jsonl pretrain_hq.jsonl --to pretrain \
-#     --scripts han --min-script-share 0.5 --max-chars 511 --pack-chars 511 --dropped dropped.jsonl
+#     --scripts han --min_script_share 0.5 --max_chars 511 --pack_chars 511 --dropped dropped.jsonl
 # # sft_512.jsonl: no symbol noise, mostly Chinese, the whole rendered conversation under 512 tokens
 # python -m minimind.data.prepare pipeline sft_raw.jsonl sft_512.jsonl --scripts han \
-#     --min-script-share 0.5 --max-symbol-share 0.05 --tokenizer model/ --max-tokens 511
+#     --min_script_share 0.5 --max_symbol_share 0.05 --tokenizer model/ --max_tokens 511
 # # dpo.jsonl: preference pairs under 3000 characters, converted from prompt/chosen/rejected strings
-# python -m minimind.data.prepare pipeline magpie_dpo.parquet dpo.jsonl --to dpo --max-chars 2999
+# python -m minimind.data.prepare pipeline magpie_dpo.parquet dpo.jsonl --to dpo --max_chars 2999
 # # what to read before training
-# python -m minimind.data.prepare stats sft_512.jsonl --tokenizer model/ --max-seq-len 340 512 --out stats/
+# python -m minimind.data.prepare stats sft_512.jsonl --tokenizer model/ --max_seq_len 340 512 --out stats/
 # ```
 #
 # The memory the deduplication tables need for upstream's pretraining set follows from those sizes:
@@ -727,10 +727,10 @@ print(json.dumps({"rc": rc, "seconds": seconds, "base_kib": base, "peak_kib": pe
 """
 measured = {}
 for title, megabytes, extra in (("full pipeline", 8, []),
-                                ("without MinHash and n-grams", 64, ["--near-threshold", "off", "--max-repeated-ngram-share", "off"])):
+                                ("without MinHash and n-grams", 64, ["--near_threshold", "off", "--max_repeated_ngram_share", "off"])):
     write_random_corpus("random.jsonl", megabytes)
     size_mb = Path("random.jsonl").stat().st_size / 10**6
-    result = subprocess.run([sys.executable, "-c", MEASURE, "pipeline", "random.jsonl", "random_out.jsonl", "--no-progress", *extra],
+    result = subprocess.run([sys.executable, "-c", MEASURE, "pipeline", "random.jsonl", "random_out.jsonl", "--no_progress", *extra],
                             capture_output=True, text=True, check=True)
     child = json.loads(result.stdout.strip().splitlines()[-1])
     assert child["rc"] == 0
