@@ -150,7 +150,8 @@ def train(
     dtype = resolve_dtype(config.dtype, device, training=True)
     ddp = init_distributed(device)
     try:
-        run = _Run(config, model, dataset, collate_fn, device, dtype, ddp, params, tokenizer, save_fn)
+        run = _Run(config, model, dataset, collate_fn, device=device, dtype=dtype, ddp=ddp, params=params,
+                   tokenizer=tokenizer, save_fn=save_fn)
         while run.state.step < run.total_steps:
             loader, epoch = run.epoch_loader(), run.state.epoch
             while run.state.epoch == epoch and run.state.step < run.total_steps:
@@ -170,7 +171,7 @@ class _Run:
     """One training run: its data layout, optimizer, position, logs and checkpoints. Built in the
     order exact resume relies on (model and optimizer, the resumed state, then the seeds)."""
 
-    def __init__(self, config: TrainConfig, model: nn.Module, dataset, collate_fn: Callable, device: torch.device,
+    def __init__(self, config: TrainConfig, model: nn.Module, dataset, collate_fn: Callable, *, device: torch.device,
                  dtype: torch.dtype, ddp: Distributed, params, tokenizer, save_fn):
         from torch.utils.data import DistributedSampler
 
