@@ -39,7 +39,8 @@ LONG_TEXT_WINDOW = 1 << 16  # characters `encode_pieces` encodes at a time
 
 # CJK Unified Ideographs (+ extension A and compatibility ideographs): isolated before the
 # byte-level split so that Chinese never glues onto a Latin name.
-CJK_RUN = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"
+CJK_CHAR = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+CJK_RUN = CJK_CHAR + "+"
 
 # The chat template for transformers (`tokenizer_config.json`). It renders exactly what
 # `MiniMindTokenizer.apply_chat_template` renders (a test checks this), which for
@@ -386,11 +387,11 @@ class MiniMindTokenizer:
         return self._text_backends[keep]
 
 
-def _new_backend(split_digits: bool):
+def _new_backend(split_digits: bool, split_cjk: bool = True):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     backend = Tokenizer(models.BPE())
-    steps = [pre_tokenizers.Split(Regex(CJK_RUN), behavior="isolated")]
+    steps = [pre_tokenizers.Split(Regex(CJK_CHAR if split_cjk else CJK_RUN), behavior="isolated")]
     if split_digits:
         steps.append(pre_tokenizers.Digits(individual_digits=True))
     steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
@@ -400,7 +401,7 @@ def _new_backend(split_digits: bool):
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400, split_digits: bool = True,
-                    min_frequency: int = 0, show_progress: bool = False) -> MiniMindTokenizer:
+                    split_cjk: bool = True, min_frequency: int = 0, show_progress: bool = False) -> MiniMindTokenizer:
     """Train a byte-level BPE tokenizer on `texts` with MiniMind's special tokens at ids 0..6.
 
     The vocabulary holds the 7 special tokens, the 256 byte symbols, then up to
@@ -411,7 +412,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400, split_digits: 
 
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} (specials + 256 bytes), got {vocab_size}")
-    backend = _new_backend(split_digits)
+    backend = _new_backend(split_digits, split_cjk)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,

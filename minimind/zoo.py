@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Union
 
 from minimind.paths import cache_dir
+from minimind.train.tokenizer import BOOK_CORPUS
 
 MARKER_FILE = "artefact.json"
 # Bump when the code that builds the artefacts changes in a way their configs do not show.
@@ -201,7 +202,7 @@ class Recipe:
 
     stage: str  # the stage module, e.g. "minimind.train.sft"
     config: str  # the stage's config class (or factory) in that module, e.g. "SFTConfig"
-    data: str  # the synthetic dataset it trains on (its train split)
+    data: Union[str, tuple]  # the synthetic dataset(s) it trains on (their train splits)
     inputs: dict = field(default_factory=dict)  # config field → the artefact whose folder it gets
     settings: dict = field(default_factory=dict)  # the recipe's own settings over the stage's defaults
     code: tuple = ()  # further modules whose code decides the result (the stage's always counts)
@@ -215,7 +216,7 @@ class Recipe:
 
 _SILENT = {"progress": False}
 RECIPES: dict[str, Recipe] = {
-    "tokenizer": Recipe("minimind.train.tokenizer", "book_config", "pretrain", kind="tokenizer",
+    "tokenizer": Recipe("minimind.train.tokenizer", "book_config", BOOK_CORPUS, kind="tokenizer",
                         code=("minimind.tokenizer", "minimind.data.jsonl")),
     "pretrained": Recipe("minimind.train.pretrain", "PretrainConfig", "pretrain", {"tokenizer": "tokenizer"}, _SILENT),
     "sft": Recipe("minimind.train.sft", "SFTConfig", "sft", {"init_from": "pretrained"}, _SILENT),
@@ -256,11 +257,12 @@ def _data_file(name: str) -> Path:
 def path(name: str) -> Path:
     """The folder of artefact `name`, built on first use (and the artefacts it starts from first)."""
     spec = recipe(name)
-    stage_config, data = spec.stage_config(), _data_file(spec.data)
+    stage_config = spec.stage_config()
+    data = [_data_file(dataset) for dataset in ((spec.data,) if isinstance(spec.data, str) else spec.data)]
     parents = {field_name: path(parent) for field_name, parent in spec.inputs.items()}
 
     def build(out: Path):
-        paths = {"data": (str(data),)} if spec.kind == "tokenizer" else {"data_path": str(data)}
+        paths = {"data": tuple(map(str, data))} if spec.kind == "tokenizer" else {"data_path": str(data[0])}
         run = importlib.import_module(spec.stage).run
         run(dataclasses.replace(stage_config, out_dir=str(out), **paths,
                                 **{key: str(folder) for key, folder in parents.items()}))
@@ -268,7 +270,7 @@ def path(name: str) -> Path:
 
         (out / RESUME_FILE).unlink(missing_ok=True)
 
-    print_ = fingerprint(stage_config, data=[data], parents=list(parents.values()), code=[spec.stage, *spec.code],
+    print_ = fingerprint(stage_config, data=data, parents=list(parents.values()), code=[spec.stage, *spec.code],
                          training_code=spec.kind != "tokenizer")
     return get_or_build(name, build, print_)
 

@@ -16,14 +16,11 @@ MINIMIND2_TOKENIZER_DIR = Path(os.environ.get(
 
 @pytest.fixture(scope="session")
 def book_tokenizer():
-    """The chapters' tokenizer: byte-level BPE asked for 2048 tokens, trained on the synthetic
-    pretraining corpus (about 2 s)."""
-    from minimind.data.jsonl import read_jsonl
-    from minimind.data.synthetic import dataset_path
-    from minimind.tokenizer import train_tokenizer
+    """The chapters' tokenizer: byte-level BPE asked for 2048 tokens, trained on the book's
+    synthetic training text (about 2 s)."""
+    from minimind.train.tokenizer import book_tokenizer
 
-    texts = (row["text"] for row in read_jsonl(dataset_path("pretrain"), schema="pretrain"))
-    return train_tokenizer(texts, vocab_size=2048)
+    return book_tokenizer()
 
 
 @pytest.fixture(scope="session")

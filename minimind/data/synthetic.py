@@ -22,6 +22,7 @@ lora_identity   "who are you?" in many phrasings → "I am MiniMind, …" (+ rep
 lora_domain     Q&A about the invented tea house; val uses reworded questions
 reason          arithmetic word problems answered ``<think>…</think><answer>N</answer>``
                 (two- and three-digit sums, three-digit differences)
+reason_direct   the same problems answered ``<answer>N</answer>`` alone, without the working
 distill         SFT-schema conversations mixing all of the above, for distillation
 ==============  ==========================================================================
 
@@ -42,7 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
-DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "distill")
+DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "reason_direct", "distill")
 SPLITS = ("train", "val")
 ATTRIBUTES = ("age", "city", "job", "pet", "colour")
 TEA_ATTRIBUTES = ("price", "origin", "flavour", "steep")
@@ -117,21 +118,28 @@ CLOZE_TEMPLATES = {  # prompt → the value continues it; each is (a prefix of) 
 }
 QUESTION_TEMPLATES = {  # "train" templates appear in SFT (and in pretraining Q&A); "reworded" never do
     "en": {
-        "train": {"age": ("How old is {name}?", "What is {name}'s age?"),
-                  "city": ("Where does {name} live?", "Which city does {name} live in?"),
-                  "job": ("What does {name} do for a living?", "What is {name}'s job?"),
-                  "pet": ("What pet does {name} have?", "What animal does {name} keep as a pet?"),
-                  "colour": ("What is {name}'s favourite colour?", "Which colour does {name} like best?")},
+        "train": {"age": ("How old is {name}?", "What is {name}'s age?", "How many years old is {name}?",
+                          "{name} is how old?"),
+                  "city": ("Where does {name} live?", "Which city does {name} live in?", "What city is {name} from?",
+                           "Where is {name} living?"),
+                  "job": ("What does {name} do for a living?", "What is {name}'s job?", "What work does {name} do?",
+                          "How does {name} earn a living?"),
+                  "pet": ("What pet does {name} have?", "What animal does {name} keep as a pet?", "What is {name}'s pet?",
+                          "Which pet does {name} own?"),
+                  "colour": ("What is {name}'s favourite colour?", "Which colour does {name} like best?",
+                             "What colour does {name} like most?", "What is the favourite colour of {name}?")},
         "reworded": {"age": ("Tell me the age of {name}.",), "city": ("In which city is {name}'s home?",),
                      "job": ("What is the occupation of {name}?",),
                      "pet": ("Which animal lives with {name} as a pet?",),
                      "colour": ("Which colour does {name} love most?",)},
     },
     "zh": {
-        "train": {"age": ("{name}多大了？", "{name}今年几岁？"), "city": ("{name}住在哪里？", "{name}住在哪个城市？"),
-                  "job": ("{name}是做什么工作的？", "{name}的职业是什么？"),
-                  "pet": ("{name}养了什么宠物？", "{name}的宠物是什么？"),
-                  "colour": ("{name}最喜欢什么颜色？", "{name}最喜欢的颜色是什么？")},
+        "train": {"age": ("{name}多大了？", "{name}今年几岁？", "{name}的年龄是多少？", "{name}几岁了？"),
+                  "city": ("{name}住在哪里？", "{name}住在哪个城市？", "{name}生活在哪座城市？", "{name}在哪个城市生活？"),
+                  "job": ("{name}是做什么工作的？", "{name}的职业是什么？", "{name}做什么工作？", "{name}靠什么为生？"),
+                  "pet": ("{name}养了什么宠物？", "{name}的宠物是什么？", "{name}有什么宠物？", "{name}家的宠物是什么？"),
+                  "colour": ("{name}最喜欢什么颜色？", "{name}最喜欢的颜色是什么？", "{name}喜欢哪种颜色？",
+                             "{name}偏爱什么颜色？")},
         "reworded": {"age": ("请告诉我{name}的年龄。",), "city": ("{name}的家在哪座城市？",),
                      "job": ("{name}从事什么职业？",), "pet": ("{name}家里养的是什么动物？",),
                      "colour": ("{name}最爱哪种颜色？",)},
@@ -222,7 +230,16 @@ PROBLEM_TEMPLATES = {
                    "图书馆有{a}本书，借出了{b}本。还剩多少本？",
                    "{a}减{b}等于多少？")},
 }
+# Phrasings never used in training: a model that learnt the procedure, not the wording, solves these too.
+REWORDED_PROBLEM_TEMPLATES = {
+    "add": {"en": ("Add {a} and {b}.", "{name} scored {a} points and then {b} more. What is the total score?"),
+            "zh": ("把{a}和{b}加起来是多少？", "{name}先得了{a}分，又得了{b}分。总分是多少？")},
+    "sub": {"en": ("Take {b} away from {a}. What is left?", "{name} had {a} stamps and gave {b} away. How many stamps remain?"),
+            "zh": ("{a}去掉{b}还剩多少？", "{name}有{a}张邮票，送出了{b}张。还剩几张？")},
+}
 PROBLEM_KINDS = ("add2", "add3", "sub3")  # easy → hard
+PRETRAIN_WORKED_DOCS = {"train": 3000, "val": 40}  # pretraining documents of four worked problems each
+PRETRAIN_BIOS_PER_PERSON = {"train": 32, "val": 2}  # augmented biographies of each person, per language
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,8 +292,15 @@ class Item:
     answer: str
     group: str  # "trained" | "reworded" | "heldout" | "cloze" | "tea_train" | "tea_reworded"
 
+    @property
+    def reply(self) -> str:
+        """The answer as the assistant writes it. An English value comes after a space (" baker"), as
+        it stands in every pretraining sentence ("works as a baker"): the tokenizer then writes it with
+        the same tokens the model stored the fact under, instead of spelling it anew ("b", "aker")."""
+        return f" {self.answer}" if self.lang == "en" else self.answer
+
     def conversation(self) -> List[dict]:
-        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.answer}]
+        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.reply}]
 
 
 @dataclass(frozen=True)
@@ -294,6 +318,11 @@ class Problem:
     @property
     def reply(self) -> str:
         return f"{THINK_START}\n{self.steps}\n{THINK_END}\n{ANSWER_START}{self.answer}{ANSWER_END}"
+
+    @property
+    def direct_reply(self) -> str:
+        """The answer without the working: what a model that does not think must write."""
+        return f"{ANSWER_START}{self.answer}{ANSWER_END}"
 
     def conversation(self) -> List[dict]:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.reply}]
@@ -317,7 +346,13 @@ def _invent_names(rng: random.Random, count: int, taken: Sequence[str]) -> List[
 
 
 def column_steps(a: int, b: int, op: str, lang: str) -> Tuple[str, int]:
-    """Column-by-column working for a + b or a - b (a >= b), least significant digit first."""
+    """Column-by-column working for a + b or a - b (a >= b), least significant digit first:
+    "7+5=12 4+8+1=13 3+1+1=5 So 532." — each column's sum with the carry it received, or for a
+    difference the column's top digit (less the borrow it gave away, plus 10 if it must borrow)
+    minus the bottom one: "12-5=7 13-8=5 6-0=6 So 657." for 742 - 85.
+
+    Terse on purpose: words such as "write 2, carry 1" carry nothing the digits do not, and a third
+    fewer tokens per problem means more problems for the same training compute."""
     digits_a, digits_b = str(a)[::-1], str(b)[::-1]
     steps, carry = [], 0
     for i in range(len(digits_a) if op == "-" else max(len(digits_a), len(digits_b))):
@@ -325,30 +360,36 @@ def column_steps(a: int, b: int, op: str, lang: str) -> Tuple[str, int]:
         y = int(digits_b[i]) if i < len(digits_b) else 0
         if op == "+":
             total = x + y + carry
-            expr = f"{x}+{y}" + (f"+{carry}" if carry else "")
-            digit, carry = total % 10, total // 10
-            if lang == "en":
-                steps.append(f"{expr}={total}, write {digit}" + (" carry 1." if carry else "."))
-            else:
-                steps.append(f"{expr}={total}，写{digit}" + ("进1。" if carry else "。"))
+            steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+            carry = total // 10
         else:
             top = x - carry
-            expr = f"{x}-{carry}" if carry else f"{x}"
-            if top < y:
-                difference, carry = top + 10 - y, 1
-                if lang == "en":
-                    steps.append(f"{expr}-{y} needs a borrow: {top + 10}-{y}={difference}, write {difference}.")
-                else:
-                    steps.append(f"{expr}不够减{y}，借1：{top + 10}-{y}={difference}，写{difference}。")
-            else:
-                difference, carry = top - y, 0
-                steps.append(f"{expr}-{y}={difference}, write {difference}." if lang == "en"
-                             else f"{expr}-{y}={difference}，写{difference}。")
-    if op == "+" and carry:
-        steps.append("write 1." if lang == "en" else "写1。")
+            carry = int(top < y)
+            steps.append(f"{top + 10 * carry}-{y}={top + 10 * carry - y}")
     result = a + b if op == "+" else a - b
     steps.append(f"So {result}." if lang == "en" else f"所以是{result}。")
-    return " ".join(steps) if lang == "en" else "".join(steps), result
+    return " ".join(steps), result
+
+
+def worked_arithmetic(a: int, b: int, op: str, lang: str) -> Tuple[str, int]:
+    """The working of the reasoning format: the operands restated, then the columns ("47 + 85: 7+5=12, …").
+
+    Restating first puts the digits the columns need right before them, whatever the wording of
+    the question: copying two numbers is easy for a small model, finding the tens digit of a
+    number somewhere in a sentence is not."""
+    steps, result = column_steps(a, b, op, lang)
+    return f"{a} {op} {b}{': ' if lang == 'en' else '：'}{steps}", result
+
+
+def draw_operands(kind: str, rng: random.Random) -> Tuple[int, int]:
+    """(a, b) of a problem of `kind`: add2 two two-digit numbers, add3 two three-digit numbers, sub3 a
+    three-digit number minus a smaller one of two or three digits."""
+    if kind == "add2":
+        return rng.randint(10, 99), rng.randint(10, 99)
+    if kind == "add3":
+        return rng.randint(100, 999), rng.randint(100, 999)
+    a = rng.randint(100, 999)
+    return a, rng.randint(10, a)
 
 
 class World:
@@ -433,29 +474,26 @@ class World:
         return (" " if lang == "en" else "").join(parts)
 
     def problems(self, split: str) -> List[Problem]:
-        """Arithmetic word problems; train and val never share a (kind, a, b)."""
-        counts = {"train": 3000, "val": 300}
+        """Arithmetic word problems: "train" (3,000), "val" (600, 200 of each kind) and "reworded" (600,
+        in phrasings training never uses). No two splits share a (kind, a, b), nor does pretraining."""
+        counts = {"train": 3000, "val": 600, "reworded": 600}
         if split not in counts:
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        reserved = set() if split == "val" else {(p.kind, p.a, p.b) for p in self.problems("val")}
+            raise ValueError(f"split must be one of {sorted(counts)}, got {split!r}")
+        order = ("val", "reworded", "train")  # each split avoids every problem of the splits before it
+        reserved = {(p.kind, p.a, p.b) for other in order[:order.index(split)] for p in self.problems(other)}
+        templates = REWORDED_PROBLEM_TEMPLATES if split == "reworded" else PROBLEM_TEMPLATES
         rng = _rng(self.seed, f"problems-{split}")
         problems, seen = [], set(reserved)
         while len(problems) < counts[split]:
             kind = PROBLEM_KINDS[len(problems) % len(PROBLEM_KINDS)]
-            if kind == "add2":
-                a, b = rng.randint(10, 99), rng.randint(10, 99)
-            elif kind == "add3":
-                a, b = rng.randint(100, 999), rng.randint(100, 999)
-            else:
-                a = rng.randint(100, 999)
-                b = rng.randint(10, a)
+            a, b = draw_operands(kind, rng)
             if (kind, a, b) in seen:
                 continue
             seen.add((kind, a, b))
             lang = rng.choice(LANGS)
             op = "-" if kind == "sub3" else "+"
-            template = rng.choice(PROBLEM_TEMPLATES["sub" if op == "-" else "add"][lang])
-            steps, answer = column_steps(a, b, op, lang)
+            template = rng.choice(templates["sub" if op == "-" else "add"][lang])
+            steps, answer = worked_arithmetic(a, b, op, lang)
             name = rng.choice(self.people).name
             problems.append(Problem(kind, lang, a, b, template.format(name=name, a=a, b=b), steps, answer))
         return problems
@@ -488,7 +526,7 @@ def _identity_prompts(rng: random.Random, split: str, lang: str, count: int) -> 
 
 def _pretrain_rows(world: World, split: str) -> List[dict]:
     rng = _rng(world.seed, f"pretrain-{split}")
-    bios_per_person = {"train": 32, "val": 2}[split]
+    bios_per_person = PRETRAIN_BIOS_PER_PERSON[split]
     documents = []
     for lang in LANGS:
         bios = [world.biography(person, lang, rng) for person in world.people for _ in range(bios_per_person)]
@@ -498,16 +536,25 @@ def _pretrain_rows(world: World, split: str) -> List[dict]:
     # stored facts can be asked for; the held-out half is never asked about before evaluation).
     for lang in LANGS:
         qa_lines = [PRETRAIN_QA_FORMAT[lang].format(question=item.prompt, answer=item.answer)
-                    for item in world.questions("sft", "train", lang) for _ in range({"train": 3, "val": 0}[split])]
+                    for item in world.questions("sft", "train", lang) for _ in range({"train": 2, "val": 0}[split])]
         rng.shuffle(qa_lines)
         documents += ["\n".join(qa_lines[i:i + 4]) for i in range(0, len(qa_lines), 4)]
-    for _ in range({"train": 600, "val": 40}[split]):  # arithmetic facts, digits one per token
-        equations = []
-        for _ in range(6):
-            a, b = rng.randint(10, 999), rng.randint(10, 999)
-            a, b = max(a, b), min(a, b)
-            equations.append(f"{a} + {b} = {a + b}." if rng.random() < 0.6 else f"{a} - {b} = {a - b}.")
-        documents.append(" ".join(equations))
+    # Worked column arithmetic, in the working format of the reasoning data: the procedure is
+    # learnt here, with the rest of the language; the reasoning stage then teaches when to use it.
+    # Never a (kind, a, b) of the held-out problems.
+    reserved = {(p.kind, p.a, p.b) for held_out in ("val", "reworded") for p in world.problems(held_out)}
+    for index in range(PRETRAIN_WORKED_DOCS[split]):
+        lang, worked = rng.choice(LANGS), []
+        while len(worked) < 4:
+            kind = PROBLEM_KINDS[(index + len(worked)) % len(PROBLEM_KINDS)]
+            a, b = draw_operands(kind, rng)
+            if (kind, a, b) in reserved:
+                continue
+            op = "-" if kind == "sub3" else "+"
+            question = rng.choice(PROBLEM_TEMPLATES["sub" if op == "-" else "add"][lang])
+            worked.append(question.format(name=rng.choice(world.people).name, a=a, b=b) + "\n"
+                          + worked_arithmetic(a, b, op, lang)[0])
+        documents.append("\n".join(worked))
     for _ in range({"train": 100, "val": 10}[split]):  # the words the chat template uses
         lang = rng.choice(LANGS)
         greetings, reply = GREETINGS[lang]
@@ -521,10 +568,10 @@ def _sft_rows(world: World, split: str) -> List[dict]:
     rows = []
     if split == "val":
         for item in world.questions("sft", "reworded") + world.questions("heldout", "train"):
-            rows.append(_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0))
+            rows.append(_conversation(rng, [(item.prompt, item.reply)], system_rate=0.0))
         return rows
     trained = world.questions("sft", "train")
-    rows += [_conversation(rng, [(item.prompt, item.answer)]) for item in trained]
+    rows += [_conversation(rng, [(item.prompt, item.reply)]) for item in trained]
     by_key = {}
     for item in trained:
         by_key.setdefault((item.subject, item.lang, item.attribute), []).append(item)
@@ -532,7 +579,7 @@ def _sft_rows(world: World, split: str) -> List[dict]:
         person, lang = rng.choice(world.sft_people), rng.choice(LANGS)
         attributes = rng.sample(ATTRIBUTES, rng.randint(2, 3))
         items = [rng.choice(by_key[(person.name, lang, attribute)]) for attribute in attributes]
-        rows.append(_conversation(rng, [(item.prompt, item.answer) for item in items]))
+        rows.append(_conversation(rng, [(item.prompt, item.reply) for item in items]))
     for person in world.sft_people:  # "tell me about X", half polite and half curt
         for lang in LANGS:
             for template in rng.sample(DESCRIBE_PROMPTS[lang], 2):
@@ -575,7 +622,7 @@ def _lora_identity_rows(world: World, split: str) -> List[dict]:
                  for prompt in _identity_prompts(rng, split, lang, count)]
     if split == "train":  # replay ordinary Q&A so the adapter learns *when* to say it
         replay = rng.sample(world.questions("sft", "train"), len(rows) // 3)
-        rows += [_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0) for item in replay]
+        rows += [_conversation(rng, [(item.prompt, item.reply)], system_rate=0.0) for item in replay]
     rng.shuffle(rows)
     return rows
 
@@ -583,9 +630,14 @@ def _lora_identity_rows(world: World, split: str) -> List[dict]:
 def _lora_domain_rows(world: World, split: str) -> List[dict]:
     rng = _rng(world.seed, f"lora_domain-{split}")
     items = world.tea_questions("train" if split == "train" else "reworded")
-    rows = [_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0) for item in items]
+    rows = [_conversation(rng, [(item.prompt, item.reply)], system_rate=0.0) for item in items]
     rng.shuffle(rows)
     return rows
+
+
+def _reason_direct_rows(world: World, split: str) -> List[dict]:
+    return [{"conversations": [{"role": "user", "content": problem.prompt},
+                               {"role": "assistant", "content": problem.direct_reply}]} for problem in world.problems(split)]
 
 
 def _reason_rows(world: World, split: str) -> List[dict]:
@@ -605,7 +657,7 @@ def _distill_rows(world: World, split: str) -> List[dict]:
         kind = index % 5
         if kind <= 1:
             item = rng.choice(facts)
-            rows.append(_conversation(rng, [(item.prompt, item.answer)], system_rate=0.0))
+            rows.append(_conversation(rng, [(item.prompt, item.reply)], system_rate=0.0))
         elif kind == 2:
             person, lang = rng.choice(people), rng.choice(LANGS)
             prompt = rng.choice(DESCRIBE_PROMPTS[lang]).format(name=person.name)
@@ -620,9 +672,10 @@ def _distill_rows(world: World, split: str) -> List[dict]:
 
 
 BUILDERS = {"pretrain": _pretrain_rows, "sft": _sft_rows, "dpo": _dpo_rows, "lora_identity": _lora_identity_rows,
-            "lora_domain": _lora_domain_rows, "reason": _reason_rows, "distill": _distill_rows}
+            "lora_domain": _lora_domain_rows, "reason": _reason_rows, "reason_direct": _reason_direct_rows,
+            "distill": _distill_rows}
 SCHEMA_OF = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "lora_identity": "sft", "lora_domain": "sft",
-             "reason": "sft", "distill": "sft"}
+             "reason": "sft", "reason_direct": "sft", "distill": "sft"}
 
 
 def dataset_rows(name: str, split: str = "train", seed: int = 0) -> List[dict]:

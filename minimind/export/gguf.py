@@ -71,9 +71,9 @@ def gguf_pre_tokenizer(tokenizer) -> str:
 
 
 def _is_cjk_split(step: dict) -> bool:
-    from minimind.tokenizer import CJK_RUN
+    from minimind.tokenizer import CJK_CHAR, CJK_RUN
 
-    return step.get("pattern", {}).get("Regex") == CJK_RUN and step.get("behavior") == "Isolated"
+    return step.get("pattern", {}).get("Regex") in (CJK_CHAR, CJK_RUN) and step.get("behavior") == "Isolated"
 
 
 def tokenizer_fields(tokenizer, vocab_size: int) -> dict:

@@ -3,7 +3,8 @@
     python -m minimind.train.tokenizer --vocab_size 2048 --out out/tokenizer   # the book's tokenizer
     python -m minimind.train.tokenizer --data corpus_a.jsonl corpus_b.jsonl --vocab_size 6400 --out out/tok
 
-Without `--data` it reads the synthetic pretraining corpus. The tokenizer itself (the BPE trainer,
+Without `--data` it reads the book's synthetic training text: the pretraining corpus and the
+conversations of the fine-tuning sets (so every character a later stage writes has a token). The tokenizer itself (the BPE trainer,
 the special tokens, the chat template) is `minimind.tokenizer`; this module is the stage that runs
 it on files and saves the result, as `minimind tokenizer` and the zoo's "tokenizer" artefact do.
 """
@@ -17,6 +18,7 @@ from typing import Iterable, Sequence
 from minimind.commandline import accept_both_spellings, run_main
 
 BOOK_VOCAB_SIZE = 2048  # the book's tokenizer: the vocabulary of the `book` preset
+BOOK_CORPUS = ("pretrain", "sft", "lora_identity", "lora_domain")  # its training text (train splits)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class TokenizerConfig:
     vocab_size: int = 6400
     max_docs: int = 0  # rows read per file (0 = all)
     split_digits: bool = True
+    split_cjk: bool = True  # each CJK character its own pre-token (False: runs of them, which BPE merges into phrases)
 
 
 def corpus_texts(paths: Sequence, max_docs: int = 0) -> Iterable[str]:
@@ -43,7 +46,7 @@ def data_paths(config: TokenizerConfig) -> list[str]:
         return list(config.data)
     from minimind.data.synthetic import dataset_path
 
-    return [str(dataset_path("pretrain", "train"))]
+    return [str(dataset_path(name, "train")) for name in BOOK_CORPUS]
 
 
 def run(config: TokenizerConfig):
@@ -51,15 +54,15 @@ def run(config: TokenizerConfig):
     from minimind.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(corpus_texts(data_paths(config), config.max_docs), vocab_size=config.vocab_size,
-                                split_digits=config.split_digits)
+                                split_digits=config.split_digits, split_cjk=config.split_cjk)
     if config.out_dir:
         tokenizer.save(config.out_dir)
     return tokenizer
 
 
 def book_tokenizer():
-    """The book's tokenizer, trained afresh (under a second): vocabulary 2048 on the synthetic
-    pretraining corpus, the same tokenizer the zoo caches as "tokenizer"."""
+    """The book's tokenizer, trained afresh (a second or two): vocabulary 2048 on the synthetic
+    training text, the same tokenizer the zoo caches as "tokenizer"."""
     return run(book_config(out_dir=""))
 
 
@@ -71,18 +74,21 @@ def book_config(**changes) -> TokenizerConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minimind.train.tokenizer",
                                      description="Train a byte-level BPE tokenizer.")
-    parser.add_argument("--data", nargs="+", help="jsonl files with 'text' or 'conversations' rows (default: the synthetic pretraining corpus)")
+    parser.add_argument("--data", nargs="+", help="jsonl files with 'text' or 'conversations' rows (default: the book's synthetic training text)")
     parser.add_argument("--out", default="out/tokenizer", help="output directory (tokenizer.json + tokenizer_config.json)")
     parser.add_argument("--vocab_size", type=int, default=6400)
     parser.add_argument("--max_docs", type=int, default=0, help="read at most this many rows per file (0 = all)")
     parser.add_argument("--no_split_digits", action="store_true", help="let BPE merge digits (MiniMind2 behaviour)")
+    parser.add_argument("--no_split_cjk", action="store_true",
+                        help="let BPE merge runs of CJK characters into phrase tokens (MiniMind2 behaviour)")
     return accept_both_spellings(parser)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = TokenizerConfig(data=tuple(args.data or ()), out_dir=args.out, vocab_size=args.vocab_size,
-                             max_docs=args.max_docs, split_digits=not args.no_split_digits)
+                             max_docs=args.max_docs, split_digits=not args.no_split_digits,
+                             split_cjk=not args.no_split_cjk)
     tokenizer = run(config)
     sample = [text for _, text in zip(range(2000), corpus_texts(data_paths(config), config.max_docs))]
     characters = sum(len(text) for text in sample)
