@@ -8,6 +8,8 @@ CHAPTERS_PY := $(sort $(wildcard chapters/[0-9][0-9]_*.py))
 CHAPTERS_NB := $(CHAPTERS_PY:.py=.ipynb)
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
+# make test runs one chapter per core: each computes on one thread (a learner's run uses every core)
+TEST_ENV := MINIMIND_THREADS=1
 
 .PHONY: help venv data notebooks sync check-sync layers unit nbval test test-portable bands book vendor bench ci clean
 
@@ -58,7 +60,7 @@ unit: $(STAMP)  ## unit tests only
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 1200
 
 nbval: $(STAMP)  ## execute every chapter: its asserts and bands, and the stored outputs of its exact cells
-	$(BIN)/pytest -q $(NBVAL) -p no:cacheprovider $(CHAPTERS_NB)
+	$(TEST_ENV) $(BIN)/pytest -q $(NBVAL) -p no:cacheprovider $(CHAPTERS_NB)
 
 # The chapters as another CPU runs them: torch's scalar kernels, then MKL's AVX2 code path, each in
 # an artefact cache of its own (the cached models are trained under that kernel path too).
@@ -66,22 +68,21 @@ PORTABLE_PATHS ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX2
 
 test-portable: $(STAMP)  ## every chapter under other kernel paths (as on another CPU); about 40 min
 	@set -e; for path in $(PORTABLE_PATHS); do echo "== chapters under $$path"; \
-	  env $$path MINIMIND_CACHE=$(CURDIR)/.cache/minimind-$$(echo $$path | tr 'A-Z=' 'a-z-') \
+	  env $(TEST_ENV) $$path MINIMIND_CACHE=$(CURDIR)/.cache/minimind-$$(echo $$path | tr 'A-Z=' 'a-z-') \
 	    $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(NBVAL) $(CHAPTERS_NB); done
 
-BAND_RUNS ?= 0:native 1:native 2:native 0:default 1:default 0:mkl-avx2
+BAND_RUNS ?= 0:native 1:native 2:native 0:default 1:mkl-avx2 2:threads2
 
-bands: $(STAMP)  ## re-measure the chapters' reproducibility bands (3 seeds, 3 kernel paths; about 2 hours)
+bands: $(STAMP)  ## re-measure the chapters' reproducibility bands (3 seeds, 3 kernel paths, 2 thread counts; ~2 hours)
 	$(PY) scripts/measure_bands.py --runs $(BAND_RUNS)
 
-# The chapters compute on one thread each, so
-# `make test` runs one pytest worker per core, a file at a time: chapters first, in reading order,
+# `make test` runs one pytest worker per core (each chapter on one thread: TEST_ENV), a file at a time: chapters first, in reading order,
 # since each builds the artefacts the next ones load (the zoo's file locks make a worker wait for
 # an artefact another is building); the unit tests fill the gaps. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
 
 test: $(STAMP) check-sync book  ## every test: sync check, book build, unit tests, nbval over every chapter
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(NBVAL) \
+	$(TEST_ENV) $(BIN)/pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(NBVAL) \
 	  $(CHAPTERS_NB) tests
 
 bench: $(STAMP)  ## speed and memory benchmarks (prints tables and ratios)

@@ -41,6 +41,12 @@ def replica_seed(seed: int) -> int:
     return seed + REPLICA_STRIDE * int(os.environ.get("MINIMIND_SEED", "0"))
 
 
+def cpu_threads() -> int:
+    """The CPU threads a chapter and the zoo's builds compute with: every core, or ``MINIMIND_THREADS``
+    (`make test` sets 1, since it runs one chapter per core)."""
+    return int(os.environ.get("MINIMIND_THREADS", "0")) or (os.cpu_count() or 1)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device)."""
     import numpy as np

@@ -134,13 +134,14 @@ def _locked(lock_path: Path):
 
 
 @contextmanager
-def _one_thread():
-    """Builds run on one CPU thread, whatever the core count: `make test` runs one chapter per core,
-    and an artefact then does not depend on how many cores the machine that built it had."""
+def _build_threads():
+    """Builds use `runtime.cpu_threads()`: every core, or one under `make test` (one chapter per core)."""
     import torch
 
+    from minimind.runtime import cpu_threads
+
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(cpu_threads())
     try:
         yield
     finally:
@@ -152,8 +153,8 @@ def get_or_build(name: str, build: Callable[[Path], object], fingerprint: dict) 
 
     Each fingerprint gets its own folder, ``cache_dir()/name/<key>``, so a path once returned
     never changes under its user, even while a process running other code builds another
-    version. The newest `KEEP_VERSIONS` versions are kept. The build runs on one thread (see
-    `_one_thread`), under a file lock, into a staging folder renamed into place when it finished.
+    version. The newest `KEEP_VERSIONS` versions are kept. The build runs on `runtime.cpu_threads()` threads (see
+    `_build_threads`), under a file lock, into a staging folder renamed into place when it finished.
     """
     folder = cache_dir() / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ def get_or_build(name: str, build: Callable[[Path], object], fingerprint: dict) 
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".building", dir=folder))
         try:
-            with _one_thread():
+            with _build_threads():
                 build(staging)
             (staging / MARKER_FILE).write_text(
                 json.dumps({"name": name, "key": key, "fingerprint": fingerprint}, indent=2, default=str) + "\n",
@@ -229,6 +230,8 @@ RECIPES: dict[str, Recipe] = {
     "lora_domain": Recipe("minimind.train.lora", "LoRAConfig", "lora_domain", {"init_from": "sft"},
                           {**_SILENT, "lora_name": "domain"}, code=("minimind.lora",), kind="adapter"),
     "reasoning": Recipe("minimind.train.reason", "ReasonConfig", "reason", {"init_from": "sft"}, _SILENT),
+    # chapter 7's comparison: the same run on the same problems answered without the working
+    "reasoning_direct": Recipe("minimind.train.reason", "ReasonConfig", "reason_direct", {"init_from": "sft"}, _SILENT),
     # the distillation teacher: the SFT chat model fine-tuned a little longer on the distillation
     # conversations, so it knows every kind of reply they hold
     "distill_teacher": Recipe("minimind.train.sft", "SFTConfig", "distill", {"init_from": "sft"},

@@ -2,7 +2,7 @@
 
     python scripts/measure_bands.py                          # every chapter, seeds 0 1 2 × kernels native default
     python scripts/measure_bands.py chapters/07_reasoning.ipynb --seeds 0 1 2 --kernels native mkl-avx2
-    python scripts/measure_bands.py --runs 0:native 1:native 2:native 0:default 1:default 0:mkl-avx2
+    python scripts/measure_bands.py --runs 0:native 1:native 2:native 0:default 1:mkl-avx2 2:threads2
     python scripts/measure_bands.py --aggregate-only         # rebuild bands.json from the records kept
 
 Each run (one seed × one kernel path) executes the chapters in reading order with nbconvert —
@@ -16,7 +16,8 @@ on record. Measuring some chapters replaces only their figures.
 
 Kernel paths: `native` (what the CPU offers), `default` (`ATEN_CPU_CAPABILITY=default`: torch's
 scalar kernels), `avx2` (`ATEN_CPU_CAPABILITY=avx2`), `mkl-avx2` (`MKL_ENABLE_INSTRUCTIONS=AVX2`:
-MKL's AVX2 code path for matrix products), `mkl-compatible` (`MKL_CBWR=COMPATIBLE`).
+MKL's AVX2 code path for matrix products), `mkl-compatible` (`MKL_CBWR=COMPATIBLE`), `threads2` (two
+threads instead of one: another order of the sums, as on a learner's two-core run).
 """
 import argparse
 import datetime
@@ -42,8 +43,9 @@ KERNELS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
     "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
+    "threads2": {"MINIMIND_THREADS": "2"},  # a learner's 2-core run (the others use one thread each)
 }
-KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MINIMIND_THREADS")
 
 
 def run_label(seed: int, kernel: str) -> str:
@@ -56,6 +58,7 @@ def execute_run(seed: int, kernel: str, chapters: list, work: Path) -> tuple:
     folder = work / label
     (folder / "notebooks").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    env["MINIMIND_THREADS"] = "1"  # two runs at a time, one per core
     env.update(KERNELS[kernel])
     env.update(MINIMIND_SEED=str(seed), MINIMIND_CACHE=str(folder / "cache"), MINIMIND_BANDS_RUN=label,
                PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false")

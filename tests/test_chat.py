@@ -120,7 +120,8 @@ def test_load_chat_model_applies_a_lora_adapter(checkpoint, tmp_path):
     loaded, _ = load_chat_model(directory, lora=[tmp_path / "adapter"], device="cpu")
     ids = torch.tensor([tokenizer.encode("Who are you?")])
     with torch.no_grad():
-        assert torch.allclose(loaded(ids).logits, adapted(ids).logits, atol=1e-5)
+        # merged weights W + (α/r)·B·A round differently from the two products summed: 1e-4, not 1e-5
+        assert torch.allclose(loaded(ids).logits, adapted(ids).logits, atol=1e-4)
         assert not torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-3)
 
 

@@ -142,9 +142,9 @@ def test_dataset_path_generates_the_files_when_missing(tmp_path, monkeypatch):
 
 def test_sizes_fit_the_cpu_budget():
     pretrain_characters = sum(len(row["text"]) for row in dataset_rows("pretrain"))
-    assert 1_000_000 <= pretrain_characters <= 2_000_000
+    assert 1_000_000 <= pretrain_characters <= 2_500_000
     total_bytes = sum(dataset_path(name, split).stat().st_size for name in DATASETS for split in SPLITS)
-    assert total_bytes < 5_000_000
+    assert total_bytes < 7_000_000
 
 
 def test_world_is_deterministic_and_splits_people_in_two_halves():
@@ -180,7 +180,10 @@ def test_sft_answers_carry_only_the_value():
             for question, answer in zip(messages[::2], messages[1::2]):
                 item = questions.get(question["content"])
                 if item is not None:
-                    assert answer["content"] == values[(item.subject, item.attribute, item.lang)]
+                    # an English word after a space, as in every pretraining sentence (the same token)
+                    value = values[(item.subject, item.attribute, item.lang)]
+                    spaced = item.lang == "en" and not value.isdigit()
+                    assert answer["content"] == (f" {value}" if spaced else value)
                     checked += 1
     assert checked > 3000
 
@@ -194,8 +197,31 @@ def test_evaluation_prompts_are_never_trained_on():
     assert {item.prompt for item in world.questions("sft", "train")} <= sft
     assert not train_prompts("lora_identity") & {row["conversations"][0]["content"] for row in dataset_rows("lora_identity", "val")}
     assert not train_prompts("lora_domain") & {row["conversations"][0]["content"] for row in dataset_rows("lora_domain", "val")}
-    train_problems = {(p.kind, p.a, p.b) for p in world.problems("train")}
-    assert not train_problems & {(p.kind, p.a, p.b) for p in world.problems("val")}
+    problems = {split: {(p.kind, p.a, p.b) for p in world.problems(split)} for split in ("train", "val", "reworded")}
+    assert not problems["train"] & problems["val"] and not problems["train"] & problems["reworded"]
+    assert not problems["val"] & problems["reworded"]
+    reworded_prompts = {p.prompt for p in world.problems("reworded")}
+    templates = [t for by_lang in synthetic.PROBLEM_TEMPLATES.values() for ts in by_lang.values() for t in ts]
+    assert not any(re.fullmatch(re.escape(t).replace(r"\{name\}", ".+").replace(r"\{a\}", r"\d+").replace(r"\{b\}", r"\d+"), prompt)
+                   for t in templates for prompt in reworded_prompts)
+
+
+def test_pretraining_arithmetic_never_holds_a_held_out_problem():
+    world = build_world(0)
+    corpus = "\n".join(row["text"] for row in dataset_rows("pretrain"))
+    worked = set(re.findall(r"^(\d+) ([+-]) (\d+)[:：]", corpus, flags=re.M))
+    assert len(worked) > 10_000
+    for split in ("val", "reworded"):
+        for p in world.problems(split):
+            assert (str(p.a), "-" if p.kind == "sub3" else "+", str(p.b)) not in worked, p
+
+
+def test_direct_answers_are_the_reasoning_answers_without_the_working():
+    for split in SPLITS:
+        for thinking, direct in zip(dataset_rows("reason", split), dataset_rows("reason_direct", split)):
+            assert thinking["conversations"][0] == direct["conversations"][0]
+            think, answer, _ = parse_reasoning(thinking["conversations"][1]["content"])
+            assert direct["conversations"][1]["content"] == f"<answer>{answer}</answer>"
 
 
 def test_cloze_prompts_are_prefixes_of_biography_sentences():
@@ -219,11 +245,11 @@ def test_reasoning_replies_are_well_formed_and_correct():
 
 
 @pytest.mark.parametrize("a, b, op, lang, expected", [
-    (47, 27, "+", "en", "7+7=14, write 4 carry 1. 4+2+1=7, write 7. So 74."),
-    (95, 17, "+", "en", "5+7=12, write 2 carry 1. 9+1+1=11, write 1 carry 1. write 1. So 112."),
-    (302, 45, "-", "en", "2-5 needs a borrow: 12-5=7, write 7. 0-1-4 needs a borrow: 9-4=5, write 5. "
-                         "3-1-0=2, write 2. So 257."),
-    (82, 45, "-", "zh", "2不够减5，借1：12-5=7，写7。8-1-4=3，写3。所以是37。"),
+    (47, 27, "+", "en", "7+7=14 4+2+1=7 So 74."),
+    (95, 17, "+", "en", "5+7=12 9+1+1=11 So 112."),
+    (302, 45, "-", "en", "12-5=7 9-4=5 2-0=2 So 257."),
+    (82, 45, "-", "zh", "12-5=7 7-4=3 所以是37。"),
+    (500, 499, "-", "en", "10-9=1 9-9=0 4-4=0 So 1."),
 ])
 def test_column_steps_write_out_carries_and_borrows(a, b, op, lang, expected):
     steps, result = column_steps(a, b, op, lang)

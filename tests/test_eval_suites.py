@@ -123,7 +123,7 @@ def test_full_suites_use_every_held_out_item(replies_from):
     replies_from(oracle_replies("right"))
     sizes = {(s.suite, s.group): s.n for s in run_suites(NoModel(), None, ["facts", "identity", "preference"])}
     world = build_world(0)
-    assert sizes[("facts", "heldout")] == len(world.questions("heldout", "train")) == 1200
+    assert sizes[("facts", "heldout")] == len(world.questions("heldout", "train")) == 2400
     assert sizes[("facts", "reworded")] == 600
     assert sizes[("identity", "heldout")] == len(dataset_rows("lora_identity", "val"))
     assert sizes[("preference", "heldout")] == len(dataset_rows("dpo", "val"))

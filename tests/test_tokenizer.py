@@ -338,27 +338,31 @@ def test_reasoning_tags_stay_single_tokens_in_training_replies_only(book_tokeniz
     assert opened[-2:] == book_tokenizer.encode("<think>\n")  # the template's own tag is the real token
 
 
-# What every stage and prompt encoder produced from data/*.jsonl before message content became text
-# (render_conversation ids and mask of each conversation, chosen and rejected, encode_chat_prompt of
-# each conversation minus its last message; encode of pretraining texts): sha256, first 16 hex digits.
+# What every stage and prompt encoder produces from data/*.jsonl (render_conversation ids and mask of
+# each conversation, chosen and rejected, encode_chat_prompt of each conversation minus its last
+# message; encode of pretraining texts): sha256, first 16 hex digits. Pinned so that a change to the
+# rendering or to the data is made on purpose; recomputed when the data last changed (character-level
+# Chinese, spaces before English words, the terse working), with message content encoded as text.
 DATA_DIGESTS = {
     "book": {
-        "distill_train.jsonl": "25d1d733f57ce3b2", "distill_val.jsonl": "ba541031aa76bb31",
-        "dpo_train.jsonl": "7614325b2746b202", "dpo_val.jsonl": "0432affef658a577",
-        "lora_domain_train.jsonl": "4764e30b1dd5f41a", "lora_domain_val.jsonl": "9b54672b77cf9587",
-        "lora_identity_train.jsonl": "a4b9ec558d2f0dcb", "lora_identity_val.jsonl": "a2c3a95fed339b66",
-        "pretrain_train.jsonl": "f30a6eea9c937e44", "pretrain_val.jsonl": "a77bc6c516a24f54",
-        "reason_train.jsonl": "f00918fa8328db22", "reason_val.jsonl": "26d7b3ebb986bcae",
-        "sft_train.jsonl": "1474f1bac91960ca", "sft_val.jsonl": "3b180925ef9c90bf",
+        "distill_train.jsonl": "c1ef1963d5549722", "distill_val.jsonl": "4b853793aaf32129",
+        "dpo_train.jsonl": "6ee04303641452f1", "dpo_val.jsonl": "dc5c0e9d5971ea39",
+        "lora_domain_train.jsonl": "7a45ca41d6d36e3f", "lora_domain_val.jsonl": "f9fb4937d4cd99f7",
+        "lora_identity_train.jsonl": "52c37611e7e3e9f9", "lora_identity_val.jsonl": "d07353f135b5f1f4",
+        "pretrain_train.jsonl": "e84e5fb6fd9fef42", "pretrain_val.jsonl": "9171378563a9e5c3",
+        "reason_direct_train.jsonl": "6402f65ed441dfa6", "reason_direct_val.jsonl": "91b7e0b4fccec6c4",
+        "reason_train.jsonl": "f053ec71292720cd", "reason_val.jsonl": "492f6c2597587914",
+        "sft_train.jsonl": "e47829f90e9f3a3c", "sft_val.jsonl": "6d289d9c45e3aa0a",
     },
     "minimind2": {
-        "distill_train.jsonl": "22d21dcffe53405f", "distill_val.jsonl": "3ef7b8add0750702",
+        "distill_train.jsonl": "bf3fb62ef7695c7a", "distill_val.jsonl": "ad227d9563856f8f",
         "dpo_train.jsonl": "901e298b31e5a99e", "dpo_val.jsonl": "8cfba7bfdfe334a0",
-        "lora_domain_train.jsonl": "9be75fe719ab068e", "lora_domain_val.jsonl": "cada60d6839e046e",
-        "lora_identity_train.jsonl": "bcf9df8a80508813", "lora_identity_val.jsonl": "dfae5f7f21528120",
-        "pretrain_train.jsonl": "1eb2147dafa56790", "pretrain_val.jsonl": "c2c6775a2d53d76f",
-        "reason_train.jsonl": "e563e650b8c0a1e8", "reason_val.jsonl": "94180b4f26e062c5",
-        "sft_train.jsonl": "9a2a4244cb02d2fd", "sft_val.jsonl": "e3a7d5d0d1808969",
+        "lora_domain_train.jsonl": "aae651349aa8839b", "lora_domain_val.jsonl": "06198edd08280d0e",
+        "lora_identity_train.jsonl": "fe245b2e111e7438", "lora_identity_val.jsonl": "dfae5f7f21528120",
+        "pretrain_train.jsonl": "0102549dc6a4d4c9", "pretrain_val.jsonl": "e95f75d44dcd3b6d",
+        "reason_direct_train.jsonl": "b39b6ed70ee8a657", "reason_direct_val.jsonl": "3e9898fdcaf530dc",
+        "reason_train.jsonl": "e063e52ef28d5549", "reason_val.jsonl": "48e846546902cb46",
+        "sft_train.jsonl": "5c2b752157f1dfba", "sft_val.jsonl": "9e178630bf11ac0c",
     },
 }
 

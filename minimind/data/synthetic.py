@@ -294,10 +294,11 @@ class Item:
 
     @property
     def reply(self) -> str:
-        """The answer as the assistant writes it. An English value comes after a space (" baker"), as
-        it stands in every pretraining sentence ("works as a baker"): the tokenizer then writes it with
-        the same tokens the model stored the fact under, instead of spelling it anew ("b", "aker")."""
-        return f" {self.answer}" if self.lang == "en" else self.answer
+        """The answer as the assistant writes it. An English word comes after a space (" baker"), as it
+        stands in every pretraining sentence ("works as a baker"): the tokenizer then writes it with the
+        token the model stored the fact under, instead of spelling it anew ("b", "aker"). A number needs
+        no space: its digits are tokens of their own wherever they stand."""
+        return f" {self.answer}" if self.lang == "en" and not self.answer.isdigit() else self.answer
 
     def conversation(self) -> List[dict]:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.reply}]
