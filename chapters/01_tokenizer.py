@@ -302,8 +302,13 @@ assert our_merges == library_merges and our_ids == library_ids
 #   up-weights every `th` in ordinary text.
 # - **Digits one per token**: the number 2048 is always `2`, `0`, `4`, `8`, so arithmetic sees every
 #   digit the same way wherever it stands.
-# - **Chinese runs isolated from Latin letters**: GPT-2's `\p{L}+` treats `Pelum住在` as one word; we
-#   split CJK runs off first, so a name is the same token in both languages.
+# - **Each Chinese character a pre-token of its own**: GPT-2's `\p{L}+` treats `Pelum住在` as one
+#   word, so a name would be another token in Chinese than in English; and BPE, left to merge runs of
+#   Chinese characters, turns frequent phrases into single tokens — in this corpus "是一名水手" ("is a
+#   sailor") becomes *one* token, so the fact "水手" is stored under a different token in every
+#   sentence that states it, and an answer that says just "水手" uses a token the model never saw
+#   the fact with (chapter 4 measures what that costs). BPE then only merges the three bytes of a
+#   character into that character.
 #
 # So the library and the package agree on the *algorithm* (the merges above are learned the same way)
 # but not on the *pre-tokenization*, and their tokens differ exactly where those rules apply:
@@ -311,9 +316,14 @@ assert our_merges == library_merges and our_ids == library_ids
 # %% tags=["nbval-check-output"]
 from minimind.tokenizer import SPECIAL_TOKENS, MiniMindTokenizer, train_tokenizer
 
-corpus = [row["text"] for row in read_jsonl(dataset_path("pretrain", "train"), schema="pretrain")]
+from minimind.data.jsonl import texts_from_jsonl
+from minimind.train.tokenizer import BOOK_CORPUS
+
+# the pretraining corpus and the fine-tuning conversations: every character a later model writes gets a token
+corpus = [text for name in BOOK_CORPUS for text in texts_from_jsonl(dataset_path(name, "train"))]
 tokenizer = train_tokenizer(corpus, vocab_size=2048)
-print(f"trained on {len(corpus):,} documents ({sum(map(len, corpus)):,} characters): {tokenizer.vocab_size} tokens")
+print(f"trained on {len(corpus):,} texts of {', '.join(BOOK_CORPUS)} ({sum(map(len, corpus)):,} characters): "
+      f"{tokenizer.vocab_size} tokens")
 print("special tokens:", {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS})
 
 example = f"{person.name}住在{person.city}, {person.name} is {person.age}. 2048 + 17 = 2065 <think>"
@@ -331,8 +341,7 @@ assert tokenizer.encode("<think>") == [3] and all(d in our_pieces for d in "2048
 
 # %% [markdown]
 # The chapters do not train their tokenizer inline: `zoo.tokenizer()` (the zoo's "tokenizer" artefact) builds it once with
-# this same call (`vocab_size=2048` on the synthetic pretraining corpus) and caches it. The two are
-# the same tokenizer:
+# this same call (`vocab_size=2048` on the same texts) and caches it. The two are the same tokenizer:
 
 # %% tags=["nbval-check-output"]
 from minimind import zoo
@@ -618,17 +627,18 @@ check_assistant_mask(upstream_mask, tokenizer)
 # %% [markdown]
 # ```{exercise} Why does Chinese gain more?
 # :label: ex-01-chinese
-# In section 4 the byte baseline gives about 0.5 characters per token on the Chinese validation
-# text, and BPE multiplies that by almost seven, while on English it multiplies by a little over three.
-# Explain the difference. Then explain why both fall so much on the out-of-domain paragraphs.
+# In section 4, compare how many times BPE multiplies the byte baseline's characters per token on
+# the Chinese validation text and on the English one. Explain the difference. Then explain why both
+# fall so much on the out-of-domain paragraphs.
 # ```
 #
 # ```{solution} ex-01-chinese
 # :class: dropdown
-# Each Chinese character costs three bytes, so the first merges that join the bytes of frequent
-# characters already triple the compression, and later merges join characters into words (our
-# tokenizer even keeps whole runs of Chinese characters together when they are frequent). An English
-# letter is already one byte, so BPE can only gain by joining letters into words. On out-of-domain
+# Each Chinese character costs three bytes, so the merges that join the bytes of frequent characters
+# triple the compression of Chinese at once — and that is all our tokenizer does with Chinese, since
+# it never merges two characters. An English letter is already one byte, so BPE gains on English only
+# by joining letters into words, which it does far more (over three characters per token in the
+# domain: the book's Chinese text also holds Latin names and digits). On out-of-domain
 # text most words were never seen in training: no merges exist for them, and they fall back to short
 # pieces and, for rare Chinese characters, to raw bytes.
 # ```
@@ -658,6 +668,34 @@ for tok, label in ((merged_digits, "split_digits=False"), (tokenizer, "split_dig
 assert sum(any(ch.isdigit() for ch in tokenizer.decode([i])) for i in range(tokenizer.vocab_size)) == 10
 
 # %% [markdown]
+# ```{exercise} Chinese phrases as tokens
+# :label: ex-01-cjk
+# Train a tokenizer with `split_cjk=False` (runs of Chinese characters become pre-tokens that BPE
+# may merge, as MiniMind2's tokenizer does). How are `"Begros是一名水手。"`, `"Begros的职业是水手。"` and the
+# answer `"水手"` tokenized now, and with the book's tokenizer? How many tokens of each vocabulary
+# hold more than one Chinese character? Which tokenizer lets a model that read the first two
+# sentences answer "水手" with a token it saw there?
+# ```
+#
+# ```{solution} ex-01-cjk
+# :class: dropdown
+# The cell below prints both. With merged runs, each sentence's template words and the value share
+# tokens (the value is glued to "是一名" in one sentence and to "的职业是" in the other, and stands
+# alone only in the answer), so the three spellings of "水手" have nothing in common; with one
+# pre-token per character the value is the same two tokens in all three. The count of
+# multi-character tokens shows how much of the merged vocabulary went on phrases of the templates.
+# ```
+
+# %% tags=["nbval-check-output"]
+merged_cjk = train_tokenizer(corpus, vocab_size=2048, split_cjk=False)
+for tok, label in ((merged_cjk, "split_cjk=False"), (tokenizer, "split_cjk=True")):
+    phrases = sum(len(regex.findall(r"\p{Han}", tok.decode([i]))) > 1 for i in range(tok.vocab_size))
+    print(f"{label:>16}: " + "  ".join(str(tok.tokens(text)) for text in ("Begros是一名水手。", "Begros的职业是水手。", "水手"))
+          + f"; {phrases} tokens hold several characters")
+assert tokenizer.tokens("水手") == ["水", "手"]
+assert any("是" in piece and "手" in piece for piece in merged_cjk.tokens("Begros是一名水手。"))  # template and value glued
+
+# %% [markdown]
 # ## Summary
 #
 # - Models read tokens; byte-level BPE starts from the 256 bytes (so any text can be encoded) and
@@ -665,9 +703,9 @@ assert sum(any(ch.isdigit() for ch in tokenizer.decode([i])) for i in range(toke
 # - Our from-scratch BPE learns the same merges as `tokenizers` and encodes to the same ids, once the
 #   bytes are numbered and ties broken the same way.
 # - `minimind.tokenizer` adds MiniMind2's special ids, single-token reasoning tags, one-digit-per-token
-#   numbers and isolated Chinese runs. On the synthetic corpus its vocabulary saturates below the 2048
-#   requested; it carries over three characters per token on held-out in-domain text in both
-#   languages, against 1 (English) and about 0.5 (Chinese) for raw bytes, and much less on text unlike its corpus.
+#   numbers and one pre-token per Chinese character (no phrase ever becomes a token). On the synthetic
+#   text its vocabulary saturates below the 2048 requested; the compression on held-out text, against
+#   raw bytes, is in section 4's table — much lower on text unlike its corpus.
 # - The chat template renders conversations exactly as MiniMind2's, and `render_conversation` returns
 #   the ids and the loss mask — assistant replies, their `<|im_end|>` and the newline after it — from one rendering.
 #

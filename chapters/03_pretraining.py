@@ -42,6 +42,7 @@ if importlib.util.find_spec("minimind") is None:
 
 # %% tags=["nbval-check-output"]
 import math
+import re
 import time
 
 import matplotlib.pyplot as plt
@@ -50,15 +51,15 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from minimind import zoo
-from minimind.config import get_config
-from minimind.data.jsonl import read_jsonl
 from minimind.checks.bands import expect
-from minimind.data.synthetic import build_world, dataset_path
+from minimind.config import get_config
 from minimind.data.datasets import PretrainDataset, collate_causal_lm, padding_efficiency
-from minimind.generate import generate
+from minimind.data.jsonl import read_jsonl
+from minimind.data.synthetic import build_world, dataset_path
+from minimind.generate import SamplingParams, generate, generate_batch
 from minimind.model import MiniMind
-from minimind.tokenizer import BOS_ID, EOS_ID
 from minimind.runtime import cpu_threads, replica_seed
+from minimind.tokenizer import BOS_ID, EOS_ID
 from minimind.train import TrainConfig, learning_rate_at, param_groups, plot_metrics, train
 
 # Every core (MINIMIND_THREADS overrides it; `make test` runs one chapter per core on one thread each).
@@ -76,8 +77,8 @@ print(f"tokenizer: {tokenizer.vocab_size} tokens; {world}")
 # The pretraining corpus is plain text, one JSON object per line, `{"text": …}` — the schema of
 # upstream MiniMind's `pretrain_hq.jsonl`. Ours holds augmented biographies of the 120 people of
 # the synthetic world (each person described 32 times, in English and Chinese, with varied wording
-# and sentence order), question–answer lines about half of them, arithmetic facts and a few
-# greetings.
+# and sentence order), question–answer lines about half of them, worked arithmetic problems (a
+# question, then its working column by column, the format chapter 7 builds on) and a few greetings.
 
 # %% tags=["nbval-check-output"]
 train_path = dataset_path("pretrain", "train")
@@ -315,9 +316,8 @@ print(f"every one of the {len(by_engine)} losses agrees with the hand-written lo
 #
 # The chapter model is `python -m minimind.train.pretrain` with its defaults: the `book` preset,
 # sequences of 128, batches of 8, peak learning rate $3\times10^{-3}$, 30 warm-up steps and a
-# fixed budget of 1,500 optimizer steps — measured in steps, not seconds, so the result does not
-# depend on the machine. (Facts are stored late in such a run: with 800 steps of batch 16 the
-# same model ranked only about half of the English held-out facts first.) `zoo.path("pretrained")` runs exactly that the first time and reuses the cached
+# fixed budget of 2,500 optimizer steps — measured in steps, not seconds, so the result does not
+# depend on the machine. `zoo.path("pretrained")` runs exactly that the first time and reuses the cached
 # result afterwards (the metrics are saved with it, so the curve below is the same either way).
 
 # %%
@@ -366,11 +366,11 @@ expect("pretraining.val_loss", val_loss)
 
 # %%
 person = world.people[0]
-prompts = [f"{person.name} lives in", f"{person.name}的职业是", "37 + 45 =", "The favourite colour of"]
+prompts = [f"{person.name} lives in", f"{person.name}的职业是", "What is 37 plus 45?\n", "The favourite colour of"]
 for name, model in (("untrained", fresh), ("pretrained", pretrained)):
     print(f"— {name}")
     for prompt in prompts:
-        continuation = tokenizer.decode(generate(model.eval(), [BOS_ID, *tokenizer.encode(prompt)], max_new_tokens=12))
+        continuation = tokenizer.decode(generate(model.eval(), [BOS_ID, *tokenizer.encode(prompt)], max_new_tokens=24))
         print(f"  {prompt!r} → {continuation!r}")
         if name == "pretrained" and prompt == prompts[0]:
             assert continuation.strip().startswith(person.city)
@@ -378,9 +378,34 @@ print(f"(truth: {person.name} lives in {person.city}, works as a {person.job})")
 
 # %% [markdown]
 # The untrained model emits noise. The pretrained one writes fluent biography sentences and
-# Q&A lines in the corpus's style, and gets the city right. It does not add: the corpus holds
-# random sums, one example of each, and a model this small memorises their format but not the
-# algorithm (chapter 7 teaches it with worked, digit-by-digit steps).
+# Q&A lines in the corpus's style, gets the city right, and answers the sum the way the corpus
+# answers them: the operands restated, then column by column. Whether it has learnt the procedure
+# or a few examples shows on problems it has never seen — the held-out problems of chapter 7, none
+# of which is in the corpus — asked in the same plain text:
+
+# %%
+def plain_text_accuracy(model, problems):
+    """Share of `problems` whose greedy continuation after the question ends its working on the right number."""
+    ids = [[BOS_ID, *tokenizer.encode(p.prompt + "\n")] for p in problems]
+    outs = []
+    for start in range(0, len(ids), 100):
+        outs += generate_batch(model, ids[start:start + 100], SamplingParams(max_new_tokens=60))
+    found = [re.search(r"(?:So |所以是)(\d+)", tokenizer.decode(out)) for out in outs]
+    return sum(bool(m) and int(m.group(1)) == p.answer for m, p in zip(found, problems)) / len(problems)
+
+
+held_out_problems = world.problems("val")
+arithmetic = {kind: plain_text_accuracy(pretrained, [p for p in held_out_problems if p.kind == kind])
+              for kind in ("add2", "add3", "sub3")}
+print("held-out problems, plain text, right: " + ", ".join(f"{kind} {share:.0%}" for kind, share in arithmetic.items())
+      + f" (200 of each)")
+for kind, share in arithmetic.items():
+    expect(f"pretraining.arithmetic.{kind}", share, n=200)
+assert arithmetic["add2"] > 0.5
+
+# %% [markdown]
+# It computes most of them — more often for the kinds that need fewer steps. Chapter 7 turns this
+# into a chat model's reasoning: a think block the model opens and closes itself.
 #
 # A **cloze probe** checks what was stored: take the beginning of a biography sentence whose
 # continuation is a fact ("Begros lives in" → "Morandu") for every person and attribute. People in
@@ -394,13 +419,13 @@ prompt, sentence = f"{person.name}的职业是", f"{person.name}的职业是{per
 print(tokenizer.tokens(prompt), "vs", tokenizer.tokens(sentence))
 
 # %% [markdown]
-# Chinese runs are kept apart from Latin names before BPE, and BPE then merges the frequent
-# phrase *and the value* into one token: in training the model never saw the token "的职业是"
-# followed by anything, so a continuation of that prompt is no test of what it stored. (A prompt
-# that ends inside a word is out of distribution for any BPE model; English prompts that end
-# with a space have the same problem.) A probe that does not depend on where the prompt ends
-# compares *whole sentences*: score $\log p_\theta(\text{prompt} + v)$ for every value $v$ the
-# attribute takes in the world, and count the item right when the true value scores highest.
+# Each Chinese character is a token of its own (chapter 1: a tokenizer that merged "的职业是水手"
+# into one token would store the fact under a token no question's answer ever uses). Even so, a
+# greedy continuation is a poor probe: it tests one phrasing, and a model that continues with
+# another sentence of the biography has not forgotten the fact. A probe that does not depend on
+# where the prompt ends or what comes next compares *whole sentences*: score
+# $\log p_\theta(\text{prompt} + v)$ for every value $v$ the attribute takes in the world, and
+# count the item right when the true value scores highest.
 
 # %%
 from minimind.data.synthetic import ATTRIBUTES

@@ -50,13 +50,14 @@ import torch.nn.functional as F
 from IPython.display import HTML, display
 
 from minimind import zoo
-from minimind.runtime import cpu_threads
 from minimind.checks.bands import expect, expect_outside
-from minimind.data.jsonl import read_jsonl
 from minimind.data.datasets import SFTDataset, collate_causal_lm
+from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
-from minimind.eval import exact_match
-from minimind.generate import generate
+from minimind.eval import exact_match, is_correct, wilson_interval
+from minimind.generate import SamplingParams, generate, generate_batch
+from minimind.runtime import cpu_threads
+from minimind.tokenizer import BOS_ID
 from minimind.train import plot_metrics
 
 # Every core (MINIMIND_THREADS overrides it; `make test` runs one chapter per core on one thread each).
@@ -164,20 +165,32 @@ for item in questions:
 # %% [markdown]
 # ## 4. Fine-tuning
 #
-# `python -m minimind.train.sft` starts from the pretrained checkpoint and trains on the
-# 1,920 SFT conversations of the synthetic world: value-only answers ("63", "Quesso", "potter")
-# to questions about the *SFT half* of the people, multi-turn chats about them, "tell me about X"
-# replies, greetings and an identity. The *held-out* half is never asked about in SFT (nor in
+# `python -m minimind.train.sft` starts from the pretrained checkpoint and trains on the SFT
+# conversations of the synthetic world: value-only answers to questions about the *SFT half* of
+# the people, asked with four phrasings per attribute; multi-turn chats about them, "tell me about
+# X" replies, greetings and an identity. The *held-out* half is never asked about in SFT (nor in
 # pretraining's Q&A); their facts appear only in pretraining biographies. Batches are padded to
 # their longest conversation; the loss is the masked next-token cross-entropy, so the curve
 # below measures reply tokens only. `zoo.path("sft")` trains it once and caches it.
+#
+# How an answer is written matters as much as what it says. A fact is stored under the tokens the
+# model read it in: " baker", with its space, in "works as a baker". So an English word in a reply
+# is written after a space too (" baker", not "baker", which this tokenizer splits into pieces the
+# model never saw in a sentence); a number needs none, since digits are always tokens of their own.
+# Chapter 1's tokenizer gives each Chinese character a token of its own for the same reason: a
+# tokenizer that merged the phrase "是一名水手" into one token would store the fact "水手" under a
+# token that no answer ever uses.
 
 # %%
+print("in pretraining text:", tokenizer.tokens("works as a baker."), tokenizer.tokens("Begros是一名水手。"))
+print("an answer, as the data writes it:", tokenizer.tokens(" baker"), tokenizer.tokens("水手"),
+      "  without the space:", tokenizer.tokens("baker"))
 config = zoo.config("sft")
 sft_dir = zoo.path("sft")
 sft_model = zoo.load(sft_dir)
 records = zoo.metrics(sft_dir)
-print(f"{config.max_steps} steps of {config.batch_size} conversations, peak lr {config.lr:g}, "
+conversations = sum(1 for _ in read_jsonl(dataset_path("sft", "train"), "sft"))
+print(f"{conversations} conversations; {config.max_steps} steps of {config.batch_size}, peak lr {config.lr:g}, "
       f"{records[-1]['epoch']:.1f} passes over the SFT set")
 print(f"loss on reply tokens: step {records[0]['step']} {records[0]['loss']:.2f} → step {records[-1]['step']} {records[-1]['loss']:.2f}")
 expect("sft.final_loss", records[-1]["loss"])
@@ -187,26 +200,45 @@ ax.set_ylabel("SFT loss (reply tokens)")
 plt.show()
 
 # %% [markdown]
+# The learning rate is low for a model this small (3e-4, a tenth of pretraining's): the fine-tuning
+# has to *reuse* the question-answering that pretraining's Q&A built, not learn a new one. At a
+# larger rate (the exercise "How fast to fine-tune?" measures it) the model memorises the trained
+# Q&As faster, and answers questions about the held-out people with the values of the people it
+# was trained on.
+#
 # ## 5. Scoring the answers
 #
 # Each question has a value-only answer; a reply counts if it equals the value up to case,
-# spaces and final punctuation (greedy decoding, at most 16 new tokens). Three groups:
+# spaces and final punctuation (greedy decoding, at most 16 new tokens). Three groups, each share
+# with its 95% interval (Wilson's):
 #
-# - **trained**: the SFT people, asked with the templates used in training (600 per language);
+# - **trained**: the SFT people, asked with the phrasings used in training;
 # - **reworded**: the SFT people, asked with one new phrasing per attribute ("Tell me the age of X.");
 # - **held-out**: the other 60 people, whose facts the model read only in pretraining biographies.
 
 # %%
 groups = {"trained": world.questions("sft", "train"), "reworded": world.questions("sft", "reworded"),
           "held-out": world.questions("heldout", "train")}
-scores, replies = {}, {}
+TARGETS = {"trained": 0.9, "reworded": 0.5, "held-out": 0.4}
+scores, replies, sizes = {}, {}, {}
 for model_name, model in (("pretrained", pretrained), ("SFT", sft_model)):
     for group, items in groups.items():
         for lang in ("en", "zh"):
             subset = [item for item in items if item.lang == lang]
+            sizes[group, lang] = len(subset)
             scores[model_name, group, lang], replies[model_name, group, lang] = exact_match(model, tokenizer, subset)
-    print(f"{model_name:>10}: " + "  ".join(f"{group} {scores[model_name, group, 'en']:.0%} / "
-                                          f"{scores[model_name, group, 'zh']:.0%}" for group in groups) + "   (en / zh)")
+
+
+def with_interval(share, n):
+    low, high = wilson_interval(round(share * n), n)
+    return f"{share:4.0%} [{low:.0%}, {high:.0%}]"
+
+
+print(f"{'':>10}  " + "  ".join(f"{group + ' ' + lang:>19}" for group in groups for lang in ("en", "zh")))
+for model_name in ("pretrained", "SFT"):
+    print(f"{model_name:>10}  " + "  ".join(f"{with_interval(scores[model_name, g, l], sizes[g, l]):>19}"
+                                          for g in groups for l in ("en", "zh")))
+print("         n  " + "  ".join(f"{sizes[g, l]:>19}" for g in groups for l in ("en", "zh")))
 
 
 def majority_baseline(items):
@@ -218,48 +250,42 @@ def majority_baseline(items):
 
 baseline = {lang: majority_baseline([i for i in groups["held-out"] if i.lang == lang]) for lang in ("en", "zh")}
 print(f"  majority: held-out {baseline['en']:.0%} / {baseline['zh']:.0%} (always the most common value)")
-assert max(scores["pretrained", g, l] for g in groups for l in ("en", "zh")) < 0.02
-assert scores["SFT", "trained", "zh"] > 0.8 and scores["SFT", "trained", "en"] > 0.4
-assert scores["SFT", "held-out", "zh"] > baseline["zh"]
+assert max(scores["pretrained", g, l] for g in groups for l in ("en", "zh")) < 0.05
 for group, items in groups.items():
     for lang in ("en", "zh"):
-        expect(f"sft.exact_match.{group}.{lang}", scores["SFT", group, lang], n=sum(i.lang == lang for i in items))
+        assert scores["SFT", group, lang] >= TARGETS[group], (group, lang, scores["SFT", group, lang])
+        expect(f"sft.exact_match.{group}.{lang}", scores["SFT", group, lang], n=sizes[group, lang])
 
 # %% [markdown]
-# Before SFT the model answers nothing in the format asked. After SFT it answers every trained
-# question in Chinese and a good part in English. Why is English harder? The scores by attribute,
-# and how the tokenizer writes a value in a reply and in a pretraining sentence:
+# Where do the held-out answers come from? Not from SFT, which never mentions those people: the
+# pretrained model can already answer them — in its own format. Asked in the "Q: … A:" layout of
+# pretraining's Q&A documents (which are about the *other* half of the people), it answers most
+# held-out questions right, long before it has seen the chat template:
 
 # %%
-trained_en = [item for item in groups["trained"] if item.lang == "en"]
-by_attribute = Counter()
-for item, reply in zip(trained_en, replies["SFT", "trained", "en"]):
-    by_attribute[item.attribute] += item.answer.lower() == reply.strip(" .").lower()
-print("trained, English: " + ", ".join(f"{a} {n / (len(trained_en) / 5):.0%}" for a, n in by_attribute.items()))
-print("a reply:", tokenizer.tokens("baker"), "  in pretraining text:", tokenizer.tokens("works as a baker."))
-print("wrong replies:", [r for r in replies["SFT", "trained", "en"] if r not in {i.answer for i in trained_en}][:6])
+def pretraining_format_exact_match(model, items):
+    from minimind.data.synthetic import PRETRAIN_QA_FORMAT
+
+    prompts = [PRETRAIN_QA_FORMAT[i.lang].format(question=i.prompt, answer="").rstrip() for i in items]
+    ids = [[BOS_ID, *tokenizer.encode(prompt)] for prompt in prompts]
+    outs = []
+    for start in range(0, len(ids), 100):
+        outs += generate_batch(model, ids[start:start + 100], SamplingParams(max_new_tokens=8))
+    answers = [tokenizer.decode(out).split("\n")[0] for out in outs]
+    return sum(is_correct(a, i.answer) for a, i in zip(answers, items)) / len(items)
+
+
+in_pretraining_format = {lang: pretraining_format_exact_match(
+    pretrained, [i for i in groups["held-out"] if i.lang == lang]) for lang in ("en", "zh")}
+print("held-out questions, pretrained model, pretraining's Q&A layout: "
+      + ", ".join(f"{lang} {with_interval(share, sizes['held-out', lang])}" for lang, share in in_pretraining_format.items()))
+print("held-out questions, SFT model, chat template:                  "
+      + ", ".join(f"{lang} {with_interval(scores['SFT', 'held-out', lang], sizes['held-out', lang])}" for lang in ("en", "zh")))
+for lang in ("en", "zh"):
+    expect(f"sft.pretrained_qa_format.heldout.{lang}", in_pretraining_format[lang], n=sizes["held-out", lang])
 
 # %% [markdown]
-# Ages (digits, one per token) and city names are answered well. Jobs, pets and colours are
-# written *without* the leading space they have everywhere in pretraining, so a reply's tokens
-# are pieces the model rarely saw, and it must learn to spell each value anew from a few SFT
-# examples — hence replies that mix pieces of two words. (Chinese values are whole tokens
-# either way.) The choice of answer format is part of what SFT data teaches.
-#
-# The two harder groups say what SFT teaches beyond the format:
-#
-# - **Reworded questions** score far below trained ones: a tiny model trained on two phrasings
-#   per attribute has learnt those phrasings more than the notion of "asking for someone's age";
-#   "Tell me the age of X." also looks like the "Tell me about X." requests of the SFT set.
-# - **Held-out people**: their facts were never asked for. In Chinese the model answers a share
-#   of them well above the majority baseline — SFT taught a format ("answer with the value") that
-#   it applies to facts it only read; in English, where it is still learning to spell the values,
-#   it stays near that baseline. Either way, compare with what is *stored*: chapter 3's cloze probe ranked the
-#   true value first for almost every held-out fact. Only a small part of the stored knowledge is
-#   *extracted* by questions. That gap is the finding of {cite}`allenzhu2023physics31`: knowledge
-#   becomes extractable when pretraining data is diverse enough (many rephrasings, Q&A mixed in for
-#   some people) and models are large enough; the synthetic corpus does the first, a 1M-parameter
-#   model trained for minutes falls short of the second. We report what we measure.
+# SFT_PROSE
 #
 # ## 6. With and without the loss mask
 #
@@ -420,21 +446,23 @@ check_sft_labels(sft_labels)
 # generation stops at `<|im_end|>`.
 # ```
 #
-# ```{exercise} How many SFT steps?
-# :label: ex-04-steps
-# Fine-tune the pretrained model (`zoo.path("pretrained")`) with `zoo.config("sft", max_steps=…)` for
-# 50, 150 and the default number of steps (`minimind.train.sft.run(config)` with an `out_dir` of
-# your own) and plot the exact match of the trained and the held-out groups against the number of
-# steps. Does held-out accuracy keep rising with the trained accuracy?
+# ```{exercise} How fast to fine-tune?
+# :label: ex-04-lr
+# Fine-tune the pretrained model with `zoo.config("sft", lr=1e-3, out_dir="", init_from=str(zoo.path("pretrained")))`
+# (`minimind.train.sft.run(config)`; about a minute and a half) and score the three groups as in
+# section 5. Then, for the held-out questions it gets wrong, check whether the wrong answer is the
+# value of some *trained* person. What does the larger learning rate do to what the model learns?
 # ```
 #
-# ```{solution} ex-04-steps
+# ```{solution} ex-04-lr
 # :class: dropdown
-# `for steps in (50, 150, config.max_steps): r = run(zoo.config("sft", max_steps=steps, out_dir=f"out/sft{steps}",
-# init_from=str(zoo.path("pretrained")))); …exact_match(r.model.eval(), tokenizer, items)…`. The
-# trained group rises steadily with steps. The held-out group rises early — the answer format is
-# learnt in the first passes — then levels off or falls slightly while the model memorises the
-# trained Q&As: more SFT does not extract more of what pretraining stored.
+# `r = run(config); scores = {g: exact_match(r.model.eval(), tokenizer, items)[0] for g, items in groups.items()}`,
+# then, for each wrong held-out reply, test `reply.strip() in {p.value(item.attribute, item.lang) for p in world.sft_people}`.
+# Compare the trained group's score and the training loss with the default run's, and the held-out
+# group's: a run that fits the trained Q&As better but answers the held-out people with trained
+# people's values has learnt a table keyed on the names it was trained on, instead of reusing the
+# question-answering that pretraining built. The learning rate decides which of the two solutions
+# gradient descent reaches first.
 # ```
 #
 # ```{exercise} SFT and knowledge

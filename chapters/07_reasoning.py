@@ -21,16 +21,18 @@
 # *format* (a parser can find the answer) and whether the answer is *right*. It builds the loss that
 # upstream MiniMind uses for this stage — cross-entropy with the four tag tokens up-weighted — from
 # scratch, fixes the two places where upstream went wrong, and measures what the weight actually
-# buys. Then it looks at the model's thinking — where it goes right and where it goes wrong — and
-# at what happens when the thinking is cut short.
+# buys, over several seeds. Then it scores the reasoning model on held-out problems, trains the same
+# model to answer *without* the working to measure what the thinking is worth, and cuts the thinking
+# short to see what a budget costs.
 #
 # **Learning objectives**
 #
 # - explain why the format of a reply is decided at a handful of token positions, and what up-weighting them does to the gradient;
 # - implement the tag-weighted loss, and justify dividing by the sum of the weights rather than by the token count;
 # - parse and score reasoning replies, keeping format adherence and answer accuracy apart;
-# - run an ablation over the tag weight and read format adherence and accuracy *against training steps*;
-# - measure what writing out the working is worth, and what a thinking budget costs.
+# - run an ablation over the tag weight, over several seeds, and read format adherence and accuracy *against training steps*;
+# - score a reasoning model with intervals, on held-out problems and on phrasings it never saw, and diagnose its errors;
+# - measure what writing out the working is worth against answering directly, and what a thinking budget costs.
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
@@ -44,18 +46,19 @@ if importlib.util.find_spec("minimind") is None:
 # %% tags=["nbval-check-output"]
 import random
 import re
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
 from minimind import zoo
-from minimind.runtime import cpu_threads
-from minimind.checks.bands import expect
+from minimind.runtime import cpu_threads, replica_seed
+from minimind.checks.bands import expect, expect_outside
 from minimind.data.datasets import SFTDataset, collate_causal_lm
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
-from minimind.eval import generate_replies, parse_reasoning, score_answers
+from minimind.eval import generate_replies, parse_reasoning, score_answers, wilson_interval
 from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
 
 # Every core (MINIMIND_THREADS overrides it; `make test` runs one chapter per core on one thread each).
@@ -72,8 +75,11 @@ world = build_world(seed=0)
 #
 # The book's reasoning data are arithmetic word problems — two-digit sums, three-digit sums and
 # three-digit differences, in English and Chinese — whose replies work column by column, least
-# significant digit first, as you would on paper. The working sits in a think block; the answer,
-# alone, in an answer block:
+# significant digit first, as you would on paper. The working first restates the two operands
+# (copying two numbers out of a sentence is easy; finding the tens digit of a number somewhere in a
+# sentence, at every step, is not), then writes each column with the carry it received — for a
+# difference, the top digit less the borrow it gave, plus ten if it must borrow. The working sits in
+# a think block; the answer, alone, in an answer block:
 
 # %% tags=["nbval-check-output"]
 rows = list(read_jsonl(dataset_path("reason", "train"), "sft"))
@@ -81,9 +87,15 @@ for row in rows[:2]:
     for message in row["conversations"]:
         print(f"[{message['role']}] {message['content']}")
     print()
-print(f"{len(rows)} training problems; {len(world.problems('val'))} held-out problems (no (kind, a, b) shared)")
+print(f"{len(rows)} training problems; {len(world.problems('val'))} held-out problems and "
+      f"{len(world.problems('reworded'))} in new phrasings (no (kind, a, b) shared)")
 
 # %% [markdown]
+# The same working appears in the pretraining corpus (chapter 3): worked problems, each after its
+# question, in plain text — never one of the held-out problems. That is where the model learnt the
+# procedure, as large models learn arithmetic from the worked solutions in their corpora; this
+# chapter teaches the chat model *when* to use it and in what frame.
+#
 # In the book's tokenizer the four tags are single tokens with ids 3–6 (chapter 1), so "the
 # positions where the model writes a tag" is a well-defined set. Below is one training example as
 # the model sees it: every token, whether the loss supervises it (the assistant reply and its
@@ -202,9 +214,9 @@ print("✓ the notebook's loss equals minimind.losses.reasoning_weighted_loss; �
 
 # %% tags=["nbval-check-output"]
 crafted = [
-    "<think>\n2+3=5, write 5. So 5.\n</think>\n<answer>5</answer>",  # the trained format
+    "<think>\n2 + 3: 2+3=5 So 5.\n</think>\n<answer>5</answer>",    # the trained format
     "<answer>5</answer>",                                             # no working
-    "<think>\n2+3=5\n</think>\n<answer>5",                            # answer never closed
+    "<think>\n2 + 3: 2+3=5\n</think>\n<answer>5",                     # answer never closed
     "The answer is <answer>5</answer> <think>easy</think>",          # wrong order, text around
 ]
 for reply in crafted:
@@ -216,25 +228,26 @@ assert (score.well_formed, score.correct) == (1, 3)
 # %% [markdown]
 # ## 5. The ablation: what the tag weight buys
 #
-# Three short fine-tuning runs from the same chat model, on the same problems in the same order,
-# differing only in $\lambda \in \{1, 3, 10\}$ (the runs are `minimind.train.reason.run`, the code
-# behind `python -m minimind.train.reason`, with `--tag_weight` set). Every few steps a callback
-# measures, on held-out problems:
+# Short fine-tuning runs from the same chat model, on the same problems, differing only in
+# $\lambda \in \{1, 3, 10\}$ — and, since one run of each says little, each repeated with three
+# seeds (the seed sets the order of the problems and the dropout). The runs are
+# `minimind.train.reason.run`, the code behind `python -m minimind.train.reason`, with
+# `--tag_weight` set. Every few steps a callback measures, on held-out problems:
 #
 # - **tag confidence** — teacher-forced on the reference replies: the probability the model gives
 #   the right tag at each of the four tag positions (what the weight acts on directly);
 # - **content loss** — teacher-forced cross-entropy of every other reply token (what the weight
 #   takes gradient away from);
-# - **format adherence** — the model's own greedy replies, parsed (what a user sees).
+# - **format adherence** and **accuracy** of the model's own greedy replies (what a user sees).
 
 # %%
 from minimind.train.reason import ReasonConfig, run as train_reasoning
 
-ABLATION_WEIGHTS = (1.0, 3.0, 10.0)
-ABLATION_STEPS = 60
+ABLATION_WEIGHTS, ABLATION_SEEDS, ABLATION_STEPS = (1.0, 3.0, 10.0), (0, 1, 2), 30
+MEASURE_EVERY, REPLY_STEPS = 5, (10, 15, 20, 30)
 val_set = SFTDataset(dataset_path("reason", "val"), tokenizer, max_seq_len=192)
 heldout = collate_causal_lm([val_set[i] for i in range(64)])
-format_probe = val_problems[:30]
+format_probe = val_problems[:48]  # the kinds in turn: 16 of each
 tag_tensor = torch.tensor(tag_ids)
 
 
@@ -252,70 +265,84 @@ def teacher_forced(model):
     return target_log_probs[is_tag].exp().mean().item(), -target_log_probs[is_content].mean().item()
 
 
-def format_adherence(model):
-    replies = generate_replies(model, tokenizer, [p.prompt for p in format_probe], max_new_tokens=100)
-    malformed = [reply for reply in replies if not parse_reasoning(reply)[2]]
-    return score_answers(replies, [p.answer for p in format_probe]), malformed
+def own_replies(model):
+    replies = generate_replies(model, tokenizer, [p.prompt for p in format_probe], max_new_tokens=60)
+    return score_answers(replies, [p.answer for p in format_probe]), replies
 
 
-def ablation_run(weight):
-    history = {"step": [0], "tag_prob": [], "content_ce": [], "format_step": [0], "format": [], "accuracy": [],
+def ablation_run(weight, seed):
+    history = {"step": [], "tag_prob": [], "content_ce": [], "reply_step": [], "format": [], "accuracy": [],
                "malformed": {}}
-    start_model = zoo.sft()
-    tag_prob, content_ce = teacher_forced(start_model)
-    history["tag_prob"].append(tag_prob)
-    history["content_ce"].append(content_ce)
-    start, _ = format_adherence(start_model)
-    history["format"].append(start.format_rate)
-    history["accuracy"].append(start.accuracy)
 
     def measure(info):
-        if info.step % 5 == 0:
+        if info.step % MEASURE_EVERY == 0:
             tag_prob, content_ce = teacher_forced(info.model)
             history["step"].append(info.step)
             history["tag_prob"].append(tag_prob)
             history["content_ce"].append(content_ce)
-        if info.step % 20 == 0:
-            score, malformed = format_adherence(info.model)
-            history["malformed"][info.step] = malformed
-            history["format_step"].append(info.step)
+        if info.step in REPLY_STEPS:
+            score, replies = own_replies(info.model)
+            history["malformed"][info.step] = [r for r in replies if not parse_reasoning(r)[2]]
+            history["reply_step"].append(info.step)
             history["format"].append(score.format_rate)
             history["accuracy"].append(score.accuracy)
 
-    config = ReasonConfig(init_from=str(zoo.path("sft")), out_dir="", max_steps=ABLATION_STEPS, tag_weight=weight,
-                          progress=False, log_interval=ABLATION_STEPS)
+    config = zoo.config("reasoning", max_steps=ABLATION_STEPS, tag_weight=weight, seed=replica_seed(seed),
+                        init_from=str(zoo.path("sft")), out_dir="", log_interval=ABLATION_STEPS)
     train_reasoning(config, callbacks=[measure])
     return history
 
 
-ablation = {weight: ablation_run(weight) for weight in ABLATION_WEIGHTS}
-print("step:                " + " ".join(f"{s:>5}" for s in ablation[1.0]["step"]))
-for weight, history in ablation.items():
-    print(f"λ={weight:>4}  P(right tag) " + " ".join(f"{p:5.2f}" for p in history["tag_prob"]))
-for weight, history in ablation.items():
-    print(f"λ={weight:>4}  content CE   " + " ".join(f"{c:5.2f}" for c in history["content_ce"]))
-for weight, history in ablation.items():
-    pairs = ", ".join(f"step {s}: {f:.0%} well formed, {a:.0%} right" for s, f, a in
-                      zip(history["format_step"], history["format"], history["accuracy"]))
-    print(f"λ={weight:>4}  {pairs}")
-tag_prob_at_30 = [ablation[w]["tag_prob"][ablation[w]["step"].index(30)] for w in ABLATION_WEIGHTS]
-content_at_10 = [ablation[w]["content_ce"][ablation[w]["step"].index(10)] for w in ABLATION_WEIGHTS]
-assert tag_prob_at_30 == sorted(tag_prob_at_30) and content_at_10 == sorted(content_at_10)
-assert all(history["format"][-1] >= 0.8 for history in ablation.values())
-for weight, history in ablation.items():
-    expect(f"reasoning.ablation.lambda_{weight:g}.tag_prob_final", history["tag_prob"][-1])
-    expect(f"reasoning.ablation.lambda_{weight:g}.content_ce_final", history["content_ce"][-1])
-    expect(f"reasoning.ablation.lambda_{weight:g}.format_final", history["format"][-1], n=len(format_probe))
+ablation = {(weight, seed): ablation_run(weight, seed) for weight in ABLATION_WEIGHTS for seed in ABLATION_SEEDS}
+
+
+def mean_over_seeds(weight, key):
+    runs = [ablation[weight, seed][key] for seed in ABLATION_SEEDS]
+    return [sum(values) / len(values) for values in zip(*runs)]
+
+
+def steps_to_format(history, threshold=0.9):
+    """The first measured step at which at least `threshold` of the greedy replies are well formed."""
+    return next((step for step, rate in zip(history["reply_step"], history["format"]) if rate >= threshold), None)
+
+
+steps = ablation[ABLATION_WEIGHTS[0], ABLATION_SEEDS[0]]["step"]
+print("step:                  " + " ".join(f"{s:>5}" for s in steps))
+for weight in ABLATION_WEIGHTS:
+    print(f"λ={weight:>4}  P(right tag)   " + " ".join(f"{p:5.2f}" for p in mean_over_seeds(weight, "tag_prob")))
+for weight in ABLATION_WEIGHTS:
+    print(f"λ={weight:>4}  content CE     " + " ".join(f"{c:5.2f}" for c in mean_over_seeds(weight, "content_ce")))
+print(f"(means over seeds {ABLATION_SEEDS})\n")
+print(f"{'':>8} " + "  ".join(f"step {s}: format / right" for s in REPLY_STEPS) + "   steps to 90% well formed, per seed")
+summary = {}
+for weight in ABLATION_WEIGHTS:
+    formats, accuracies = mean_over_seeds(weight, "format"), mean_over_seeds(weight, "accuracy")
+    reached = [steps_to_format(ablation[weight, seed]) for seed in ABLATION_SEEDS]
+    summary[weight] = {"format_at_15": formats[REPLY_STEPS.index(15)], "accuracy_final": accuracies[-1], "reached": reached}
+    print(f"λ={weight:>4}  " + "     ".join(f"{f:5.0%} / {a:4.0%}" for f, a in zip(formats, accuracies))
+          + f"      {reached}")
+for weight in ABLATION_WEIGHTS:
+    for seed in ABLATION_SEEDS:
+        history = ablation[weight, seed]
+        expect(f"reasoning.ablation.lambda_{weight:g}.seed{seed}.format_at_15", history["format"][REPLY_STEPS.index(15)],
+               n=len(format_probe))
+        expect(f"reasoning.ablation.lambda_{weight:g}.seed{seed}.tag_prob_at_10", history["tag_prob"][steps.index(10)])
+tag_prob_at_10 = [mean_over_seeds(w, "tag_prob")[steps.index(10)] for w in ABLATION_WEIGHTS]
+assert tag_prob_at_10 == sorted(tag_prob_at_10), "a larger weight makes the model surer of the tags sooner"
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-for weight, history in ablation.items():
-    axes[0].plot(history["step"], history["tag_prob"], marker="o", ms=3, label=f"λ = {weight:g}")
-    axes[1].plot(history["step"], history["content_ce"], marker="o", ms=3, label=f"λ = {weight:g}")
-    axes[2].plot(history["format_step"], history["format"], marker="s", label=f"λ = {weight:g}")
+for index, weight in enumerate(ABLATION_WEIGHTS):
+    colour = f"C{index}"
+    for seed in ABLATION_SEEDS:
+        history = ablation[weight, seed]
+        label = f"λ = {weight:g}" if seed == ABLATION_SEEDS[0] else None
+        axes[0].plot(history["step"], history["tag_prob"], color=colour, alpha=0.7, label=label)
+        axes[1].plot(history["step"], history["content_ce"], color=colour, alpha=0.7, label=label)
+        axes[2].plot(history["reply_step"], history["format"], color=colour, alpha=0.7, marker="o", ms=3, label=label)
 axes[0].set(xlabel="optimizer step", ylabel="P(right tag), teacher-forced", title="tag confidence (held out)")
-axes[1].set(xlabel="optimizer step", ylabel="cross-entropy (nats)", title="content tokens (held out)")
-axes[2].set(xlabel="optimizer step", ylabel="fraction well formed", title="format adherence, greedy replies")
+axes[1].set(xlabel="optimizer step", ylabel="cross-entropy (nats)", title="content tokens (held out)", yscale="log")
+axes[2].set(xlabel="optimizer step", ylabel="fraction well formed", title="format of the greedy replies", ylim=(0, 1.02))
 for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend()
@@ -323,36 +350,14 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Three things to read off the plots:
+# ABLATION_PROSE
 #
-# - **The weight does what it says on the tags.** The teacher-forced probability of the right tag
-#   rises faster the larger $\lambda$ — after 30 steps the ordering is strict, and $\lambda = 10$ is
-#   already near certainty.
-# - **It costs the content a little, early.** The gradient share taken by the tags is missing from
-#   the other tokens: for the first steps the content loss is highest at $\lambda = 10$; by step 60
-#   the curves have met.
-# - **The format of the model's own replies is not simply faster with a larger weight.** A think
-#   block can only be closed correctly once the working inside it has taken shape, so no run is
-#   well formed at step 20. After that a moderate weight helps, but at $\lambda = 10$ the tags'
-#   logits are pushed up so hard that they *intrude* — a `</think>` or `</answer>` in the middle of
-#   the working — and format adherence lags behind the lighter weights. Here are malformed replies of
-#   the $\lambda = 10$ run at step 40:
-
-# %%
-for reply in ablation[10.0]["malformed"][40][:2]:
-    print(repr(reply))
-
-# %% [markdown]
-# The held-out *accuracy* of all three runs is zero or nearly so at this point; the next section
-# shows why, on a model trained for longer.
-#
-# %% [markdown]
-# ## 6. The reasoning model and its thinking
+# ## 6. The reasoning model
 #
 # The book's reasoning model is the same run carried on for longer: `python -m
-# minimind.train.reason` with its defaults ($\lambda = 10$, 400 steps), built once and cached by
-# `zoo.path("reasoning")`. Its loss curve, the plain cross-entropy and the tag
-# cross-entropy the stage logs:
+# minimind.train.reason` with its defaults (300 steps of 16 problems), built once and cached by
+# `zoo.path("reasoning")`. Its loss curves — the plain cross-entropy and the tag cross-entropy
+# the stage logs:
 
 # %%
 reasoning_folder = zoo.path("reasoning")
@@ -360,90 +365,106 @@ records = zoo.metrics(reasoning_folder)
 fig, ax = plt.subplots(figsize=(6, 3.4))
 ax.plot([r["step"] for r in records], [r["ce"] for r in records], label="all reply tokens")
 ax.plot([r["step"] for r in records], [r["tag_ce"] for r in records], label="tag tokens only")
-ax.set(xlabel="optimizer step", ylabel="cross-entropy (nats)", yscale="log", title="reasoning training (λ = 10)")
+ax.set(xlabel="optimizer step", ylabel="cross-entropy (nats)", yscale="log",
+       title=f"reasoning training (λ = {zoo.config('reasoning').tag_weight:g})")
 ax.grid(alpha=0.3)
 ax.legend()
 plt.show()
 
+# %% [markdown]
+# Scored on all 600 held-out problems (200 of each kind, none of them in any training or
+# pretraining text), greedy, with a 95% interval (Wilson's) on each share — and on 600 more asked
+# in phrasings that appear nowhere in training ("Add 47 and 85.", "把…和…加起来是多少？"):
+
 # %%
+KINDS = ("add2", "add3", "sub3")
+TARGETS = {"add2": 0.95, "add3": 0.85, "sub3": 0.75}
 reasoner = zoo.load(reasoning_folder)
-by_kind = {kind: [p for p in val_problems if p.kind == kind][:30] for kind in ("add2", "add3", "sub3")}
-replies = {kind: generate_replies(reasoner, tokenizer, [p.prompt for p in problems], max_new_tokens=100)
-           for kind, problems in by_kind.items()}
+reworded_problems = world.problems("reworded")
 
 
-def working_result(think):
-    """The number the working ends on ('So 46.', '所以是333。'), or None."""
-    found = re.findall(r"(?:So|所以是)\s*(\d+)", think or "")
-    return found[-1] if found else None
+def score_by_kind(model, problems, require_think=True):
+    """{kind: (ReasoningScore, replies)} for `problems`, greedy."""
+    results = {}
+    for kind in KINDS:
+        chosen = [p for p in problems if p.kind == kind]
+        replies = generate_replies(model, tokenizer, [p.prompt for p in chosen], max_new_tokens=80)
+        results[kind] = score_answers(replies, [p.answer for p in chosen], require_think=require_think), replies
+    return results
 
 
-for kind, problems in by_kind.items():
-    score = score_answers(replies[kind], [p.answer for p in problems])
-    parsed = [parse_reasoning(reply) for reply in replies[kind]]
-    repeats = sum(answer is not None and working_result(think) == answer.strip() for think, answer, _ in parsed)
-    print(f"{kind}: {score.format_rate:.0%} well formed, {score.accuracy:.0%} right answers, "
-          f"answer = the working's result in {repeats / len(parsed):.0%} ({score.n} held-out problems)")
-    assert score.format_rate >= 0.9
-    expect(f"reasoning.{kind}.format", score.format_rate, n=score.n)
-    expect(f"reasoning.{kind}.accuracy", score.accuracy, n=score.n)
-print()
-for kind in ("add2", "sub3"):
-    print(f"{by_kind[kind][0].prompt}\n{replies[kind][0]}\n(reference: {by_kind[kind][0].answer})\n")
+def share(score, correct=None):
+    k = score.correct if correct is None else correct
+    low, high = wilson_interval(k, score.n)
+    return f"{k / score.n:4.0%} [{low:.0%}, {high:.0%}]"
+
+
+thinking = {"held out": score_by_kind(reasoner, val_problems), "reworded": score_by_kind(reasoner, reworded_problems)}
+print(f"{'':>5}  {'well formed':>11}  {'right, held out':>18}  {'right, new phrasings':>21}")
+for kind in KINDS:
+    held, reworded = thinking["held out"][kind][0], thinking["reworded"][kind][0]
+    print(f"{kind:>5}  {held.format_rate:>11.0%}  {share(held):>18}  {share(reworded):>21}   (n = {held.n} and {reworded.n})")
+    assert held.accuracy >= TARGETS[kind], (kind, held.accuracy)
+    for group, score in (("heldout", held), ("reworded", reworded)):
+        expect(f"reasoning.{kind}.{group}.accuracy", score.accuracy, n=score.n)
+        expect(f"reasoning.{kind}.{group}.format", score.format_rate, n=score.n)
 
 # %% [markdown]
-# The replies have the trained form — the working, column by column, then the answer — but the
-# answer repeats the result the working ends on in only part of them (the last figure of each line
-# above): even copying a number from its own working is not yet reliable. Whether the answer is
-# *right* is another matter. To see where
-# the model goes wrong, feed it the reference reply (teacher forcing) and mark every token where
-# its most likely next token differs from the reference, as `[reference/predicted]`:
+# Where it still goes wrong, each wrong reply has one of three causes, told apart by reading it:
+# the working restates other operands than the question's (a copying error), the columns of the
+# restated operands are miscomputed (an arithmetic error), or the working is right and the answer
+# block says something else.
 
 # %%
-@torch.no_grad()
-def error_map(model, problem):
-    ids, mask = tokenizer.render_conversation(problem.conversation())
-    ids = torch.tensor([ids])
-    predicted = model(ids).logits[0, :-1].argmax(-1).tolist()
-    pieces = []
-    for position in range(1, ids.size(1)):
-        if not mask[position]:
-            continue
-        want, got = ids[0, position].item(), predicted[position - 1]
-        pieces.append(tokenizer.decode([want]) if want == got else f"[{tokenizer.decode([want])}/{tokenizer.decode([got])}]")
-    return "".join(pieces).replace("\n", "⏎")
+def diagnose(problem, reply):
+    think, answer, _ = parse_reasoning(reply)
+    restated = re.match(r"\s*(\d+) ([+-]) (\d+)", think or "")
+    if not restated or (int(restated.group(1)), int(restated.group(3))) != (problem.a, problem.b):
+        return "copied wrong operands"
+    result = re.findall(r"(?:So|所以是)\s*(\d+)", think)
+    if not result or int(result[-1]) != problem.answer:
+        return "miscomputed the columns"
+    return "answer differs from the working" if (answer or "").strip() != str(problem.answer) else "right"
 
 
-english = [p for p in val_problems if p.lang == "en"]
-for problem in (next(p for p in english if p.kind == "add2"), next(p for p in english if p.kind == "add3")):
-    print(problem.prompt)
-    print("  ", error_map(reasoner, problem))
-
-digit_ids = torch.tensor(tokenizer.encode("0123456789"))
-val_batch = collate_causal_lm([val_set[i] for i in range(90)])
-with torch.no_grad():
-    predicted = reasoner(val_batch["input_ids"]).logits[:, :-1].argmax(-1)
-targets = val_batch["labels"][:, 1:]
-is_digit = torch.isin(targets, digit_ids)
-is_text = (targets != -100) & ~is_digit
-digit_accuracy = (predicted == targets)[is_digit].float().mean().item()
-text_accuracy = (predicted == targets)[is_text].float().mean().item()
-print(f"\nteacher-forced accuracy on held-out replies: digits {digit_accuracy:.0%}, every other token {text_accuracy:.0%}")
-assert digit_accuracy < 0.9 < text_accuracy
-expect("reasoning.teacher_forced.digit_accuracy", digit_accuracy, n=int(is_digit.sum()))
+for kind in KINDS:
+    causes = Counter(diagnose(p, r) for p, r in zip([p for p in val_problems if p.kind == kind],
+                                                     thinking["held out"][kind][1]))
+    print(f"{kind}: " + ", ".join(f"{cause} {count}" for cause, count in causes.most_common()))
+wrong = [(p, r) for p, r in zip([p for p in val_problems if p.kind == "sub3"], thinking["held out"]["sub3"][1])
+         if diagnose(p, r) != "right"]
+for problem, reply in wrong[:2]:
+    print(f"\n{problem.prompt}  (reference {problem.answer})\n{reply}")
 
 # %% [markdown]
-# The pattern is the lesson of this section: the model has learned the *procedure* — the words,
-# the order of the steps, the carries, that the sum of the digits it wrote is what follows `=`,
-# often that the answer repeats the working's result — but not yet to *read* the operands: the errors sit
-# on the digits copied out of the question. Fetching the $i$-th digit of a number mentioned earlier
-# in a sentence is a precise attention pattern that a 1M-parameter model needs many more steps to
-# learn than the few minutes this chapter spends. So on a CPU budget this model is a faithful
-# demonstration of the *format* and a poor calculator; its held-out accuracy above is what it is,
-# and the book reports it rather than hiding it. (Chapter 3 saw the same thing for facts: the form
-# is learned early, the content late and in a jump.)
+# REASONER_PROSE
 #
-# ## 7. A thinking budget
+# ## 7. Thinking versus answering directly
+#
+# Is the working worth its tokens? The comparison that answers it: the same chat model, the same
+# problems, the same 300 steps — but replies that hold only the answer block, `<answer>532</answer>`
+# (the dataset `reason_direct`, cached as `zoo.path("reasoning_direct")`). Everything but the working
+# is equal, so the difference is what writing it out does.
+
+# %%
+direct = zoo.load("reasoning_direct")
+answering = score_by_kind(direct, val_problems, require_think=False)
+print(f"{'':>5}  {'with the working':>18}  {'answer only':>18}  {'difference':>10}")
+gaps = {}
+for kind in KINDS:
+    with_working, answer_only = thinking["held out"][kind][0], answering[kind][0]
+    gaps[kind] = with_working.accuracy - answer_only.accuracy
+    print(f"{kind:>5}  {share(with_working):>18}  {share(answer_only):>18}  {gaps[kind]:>+10.0%}")
+    expect(f"reasoning.direct.{kind}.accuracy", answer_only.accuracy, n=answer_only.n)
+    expect(f"reasoning.direct.{kind}.format", answer_only.format_rate, n=answer_only.n)
+print(f"\nanswer-only replies, e.g.: {answering['add3'][1][0]!r} (reference {[p for p in val_problems if p.kind == 'add3'][0].answer})")
+assert gaps["add3"] >= 0.30 and gaps["sub3"] >= 0.30
+expect_outside("reasoning.add3.heldout.accuracy", answering["add3"][0].accuracy, "answering three-digit sums without the working")
+
+# %% [markdown]
+# DIRECT_PROSE
+#
+# ## 8. A thinking budget
 #
 # At inference the length of the thinking can be capped: render the prompt with the think block
 # already opened (`enable_thinking=True` appends `<think>`), count the tokens generated inside it,
@@ -453,31 +474,25 @@ expect("reasoning.teacher_forced.digit_accuracy", digit_accuracy, n=int(is_digit
 # "Wait", longer).
 
 # %%
-budget_problems = by_kind["add2"] + by_kind["add3"]
+budget_problems = [p for p in val_problems if p.kind in ("add2", "add3")]
 budgets = (0, 8, 16, 32, None)
 budget_scores = {}
 for budget in budgets:
-    budget_replies = generate_replies(reasoner, tokenizer, [p.prompt for p in budget_problems], max_new_tokens=100,
+    budget_replies = generate_replies(reasoner, tokenizer, [p.prompt for p in budget_problems], max_new_tokens=80,
                                       open_thinking=True, thinking_budget=budget)
     budget_scores[budget] = score_answers(budget_replies, [p.answer for p in budget_problems])
     think_tokens = [len(tokenizer.encode(parse_reasoning(r)[0] or "")) for r in budget_replies]
     label = "no limit" if budget is None else f"{budget:>3} tokens"
     print(f"budget {label:>10}: mean thinking {sum(think_tokens) / len(think_tokens):5.1f} tokens, "
-          f"{budget_scores[budget].format_rate:.0%} well formed, {budget_scores[budget].accuracy:.0%} right")
-    if budget == 8:
+          f"{budget_scores[budget].format_rate:.0%} well formed, {share(budget_scores[budget])} right")
+    if budget == 16:
         print(f"   e.g. {budget_replies[0]!r}")
-assert budget_scores[None].format_rate > max(budget_scores[b].format_rate for b in (0, 8, 16))
+assert budget_scores[None].accuracy > max(budget_scores[b].accuracy for b in (0, 8, 16))
 for budget, score in budget_scores.items():
-    expect(f"reasoning.budget_{budget}.format", score.format_rate, n=score.n)
+    expect(f"reasoning.budget_{budget}.accuracy", score.accuracy, n=score.n)
 
 # %% [markdown]
-# A budget large enough for the whole working changes nothing. A tight one breaks the *format*:
-# the forced `</think>` arrives in the middle of a step, and the model — which has only ever seen
-# complete think blocks — carries on with its working after it and closes the block a second time.
-# Cutting the thinking short works with models that have learned to answer from a partial line of
-# reasoning; this one has only ever seen complete working, and a tag it was forced to write is not
-# a tag it understands. (Accuracy stays near zero throughout, for the reason of
-# section 6.)
+# BUDGET_PROSE
 
 # %% [markdown]
 # ## Exercises
@@ -579,44 +594,43 @@ check_parse_reasoning(parse_reasoning)
 # curve here but a loss whose meaning does not change with $\lambda$.
 # ```
 #
-# ```{exercise} Train it longer
+# ```{exercise} Longer numbers
 # :label: ex-07-longer
-# Section 6 blamed the wrong answers on too little training. Test that: continue training the
-# reasoning model with `run(dataclasses.replace(zoo_config(), init_from=str(reasoning_folder),
-# out_dir="", max_steps=1000, lr=1e-3), callbacks=[...])` (from `minimind.train.reason`), with a
-# callback that, every 200 steps, scores the greedy replies to the held-out problems of each kind
-# (`generate_replies`, `score_answers`, as in section 6). Plot accuracy per kind against the steps.
-# Which kind is learned first, and why? (Single-threaded, 1000 steps take about 15 minutes.)
+# Every problem the model saw had two or three digits. Ask the reasoning model four-digit sums
+# (`"What is 4821 plus 3976?"` for 200 random pairs) and score them as in section 6, then run
+# `diagnose` on the wrong ones. Which part of the procedure carries over to a length never seen,
+# and which does not?
 # ```
 #
 # ```{solution} ex-07-longer
 # :class: dropdown
-# Accuracy rises steadily with the extra steps while the format stays intact throughout. Two-digit
-# sums come first, well ahead of the others, because they need the
-# fewest digits fetched from the question and at most one carry; three-digit sums and subtractions
-# (with borrows) follow far more slowly, close to each other. The model was not missing a skill
-# the format cannot teach; it was missing steps.
+# Build the prompts from the training template `"What is {a} plus {b}?"` with `random.Random(0)`,
+# reply with `generate_replies(reasoner, tokenizer, prompts, max_new_tokens=100)` and score with
+# `score_answers`. Then read the causes: copying the operands is a procedure that does not depend
+# on the length, so count how often the restatement is right; the columns are where the length
+# matters — look at whether the working writes a fourth column at all, and whether the carry into
+# it is right. Whatever the counts, they separate what the model learnt as a rule from what it
+# learnt as a pattern of the lengths it saw.
 # ```
 #
-# ```{exercise} What is the thinking worth?
+# ```{exercise} How long must the direct model train?
 # :label: ex-07-direct
-# Build a second training set from `world.problems("train")` in which the assistant answers with
-# `<answer>…</answer>` only — no working — and fine-tune the chat model on it for as many steps as
-# the reasoning model (use `SFTDataset` on a jsonl you write with `minimind.data.jsonl`). Compare
-# the held-out accuracy per kind with the reasoning model's at the same step count. Before you run
-# it: which do you expect to win on three-digit sums, and why?
+# Section 7 gave both models the same 300 steps. Give the answer-only model more:
+# `train_reasoning(zoo.config("reasoning_direct", init_from=str(zoo.path("sft")), out_dir="",
+# max_steps=900), callbacks=[...])` with a callback that scores 60 held-out problems of each kind
+# every 150 steps (`score_by_kind` on a subset, `require_think=False`). Plot accuracy per kind
+# against the steps, next to the reasoning model's at 300. What does the curve say about where the
+# difference between the two models comes from?
 # ```
 #
 # ```{solution} ex-07-direct
 # :class: dropdown
-# The direct model must produce every digit of the answer in one step from the question: for the
-# first (most significant) digit it has to compute all the carries at once, inside the network.
-# The reasoning model writes the column sums one at a time, so each token depends on two digits
-# and a carry it has just written — a much easier function per position — at the price of more
-# tokens to generate. Expect the direct model to learn the units digit quickly and the leading
-# digits slowly, and the gap in its favour to shrink or reverse as the numbers get longer; at this
-# tiny scale both need many more steps than the chapter spends, so run long enough that at least
-# one of them gets two-digit sums mostly right before drawing a conclusion.
+# If the answer-only model's three-digit accuracy climbs towards the reasoning model's as the
+# steps grow, the working bought *speed of learning*: the same function learnt from fewer examples.
+# If it stays flat while the loss on the units digit falls, the network cannot compute the leading
+# digits — every carry at once — in one forward pass at this size: the working bought *capacity*,
+# serial steps the network does not have. The units digit (no carry needed) and the leading digit
+# (every carry needed) of its answers, scored separately, tell the two apart.
 # ```
 #
 # ## Summary
