@@ -307,7 +307,7 @@ assert our_merges == library_merges and our_ids == library_ids
 #   Chinese characters, turns frequent phrases into single tokens — in this corpus "是一名水手" ("is a
 #   sailor") becomes *one* token, so the fact "水手" is stored under a different token in every
 #   sentence that states it, and an answer that says just "水手" uses a token the model never saw
-#   the fact with (chapter 4 measures what that costs). BPE then only merges the three bytes of a
+#   the fact with (chapter 5 measures what that costs). BPE then only merges the three bytes of a
 #   character into that character.
 #
 # So the library and the package agree on the *algorithm* (the merges above are learned the same way)

@@ -221,7 +221,7 @@ RECIPES: dict[str, Recipe] = {
                         code=("minimind.tokenizer", "minimind.data.jsonl")),
     "pretrained": Recipe("minimind.train.pretrain", "PretrainConfig", "pretrain", {"tokenizer": "tokenizer"}, _SILENT),
     "sft": Recipe("minimind.train.sft", "SFTConfig", "sft", {"init_from": "pretrained"}, _SILENT),
-    # chapter 4's ablation: the same SFT run with the loss on every token, prompts included
+    # chapter 5's ablation: the same SFT run with the loss on every token, prompts included
     "sft_all_tokens": Recipe("minimind.train.sft", "SFTConfig", "sft", {"init_from": "pretrained"},
                              {**_SILENT, "supervise_all": True}),
     "dpo": Recipe("minimind.train.dpo", "DPOConfig", "dpo", {"init_from": "sft"}, _SILENT),
@@ -230,7 +230,7 @@ RECIPES: dict[str, Recipe] = {
     "lora_domain": Recipe("minimind.train.lora", "LoRAConfig", "lora_domain", {"init_from": "sft"},
                           {**_SILENT, "lora_name": "domain"}, code=("minimind.lora",), kind="adapter"),
     "reasoning": Recipe("minimind.train.reason", "ReasonConfig", "reason", {"init_from": "sft"}, _SILENT),
-    # chapter 7's comparison: the same run on the same problems answered without the working
+    # chapter 8's comparison: the same run on the same problems answered without the working
     "reasoning_direct": Recipe("minimind.train.reason", "ReasonConfig", "reason_direct", {"init_from": "sft"}, _SILENT),
     # the distillation teacher: the SFT chat model fine-tuned a little longer on the distillation
     # conversations, so it knows every kind of reply they hold

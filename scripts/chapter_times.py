@@ -2,7 +2,7 @@
 
     python scripts/chapter_times.py                    # this machine, label "cpu", both modes
     python scripts/chapter_times.py --label gpu        # the same on a GPU machine
-    python scripts/chapter_times.py chapters/03_pretraining.ipynb --modes standalone
+    python scripts/chapter_times.py chapters/04_pretraining.ipynb --modes standalone
 
 Each chapter is executed exactly as `make test` does (`pytest --nbval`, stored outputs
 compared), in a fresh process, and its wall-clock time is recorded in two ways:

@@ -1,7 +1,7 @@
 """Measure how far the chapters' float figures move across seeds and kernel paths; write the bands.
 
     python scripts/measure_bands.py                          # every chapter, seeds 0 1 2 × kernels native default
-    python scripts/measure_bands.py chapters/07_reasoning.ipynb --seeds 0 1 2 --kernels native mkl-avx2
+    python scripts/measure_bands.py chapters/08_reasoning.ipynb --seeds 0 1 2 --kernels native mkl-avx2
     python scripts/measure_bands.py --runs 0:native 1:native 2:native 0:default 1:mkl-avx2 2:threads2
     python scripts/measure_bands.py --aggregate-only         # rebuild bands.json from the records kept
 

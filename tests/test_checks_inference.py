@@ -1,4 +1,4 @@
-"""The chapter 9 self-checks accept the reference solutions and reject typical mistakes."""
+"""The chapter 10 self-checks accept the reference solutions and reject typical mistakes."""
 import pytest
 import torch
 

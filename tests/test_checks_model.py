@@ -1,4 +1,4 @@
-"""Chapter 2's self-checks accept correct solutions and reject the typical mistakes with a hint."""
+"""Chapter 3's self-checks accept correct solutions and reject the typical mistakes with a hint."""
 import math
 
 import pytest

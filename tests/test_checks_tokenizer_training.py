@@ -1,4 +1,4 @@
-"""Chapters 1, 3 and 4's self-checks accept the book's solutions and reject the typical mistakes with a hint."""
+"""Chapters 1, 4 and 5's self-checks accept the book's solutions and reject the typical mistakes with a hint."""
 import math
 from collections import Counter
 
@@ -164,9 +164,9 @@ def test_assistant_mask_check_rejects_typical_mistakes(tokenizer):
         check_assistant_mask(per_character, tokenizer)
 
 
-# --- chapter 3: next-token loss, learning-rate schedule, packing ----------------------------------
+# --- chapter 4: next-token loss, learning-rate schedule, packing ----------------------------------
 
-def cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr_ratio):  # chapter 3, section 3
+def cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr_ratio):  # chapter 4, section 3
     if step < warmup_steps:
         return peak_lr * (step + 1) / warmup_steps
     floor = peak_lr * min_lr_ratio
@@ -174,7 +174,7 @@ def cosine_lr(step, total_steps, peak_lr, warmup_steps, min_lr_ratio):  # chapte
     return floor + (peak_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def pack_documents(documents, seq_len, bos, eos):  # chapter 3, section 1
+def pack_documents(documents, seq_len, bos, eos):  # chapter 4, section 1
     stream = [token for doc in documents for token in (bos, *doc, eos)]
     return [stream[i * seq_len:(i + 1) * seq_len] for i in range(len(stream) // seq_len)]
 
@@ -277,9 +277,9 @@ def test_packing_check_rejects_typical_mistakes():
         check_packing(per_document)
 
 
-# --- chapter 4: SFT labels -------------------------------------------------------------------------
+# --- chapter 5: SFT labels -------------------------------------------------------------------------
 
-def sft_labels(ids, mask, max_len):  # chapter 4, section 2
+def sft_labels(ids, mask, max_len):  # chapter 5, section 2
     ids, mask = ids[:max_len], mask[:max_len]
     return ids, [token if supervised else -100 for token, supervised in zip(ids, mask)]
 

@@ -13,7 +13,7 @@
    "about 3 minutes on 2 CPU cores (3 min 08 s under nbval, …)", marked the same way when the
    chapter's code changed since it was timed, and "not measured yet" when it never was.
 4. `number_exercises_by_chapter`: sphinx-exercise numbers exercises through the whole book
-   (chapter 2's first exercise would be "Exercise 10"). A course assigns "exercise 2.3", so
+   (chapter 3's first exercise would be "Exercise 10"). A course assigns "exercise 2.3", so
    exercises in chapters/NN_*.ipynb are numbered NN.1, NN.2, … in page order.
 
 tests/test_book_site.py opens every page in headless Chromium and checks them.

@@ -1,4 +1,4 @@
-"""Self-checks for chapter 8 (distillation): soft targets and the distillation loss."""
+"""Self-checks for chapter 9 (distillation): soft targets and the distillation loss."""
 import torch
 
 from minimind.losses import IGNORE_INDEX, distillation_loss

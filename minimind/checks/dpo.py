@@ -1,4 +1,4 @@
-"""Self-checks for chapter 5 (DPO): Bradley–Terry preference, sequence log-probs, the DPO loss."""
+"""Self-checks for chapter 6 (DPO): Bradley–Terry preference, sequence log-probs, the DPO loss."""
 import math
 
 import torch

@@ -1,4 +1,4 @@
-"""Self-checks for chapter 9 (inference): temperature, nucleus filtering, the repetition penalty,
+"""Self-checks for chapter 10 (inference): temperature, nucleus filtering, the repetition penalty,
 and the incremental detokenizer."""
 import torch
 

@@ -1,4 +1,4 @@
-"""Self-checks for chapter 6 (LoRA): parameter count, the adapted forward pass, merging."""
+"""Self-checks for chapter 7 (LoRA): parameter count, the adapted forward pass, merging."""
 import torch
 
 

@@ -1,4 +1,4 @@
-"""Self-checks for chapter 2 (the transformer): causal attention, grouped KV heads, RoPE, KV-cache size, MoE routing."""
+"""Self-checks for chapter 3 (the transformer): causal attention, grouped KV heads, RoPE, KV-cache size, MoE routing."""
 import torch
 import torch.nn.functional as F
 

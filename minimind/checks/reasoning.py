@@ -1,4 +1,4 @@
-"""Self-checks for chapter 7 (reasoning): the tag-weighted loss and the reply parser."""
+"""Self-checks for chapter 8 (reasoning): the tag-weighted loss and the reply parser."""
 import torch
 
 from minimind.losses import IGNORE_INDEX, masked_cross_entropy, reasoning_weighted_loss

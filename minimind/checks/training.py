@@ -1,4 +1,4 @@
-"""Self-checks for chapters 3 and 4 (pretraining, SFT): the next-token loss, the learning-rate
+"""Self-checks for chapters 4 and 5 (pretraining, SFT): the next-token loss, the learning-rate
 schedule, packing documents into chunks, and SFT labels from a loss mask."""
 import math
 

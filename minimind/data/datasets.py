@@ -95,7 +95,7 @@ class SFTDataset(Dataset):
     prompts, unlike upstream §8.20), cut to `max_seq_len` tokens; a reply cut by truncation is
     supervised up to the cut. ``labels = ids`` where the mask is 1, else IGNORE_INDEX.
     `supervise_all=True` trains on every token (system and user turns too) — the ablation
-    chapter 4 measures; it is never what you want for a chat model.
+    chapter 5 measures; it is never what you want for a chat model.
     """
 
     def __init__(self, path, tokenizer, max_seq_len: int = 256, supervise_all: bool = False,

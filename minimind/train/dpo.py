@@ -26,7 +26,7 @@ Plain DPO only widens the *gap* between the two replies; it is free to lower bot
 model it soon does, eroding what the replies share (facts, spelling) until generations degrade.
 ``--sft_weight`` (default 1.0) adds the cross-entropy of the chosen replies to the loss, as in
 RPO (Pang et al. 2024) and upstream's request #817: the chosen reply stays likely while the margin
-grows. ``--sft_weight 0`` is plain DPO; chapter 5 compares the two.
+grows. ``--sft_weight 0`` is plain DPO; chapter 6 compares the two.
 """
 from __future__ import annotations
 

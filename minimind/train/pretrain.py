@@ -21,7 +21,7 @@ each, with its own --node_rank)::
         --rdzv_endpoint HOST:29500 -m minimind.train.pretrain ...same flags...
 
 Packing is the default (every position trains); `--packing false` pads one document per
-example as upstream does. Chapter 3 measures the difference.
+example as upstream does. Chapter 4 measures the difference.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ class SFTConfig(TrainConfig):
     init_from: str = option("out/pretrain", "checkpoint directory to start from (the pretrained model)")
     out_dir: str = option("out/sft", "where weights, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(192, "tokens per conversation (longer ones are cut; a cut reply stays supervised)")
-    supervise_all: bool = option(False, "train on every token, prompts included (the ablation of chapter 4)")
+    supervise_all: bool = option(False, "train on every token, prompts included (the ablation of chapter 5)")
     max_steps: int = option(250, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(32, "conversations per micro-batch, per process")
     lr: float = option(3e-4, "peak learning rate")

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Chapter 2 — The transformer: attention, RoPE, GQA, MoE
+# # Chapter 3 — The transformer: attention, RoPE, GQA, MoE
 #
 # This chapter builds MiniMind's network one piece at a time: scaled dot-product attention
 # with its causal mask, grouped-query heads, rotary position embeddings, RMSNorm, the SwiGLU
@@ -127,7 +127,7 @@ check_causal_attention(causal_attention)
 # earlier copies of itself — the second ` Foman` finds the first. Next to it: the weights of
 # the first head of an (untrained) `book` model from `minimind`, taken from the model's
 # explicit attention path (`return_attentions=True`). An untrained model spreads its
-# attention almost evenly over the visible prefix; chapter 3 trains it.
+# attention almost evenly over the visible prefix; chapter 4 trains it.
 
 # %%
 tokenizer = zoo.tokenizer()
@@ -762,7 +762,97 @@ assert speedup > 1
 # The gap grows with the length: without a cache each step costs $O(t)$ token passes, with
 # a cache $O(1)$ token passes (plus an attention read over $t$ stored keys).
 #
-# ## 8. Where the 25.83 million parameters of MiniMind2-Small are
+# ## 8. The whole model: blocks, the final norm and tied embeddings
+#
+# Every piece is built; the model stacks them. A **block** is pre-norm and residual: each of its two
+# sub-layers reads a normalised copy of the stream and *adds* its output back,
+#
+# $$ h = x + \operatorname{Attention}(\operatorname{RMSNorm}(x)), \qquad
+#    y = h + \operatorname{SwiGLU}(\operatorname{RMSNorm}(h)), $$
+#
+# so the stream $x$ itself is never normalised and gradients reach the first layer through the
+# additions unchanged. The **model** embeds the tokens, runs `num_hidden_layers` blocks, normalises
+# once more (the **final norm**: the stream has grown through the additions), and turns each
+# position into logits with the *same* matrix that embedded the tokens (**tied embeddings**:
+# $\text{logits} = \hat{x} E^\top$, saving $V \cdot d$ parameters — an eighth of MiniMind2-Small).
+# Every matrix starts from $\mathcal{N}(0, 0.02^2)$ and every norm gain at 1.
+
+# %%
+class ScratchBlock(nn.Module):
+    """Pre-norm residual block built from this chapter's pieces."""
+
+    def __init__(self, config):
+        super().__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        self.eps = config.rms_norm_eps
+        self.attention_norm = nn.Parameter(torch.ones(hidden))
+        self.attention = ScratchAttention(hidden, config.num_attention_heads, config.num_key_value_heads)
+        self.mlp_norm = nn.Parameter(torch.ones(hidden))
+        self.gate, self.up = nn.Linear(hidden, inner, bias=False), nn.Linear(hidden, inner, bias=False)
+        self.down = nn.Linear(inner, hidden, bias=False)
+
+    def forward(self, x):  # (B, T, hidden) → (B, T, hidden)
+        h = x + self.attention(rms_norm(x, self.attention_norm, self.eps))
+        return h + swiglu(rms_norm(h, self.mlp_norm, self.eps), self.gate.weight, self.up.weight, self.down.weight)
+
+
+class ScratchModel(nn.Module):
+    """Embeddings → blocks → final norm → logits through the embedding matrix (tied)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.blocks = nn.ModuleList(ScratchBlock(config) for _ in range(config.num_hidden_layers))
+        self.final_norm = nn.Parameter(torch.ones(config.hidden_size))
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, ids):  # (B, T) → (B, T, vocab)
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return rms_norm(x, self.final_norm, self.eps) @ self.embed.weight.T
+
+
+def copy_weights(scratch, library):
+    """Give the scratch model the weights of a `minimind.model.MiniMind` (same shapes, other names)."""
+    with torch.no_grad():
+        scratch.embed.weight.copy_(library.model.embed_tokens.weight)
+        scratch.final_norm.copy_(library.model.norm.weight)
+        for ours, theirs in zip(scratch.blocks, library.model.layers):
+            ours.attention_norm.copy_(theirs.input_layernorm.weight)
+            ours.mlp_norm.copy_(theirs.post_attention_layernorm.weight)
+            ours.attention.load_state_dict(theirs.self_attn.state_dict())
+            for mine, name in ((ours.gate, "gate_proj"), (ours.up, "up_proj"), (ours.down, "down_proj")):
+                mine.weight.copy_(getattr(theirs.mlp, name).weight)
+
+
+config = get_config("book")
+torch.manual_seed(0)
+scratch_model, library_model = ScratchModel(config), MiniMind(config).eval()
+ours_count = sum(p.numel() for p in scratch_model.parameters())
+print(f"parameters: scratch {ours_count:,}, minimind.model {library_model.num_parameters():,}, "
+      f"config.num_parameters() {config.num_parameters():,}")
+assert ours_count == library_model.num_parameters() == config.num_parameters()
+print(f"initial weight std: scratch {scratch_model.blocks[0].gate.weight.std():.4f}, "
+      f"minimind {library_model.model.layers[0].mlp.gate_proj.weight.std():.4f} (both drawn from N(0, 0.02²))")
+assert abs(scratch_model.blocks[0].gate.weight.std() - 0.02) < 1e-3
+assert library_model.lm_head.weight is library_model.model.embed_tokens.weight  # tied: one matrix
+
+copy_weights(scratch_model, library_model)
+ids = torch.randint(3, config.vocab_size, (2, 48), generator=torch.Generator().manual_seed(4))
+with torch.no_grad():
+    difference = (scratch_model(ids) - library_model(ids).logits).abs().max().item()
+print(f"4 blocks, 48 tokens: max |scratch logits - minimind.model logits| = {difference:.1e}")
+assert difference < 1e-4
+
+# %% [markdown]
+# Every line of the model the rest of the book trains is now on this page: the two models compute
+# the same logits from the same weights, and have the same number of parameters.
+#
+# ## 9. Where the 25.83 million parameters of MiniMind2-Small are
 #
 # Build the model on PyTorch's `meta` device (shapes only, no memory) and sum the parameters
 # by component. The token embedding is shared with the output layer (tied weights), so it is

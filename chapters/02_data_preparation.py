@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Chapter 10 — Preparing a corpus: cleaning, deduplication, conversion, statistics
+# # Chapter 2 — Preparing a corpus: cleaning, deduplication, conversion, statistics
 #
 # A model learns what its data shows it, junk included. This chapter builds the tools that turn a
 # raw corpus into MiniMind's training files: filters that measure length, script, symbol noise,
@@ -22,8 +22,7 @@
 # that tells you which `max_seq_len` and batch size fit the data. Each piece is built from
 # scratch, checked against `minimind.data`, then run on a deliberately dirty sample of the book's
 # corpus, where we know exactly what junk went in and can count what each filter takes out.
-# The same commands run unchanged on upstream MiniMind's multi-gigabyte files. (The chapter
-# is numbered 10 because it was added last; read it right after chapter 1.)
+# The same commands run unchanged on upstream MiniMind's multi-gigabyte files.
 #
 # **Learning objectives**
 #
@@ -874,7 +873,7 @@ check_sharegpt_to_minimind(my_sharegpt_to_minimind)
 # ## Further reading
 #
 # - MinHash and resemblance of documents: {cite}`broder1997resemblance`; locality-sensitive
-#   hashing and banding, chapter 3 of {cite}`leskovec2020mmds`.
+#   hashing and banding, chapter 4 of {cite}`leskovec2020mmds`.
 # - Quality filters for web text (repetition, symbols, length) at scale: {cite}`rae2021gopher`,
 #   and a web-only corpus built with filtering and deduplication: {cite}`penedo2023refinedweb`.
 # - Why deduplicating training data makes models better (less memorisation, cleaner evaluation):

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Chapter 6 — LoRA: fine-tuning through a low-rank door
+# # Chapter 7 — LoRA: fine-tuning through a low-rank door
 #
 # Full fine-tuning updates every weight of the model and keeps, for each one, a gradient and two
 # AdamW moments: four copies of the model in memory, and a full copy on disk for every variant you
@@ -214,7 +214,7 @@ print("notebook LoRA layer = minimind.lora.LoRALinear: outputs and gradients agr
 # replayed from SFT, so that the adapter learns *when* to say it. The held-out set asks with
 # phrasings that never occur in training ("Who exactly are you?", "你叫啥？"). Two measurements,
 # before and after: the **identity score** (share of held-out replies that claim the MiniMind
-# identity) and the **fact score** (exact match on 200 value-only questions of chapter 4), the
+# identity) and the **fact score** (exact match on 200 value-only questions of chapter 5), the
 # ability the adapter must not damage.
 
 # %%

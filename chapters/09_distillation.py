@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Chapter 8 — Knowledge distillation: a small model taught by a larger one
+# # Chapter 9 — Knowledge distillation: a small model taught by a larger one
 #
 # A hard label says only which token came next. A trained model's prediction says much more: which
 # other tokens were plausible, and how plausible. Knowledge distillation trains a small *student*

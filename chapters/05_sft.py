@@ -13,9 +13,9 @@
 # ---
 
 # %% [markdown]
-# # Chapter 4 — Supervised fine-tuning: from a text continuer to a chat model
+# # Chapter 5 — Supervised fine-tuning: from a text continuer to a chat model
 #
-# The model of chapter 3 continues text. Asked a question, it writes whatever usually follows
+# The model of chapter 4 continues text. Asked a question, it writes whatever usually follows
 # such text in its corpus — another question, a greeting, the next line of a dialogue. Supervised
 # fine-tuning (SFT) teaches it the shape of a conversation: a user turn, then an assistant reply
 # that answers it and stops. This chapter renders conversations with MiniMind's chat template,
@@ -467,7 +467,7 @@ check_sft_labels(sft_labels)
 #
 # ```{exercise} SFT and knowledge
 # :label: ex-04-knowledge
-# The held-out people's facts are stored (chapter 3's cloze probe) but only partly answerable
+# The held-out people's facts are stored (chapter 4's cloze probe) but only partly answerable
 # after SFT. Name two changes to the *pretraining* data and one to the *SFT* data that you would
 # expect to raise held-out accuracy, and say why.
 # ```

@@ -13,10 +13,10 @@
 # ---
 
 # %% [markdown]
-# # Chapter 5 — Preference optimisation with DPO
+# # Chapter 6 — Preference optimisation with DPO
 #
 # Supervised fine-tuning teaches a model *what* to say by imitation: every reply in the data is
-# a target. But the SFT data of chapter 4 mixes two styles of the same answer — a polite one
+# a target. But the SFT data of chapter 5 mixes two styles of the same answer — a polite one
 # ("Sure! … Hope this helps!") and a curt one ("Ugh, fine. … Now leave me alone.") — as scraped
 # chat data mixes good and bad replies, and the model imitated both. This chapter teaches it
 # which of two replies *people prefer*, with Direct Preference Optimization (DPO): a loss that
@@ -329,7 +329,7 @@ assert calls_per_step == {"model": [2], "precomputed": [1]}  # the policy's pass
 # - **The style of its replies**: greedy replies to 120 "tell me about …" prompts of the training
 #   pairs and to the 120 held-out prompts, sorted by `reply_style` into polite, curt, or neither (a
 #   reply that uses no style phrase, or a garbled one).
-# - **The SFT score**: exact-match accuracy on value-only questions chapter 4 trained (every 7th
+# - **The SFT score**: exact-match accuracy on value-only questions chapter 5 trained (every 7th
 #   one), to check that DPO does not break what SFT taught.
 
 # %%

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Chapter 7 — Reasoning: think first, then answer
+# # Chapter 8 — Reasoning: think first, then answer
 #
 # A reasoning model writes out its working before it commits to an answer:
 # `<think>…</think><answer>…</answer>`. This chapter teaches the book's chat model to do that on
@@ -91,7 +91,7 @@ print(f"{len(rows)} training problems; {len(world.problems('val'))} held-out pro
       f"{len(world.problems('reworded'))} in new phrasings (no (kind, a, b) shared)")
 
 # %% [markdown]
-# The same working appears in the pretraining corpus (chapter 3): worked problems, each after its
+# The same working appears in the pretraining corpus (chapter 4): worked problems, each after its
 # question, in plain text — never one of the held-out problems. That is where the model learnt the
 # procedure, as large models learn arithmetic from the worked solutions in their corpora; this
 # chapter teaches the chat model *when* to use it and in what frame.
@@ -123,7 +123,7 @@ assert tags_here == 4 and all(int((ids == t).sum()) == 1 for t in tag_ids)
 #
 # ## 2. Why format supervision matters
 #
-# The chat model from chapter 4 has never seen a tag. Before any reasoning training, its replies to
+# The chat model from chapter 5 has never seen a tag. Before any reasoning training, its replies to
 # held-out problems look like this:
 
 # %%

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # Chapter 9 — Inference and deployment: sampling, the KV cache, serving and export
+# # Chapter 10 — Inference and deployment: sampling, the KV cache, serving and export
 #
 # A trained model is a function from tokens to a probability distribution over the next token.
 # Everything a user experiences — the variety of its answers, its loops, its speed, the chat
@@ -27,7 +27,7 @@
 # - derive temperature, top-k and top-p (nucleus) sampling and implement them from scratch;
 # - explain why a KV cache turns quadratic decoding work into linear work, and measure the speed-up;
 # - see how and why a small model falls into repetition loops, and what a repetition penalty does about it;
-# - chat with the model trained in chapters 3–4, stream its replies, and serve it over HTTP to the `openai` client;
+# - chat with the model trained in chapters 4–5, stream its replies, and serve it over HTTP to the `openai` client;
 # - export the model to a transformers folder and to GGUF, and check that both compute what ours computes.
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
@@ -67,7 +67,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # CJK t
 # synchronisation would cost more than they save (and make timings noisy on a shared machine).
 torch.set_num_threads(1)
 tokenizer = zoo.tokenizer()
-model = zoo.sft()  # the chat model of chapter 4 (CPU, eval mode)
+model = zoo.sft()  # the chat model of chapter 5 (CPU, eval mode)
 world = build_world(seed=0)
 print(f"SFT model: {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size}, "
       f"context {model.config.max_position_embeddings} tokens")
@@ -338,7 +338,7 @@ for q, answer in zip(questions, batched):
 # the context less likely: its logit is divided by $\theta>1$ if positive and multiplied by
 # $\theta$ if negative (either way it moves down). We measure repetition as the share of 4-grams
 # of the continuation that already occurred earlier in it, and print the end of each continuation
-# (of the pretrained model of chapter 3, which continues text rather than answering).
+# (of the pretrained model of chapter 4, which continues text rather than answering).
 
 # %%
 def repeated_ngram_share(ids, n=4):
@@ -380,7 +380,7 @@ plt.show()
 # by token, and streams text pieces as soon as they form whole characters (a Chinese character
 # spans several byte-level tokens). Here the SFT model answers, greedily, questions worded as in
 # its training set and *rewordings* it never saw, in both languages (the same exact-match scoring
-# as chapter 4).
+# as chapter 5).
 
 # %%
 greedy = SamplingParams(temperature=0.0, max_new_tokens=24)

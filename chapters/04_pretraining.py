@@ -13,9 +13,9 @@
 # ---
 
 # %% [markdown]
-# # Chapter 3 — Pretraining: next-token prediction at scale, on a laptop
+# # Chapter 4 — Pretraining: next-token prediction at scale, on a laptop
 #
-# Chapter 2 built a transformer that maps token ids to a distribution over the next token, with
+# Chapter 3 built a transformer that maps token ids to a distribution over the next token, with
 # random weights. This chapter teaches it: the data pipeline that turns documents into training
 # sequences, the loss it minimises, a training loop written out by hand, then the engine that
 # `python -m minimind.train.pretrain` runs — the same code on one CPU core or on eight GPUs. The
@@ -78,7 +78,7 @@ print(f"tokenizer: {tokenizer.vocab_size} tokens; {world}")
 # upstream MiniMind's `pretrain_hq.jsonl`. Ours holds augmented biographies of the 120 people of
 # the synthetic world (each person described 32 times, in English and Chinese, with varied wording
 # and sentence order), question–answer lines about half of them, worked arithmetic problems (a
-# question, then its working column by column, the format chapter 7 builds on) and a few greetings.
+# question, then its working column by column, the format chapter 8 builds on) and a few greetings.
 
 # %% tags=["nbval-check-output"]
 train_path = dataset_path("pretrain", "train")
@@ -380,7 +380,7 @@ print(f"(truth: {person.name} lives in {person.city}, works as a {person.job})")
 # The untrained model emits noise. The pretrained one writes fluent biography sentences and
 # Q&A lines in the corpus's style, gets the city right, and answers the sum the way the corpus
 # answers them: the operands restated, then column by column. Whether it has learnt the procedure
-# or a few examples shows on problems it has never seen — the held-out problems of chapter 7, none
+# or a few examples shows on problems it has never seen — the held-out problems of chapter 8, none
 # of which is in the corpus — asked in the same plain text:
 
 # %%
@@ -404,7 +404,7 @@ for kind, share in arithmetic.items():
 assert arithmetic["add2"] > 0.5
 
 # %% [markdown]
-# It computes most of them — more often for the kinds that need fewer steps. Chapter 7 turns this
+# It computes most of them — more often for the kinds that need fewer steps. Chapter 8 turns this
 # into a chat model's reasoning: a think block the model opens and closes itself.
 #
 # A **cloze probe** checks what was stored: take the beginning of a biography sentence whose
@@ -474,7 +474,7 @@ for lang in ("en", "zh"):
 # %% [markdown]
 # The untrained model is near chance; the pretrained one ranks the true value first for nearly
 # every fact of people it only ever read about: those facts are *stored*. Whether a chat model
-# can *answer questions* about them is another matter — chapter 4 measures it.
+# can *answer questions* about them is another matter — chapter 5 measures it.
 #
 # ## 8. Throughput
 #
