@@ -201,7 +201,8 @@ def test_template_adds_the_default_system_prompt_and_generation_prompts(book_tok
 
 @pytest.mark.parametrize("messages, error", [
     ([], "non-empty"),
-    ([{"role": "tool", "content": "x"}], "unknown role 'tool'"),
+    ([{"role": "robot", "content": "x"}], "unknown role 'robot'"),
+    ([{"role": "user", "content": "x", "tool_calls": []}, {"role": "tool", "content": None}], "content must be a string"),
     ([{"role": "user"}], "'role' and 'content'"),
     ([{"role": "user", "content": ["a"]}], "must be a string"),
 ])
