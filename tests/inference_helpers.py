@@ -54,6 +54,9 @@ class ScriptedModel(torch.nn.Module):
         self._reply: list[int] = []
         self._step = 0
 
+    def num_parameters(self) -> int:
+        return self.inner.num_parameters()
+
     def forward(self, input_ids, *args, cache=None, **kwargs):
         from minimind.tokenizer import EOS_ID
 
