@@ -283,9 +283,17 @@ _TAG_PATTERN = re.compile("(" + "|".join(re.escape(tag) for tag in (
     THINK_START, THINK_END, *TOOL_TAGS, TOOLS_START, TOOLS_END)) + ")")
 
 
-def _template_text(text: str, supervised: bool = False) -> List[Segment]:
+def _control(text: str, supervised: bool = False) -> Segment:
+    return Segment(text, supervised, "control")
+
+
+def _text(text: str, supervised: bool = False) -> Segment:
+    return Segment(text, supervised, "template")
+
+
+def _template_text(text: str) -> List[Segment]:
     """Text the template writes, its tags as control pieces (ids where the vocabulary has them)."""
-    return [Segment(part, supervised, "control" if index % 2 else "template")
+    return [Segment(part, False, "control" if index % 2 else "template")
             for index, part in enumerate(_TAG_PATTERN.split(text)) if part]
 
 
@@ -309,22 +317,20 @@ def template_segments(messages, add_generation_prompt: bool = False, enable_thin
     tools = tools_of(messages, tools)
     if tool_name is not None and not open_tool_call:
         raise ValueError("tool_name needs open_tool_call=True (it names the tool of the opened call)")
-    control = lambda text, supervised=False: Segment(text, supervised, "control")  # noqa: E731
-    text = lambda value, supervised=False: Segment(value, supervised, "template")  # noqa: E731
 
     def turn(role: str, content: str) -> list:
-        return [control(BOS_TOKEN), text(f"{role}\n"), Segment(content, False, "content"), control(EOS_TOKEN),
-                text("\n")]
+        return [_control(BOS_TOKEN), _text(f"{role}\n"), Segment(content, False, "content"), _control(EOS_TOKEN),
+                _text("\n")]
 
     first = messages[0]
     if tools:
-        pieces = [control(BOS_TOKEN), text("system\n")]
+        pieces = [_control(BOS_TOKEN), _text("system\n")]
         if first["role"] == "system":
-            pieces += [Segment(first["content"], False, "content"), text("\n\n")]
+            pieces += [Segment(first["content"], False, "content"), _text("\n\n")]
         pieces += _template_text(TOOLS_HEADER)
         for tool in tools:
-            pieces += [text("\n"), Segment(tool_json(tool), False, "content")]
-        pieces += _template_text(TOOLS_FOOTER) + [control(EOS_TOKEN), text("\n")]
+            pieces += [_text("\n"), Segment(tool_json(tool), False, "content")]
+        pieces += _template_text(TOOLS_FOOTER) + [_control(EOS_TOKEN), _text("\n")]
     elif first["role"] == "system":
         pieces = turn("system", first["content"])
     else:
@@ -334,32 +340,32 @@ def template_segments(messages, add_generation_prompt: bool = False, enable_thin
         role = message["role"]
         content = message.get("content") if isinstance(message.get("content"), str) else ""
         if role == "assistant":
-            pieces += [control(BOS_TOKEN), text("assistant\n")] + _assistant_turn(message, content, template, index)
+            pieces += [_control(BOS_TOKEN), _text("assistant\n")] + _assistant_turn(message, content, template, index)
         elif role == TOOL_ROLE:
             if index == 0 or messages[index - 1]["role"] != TOOL_ROLE:
-                pieces += [control(BOS_TOKEN), text("user")]
-            pieces += [text("\n"), control(TOOL_RESPONSE_START), text("\n"), Segment(content, False, "content"),
-                       text("\n"), control(TOOL_RESPONSE_END)]
+                pieces += [_control(BOS_TOKEN), _text("user")]
+            pieces += [_text("\n"), _control(TOOL_RESPONSE_START), _text("\n"), Segment(content, False, "content"),
+                       _text("\n"), _control(TOOL_RESPONSE_END)]
             if index == len(messages) - 1 or messages[index + 1]["role"] != TOOL_ROLE:
-                pieces += [control(EOS_TOKEN), text("\n")]
+                pieces += [_control(EOS_TOKEN), _text("\n")]
         elif role == "user" or index > 0:  # a system message after the first is rendered in place
             pieces += turn(role, content)
     if add_generation_prompt:
         if open_tool_call and enable_thinking is True:
             raise ValueError("open_tool_call cannot be combined with enable_thinking=True: the call comes "
                              "after the think block, so the prompt cannot end inside both")
-        pieces += [control(BOS_TOKEN), text("assistant\n")]
+        pieces += [_control(BOS_TOKEN), _text("assistant\n")]
         if template == "minimind3":  # minimind-3 always writes a think block: open, or empty and closed
-            pieces += [control(THINK_START), text("\n")] if enable_thinking is True else \
-                [control(THINK_START), text("\n\n"), control(THINK_END), text("\n\n")]
+            pieces += [_control(THINK_START), _text("\n")] if enable_thinking is True else \
+                [_control(THINK_START), _text("\n\n"), _control(THINK_END), _text("\n\n")]
         elif enable_thinking is False:
-            pieces += [control(THINK_START), text("\n\n"), control(THINK_END), text("\n\n")]
+            pieces += [_control(THINK_START), _text("\n\n"), _control(THINK_END), _text("\n\n")]
         elif enable_thinking is True:  # our extension: open a think block for the model to fill
-            pieces += [control(THINK_START), text("\n")]
+            pieces += [_control(THINK_START), _text("\n")]
         if open_tool_call:
-            pieces += [control(TOOL_CALL_START), text('\n{"name": "')]
+            pieces += [_control(TOOL_CALL_START), _text('\n{"name": "')]
             if tool_name is not None:
-                pieces += [Segment(tool_name, False, "content"), text('", "arguments": ')]
+                pieces += [Segment(tool_name, False, "content"), _text('", "arguments": ')]
     elif open_tool_call:
         raise ValueError("open_tool_call needs add_generation_prompt=True (it opens a call in the reply)")
     return pieces
@@ -368,9 +374,15 @@ def template_segments(messages, add_generation_prompt: bool = False, enable_thin
 def _assistant_turn(message: dict, content: str, template: str, index: int) -> List[Segment]:
     """An assistant turn after its header, every piece supervised: minimind-3's think block, the
     reply, the tool calls, ``<|im_end|>\\n``."""
-    reply = lambda value: Segment(value, True, "reply")  # noqa: E731
-    text = lambda value: Segment(value, True, "template")  # noqa: E731
-    control = lambda value: Segment(value, True, "control")  # noqa: E731
+    def reply(value: str) -> Segment:
+        return Segment(value, True, "reply")
+
+    def text(value: str) -> Segment:
+        return _text(value, supervised=True)
+
+    def control(value: str) -> Segment:
+        return _control(value, supervised=True)
+
     pieces = []
     if template == "minimind3":
         reasoning = message.get("reasoning_content")
