@@ -204,7 +204,8 @@ def config_from_transformers(values: dict, source: str, state: Optional[dict] = 
             num_experts_per_tok=values["num_experts_per_tok"],
             n_shared_experts=shared,
             aux_loss_alpha=values.get("router_aux_loss_coef", 0.01),
-            norm_topk_prob=True,
+            norm_topk_prob=True,  # Granite's softmax over the top-k logits: renormalised, at k = 1 too
+            norm_top1_prob=values["num_experts_per_tok"] == 1,
         )
     if model_type == "minimind":
         if state is None:
@@ -272,11 +273,12 @@ def _check_exportable(config: MiniMindConfig) -> None:
     if config.qk_norm:
         raise ValueError("no transformers architecture has q/k-norm attention with MiniMind's shared-expert MoE "
                          "(Qwen3-MoE has no shared expert: n_shared_experts=0 exports as Qwen3MoeForCausalLM)")
-    if config.num_experts_per_tok == 1 or not config.norm_topk_prob:
+    if not renormalises_top_k(config):
         raise ValueError(
-            "only a MoE whose top-k (k > 1) router weights are renormalised (norm_topk_prob=True) "
-            "matches a transformers architecture (GraniteMoeShared); this config uses "
-            f"num_experts_per_tok={config.num_experts_per_tok}, norm_topk_prob={config.norm_topk_prob}"
+            "only a MoE whose top-k router weights are renormalised (norm_topk_prob=True; at k = 1 also "
+            "norm_top1_prob=True) matches a transformers architecture (GraniteMoeShared); this config uses "
+            f"num_experts_per_tok={config.num_experts_per_tok}, norm_topk_prob={config.norm_topk_prob}, "
+            f"norm_top1_prob={config.norm_top1_prob}"
         )
 
 

@@ -23,6 +23,8 @@ CASES = {
     "moe": ("tiny-moe", {}, "GraniteMoeSharedForCausalLM"),
     "moe-top3-two-shared": ("tiny-moe", {"num_experts_per_tok": 3, "n_shared_experts": 2},
                             "GraniteMoeSharedForCausalLM"),
+    "moe-top1-renormalised": ("tiny-moe", {"num_experts_per_tok": 1, "norm_top1_prob": True},
+                              "GraniteMoeSharedForCausalLM"),
     "minimind3": ("minimind3", dict(MINIMIND3_SMALL), "Qwen3ForCausalLM"),
     # minimind-3's MoE (top-1, its weight renormalised to 1, no shared expert), then k = 2, then a
     # top-1 router whose weight stays the probability (Qwen3-MoE's norm_topk_prob=False)
