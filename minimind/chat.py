@@ -4,6 +4,10 @@ interactively, or one-shot with --prompt. Loading and streaming are `minimind.in
     python -m minimind.chat --model sft                       # a zoo artefact, interactive
     python -m minimind.chat --model out/sft --lora out/lora_identity --prompt "Who are you?"
     python -m minimind.chat --model MiniMind2-Small.pth --tokenizer path/to/minimind2_tokenizer
+    python -m minimind.chat --model tools --tools --prompt "What is 17*23?"   # calculator, lookup_person
+
+With --tools the model is offered the book's tools (`minimind.tools.default_registry`); each call
+it makes is shown, run, and its result fed back as a `tool` message for the next reply.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 from minimind.commandline import BooleanFlag, accept_both_spellings
 from minimind.generate import SamplingParams
 from minimind.inference import ReplyStream, add_model_flags, load_chat_model, plan_reply, stream_reply
+from minimind.tools import ParsedReply, ToolCallStream, assistant_message, collect, default_registry
 
 
 HELP = """commands: /reset (forget the conversation)  /think on|off  /exit  (Ctrl-D also exits)"""
@@ -53,11 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep only the last N earlier messages (user and assistant) besides the new prompt; "
                              "0 = no history (default: as many as fit)")
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling (default: random)")
+    parser.add_argument("--tools", action=BooleanFlag, default=False,
+                        help="offer the calculator and lookup_person tools and run the calls the model makes")
+    parser.add_argument("--max_tool_rounds", type=int, default=4,
+                        help="replies in a row that may call tools before the turn ends (default 4)")
     return accept_both_spellings(parser)
 
 
-def _print_reply(reply: ReplyStream, out, show_reasoning_header: bool) -> None:
+def _print_reply(reply: ReplyStream, out, show_reasoning_header: bool, tools=None) -> ParsedReply:
+    """Print the reply as it streams; with `tools` (the names on offer) its tool calls are shown
+    as calls, not as the text that writes them. Returns the reply split into content and calls."""
     channel_now = None
+    calls = ToolCallStream(tools) if tools is not None else None
+    parsed = ParsedReply()
+
+    def show(events) -> None:
+        for kind, value in events:
+            if kind == "content":
+                out.write(value)
+            elif kind == "call":
+                out.write(f"\n[tool call] {value.name}({value.arguments_json})")
+            else:
+                out.write(f"\n[malformed tool call: {value.reason}] {value.text}")
+        collect(events, parsed)
+        out.flush()
+
     for channel, text in reply:
         if channel != channel_now:
             if channel == "reasoning" and show_reasoning_header:
@@ -65,10 +90,16 @@ def _print_reply(reply: ReplyStream, out, show_reasoning_header: bool) -> None:
             elif channel == "content" and channel_now == "reasoning":
                 out.write("\n[answer] ")
             channel_now = channel
-        out.write(text)
-        out.flush()
+        if channel == "content":
+            show(calls.feed(text) if calls is not None else [("content", text)])
+        else:
+            out.write(text)
+            out.flush()
+    if calls is not None:
+        show(calls.flush())
     out.write("\n")
     out.flush()
+    return parsed
 
 
 def main(argv=None) -> int:
@@ -88,6 +119,8 @@ def main(argv=None) -> int:
           f"{str(dtype).removeprefix('torch.')}", file=sys.stderr)
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
     thinking = args.think
+    registry = default_registry() if args.tools else None
+    tools = registry.schemas() if registry else None
     interactive = args.prompt is None
     prompts = iter(args.prompt or [])
     if interactive:
@@ -121,26 +154,40 @@ def main(argv=None) -> int:
         history.append({"role": "user", "content": user})
         if args.history is not None:
             history = trim_history(history, args.history)
-        try:
-            history, max_new_tokens = plan_reply(history, tokenizer, context, params.max_new_tokens, thinking)
-        except ValueError as error:
-            print(f"minimind chat: {error}", file=sys.stderr)
-            history.pop()
-            if interactive:
-                continue
-            return 2
-        if interactive:
-            sys.stdout.write("minimind> ")
-        reply = stream_reply(model, tokenizer, history, params.replace(max_new_tokens=max_new_tokens),
-                             enable_thinking=thinking)
-        try:
-            _print_reply(reply, sys.stdout, show_reasoning_header=True)
-        except KeyboardInterrupt:
-            reply.close()
-            print("\n(interrupted)", file=sys.stderr)
-        history.append({"role": "assistant", "content": reply.content})
-        print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_second:.1f} tokens/s, "
-              f"finish: {reply.finish_reason}]", file=sys.stderr)
+        for tool_round in range(args.max_tool_rounds + 1):
+            try:
+                history, max_new_tokens = plan_reply(history, tokenizer, context, params.max_new_tokens, thinking,
+                                                     tools)
+            except ValueError as error:
+                print(f"minimind chat: {error}", file=sys.stderr)
+                if tool_round == 0:
+                    history.pop()
+                if interactive:
+                    break
+                return 2
+            if interactive and tool_round == 0:
+                sys.stdout.write("minimind> ")
+            reply = stream_reply(model, tokenizer, history, params.replace(max_new_tokens=max_new_tokens),
+                                 enable_thinking=thinking, tools=tools)
+            try:
+                parsed = _print_reply(reply, sys.stdout, show_reasoning_header=True,
+                                      tools=registry.names if registry else None)
+            except KeyboardInterrupt:
+                reply.close()
+                print("\n(interrupted)", file=sys.stderr)
+                parsed = ParsedReply(reply.content)
+            history.append(assistant_message(parsed) if registry else {"role": "assistant", "content": reply.content})
+            print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_second:.1f} tokens/s, "
+                  f"finish: {reply.finish_reason}]", file=sys.stderr)
+            if registry is None or reply.finish_reason != "stop" or not (parsed.calls or parsed.malformed):
+                break
+            if tool_round == args.max_tool_rounds:
+                print(f"(the model is still calling tools after {args.max_tool_rounds} rounds; "
+                      "the turn ends here)", file=sys.stderr)
+                break
+            for result in registry.respond(parsed):
+                sys.stdout.write(f"[tool result] {result['content']}\n")
+                history.append(result)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 
 from minimind.config import CONFIG_FILE, MiniMindConfig, field_lines
 from minimind.files import atomic_write
-from minimind.formats import config_from_state_dict, from_transformers
+from minimind.formats import RoutingNotInLayout, config_from_state_dict, from_transformers
 from minimind.model import MiniMind
 
 WEIGHTS_FILE = "model.safetensors"
@@ -130,8 +130,17 @@ def load_upstream_pth(path, config: Optional[MiniMindConfig] = None, device="cpu
     from the shapes when not given."""
     state = read_state_dict(path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in _strip_wrapper_prefixes(state).items()}
-    config = config or config_from_state_dict(state)
+    config = config or _config_of_bare_weights(state, path)
     return load_state_dict_strict(MiniMind(config), state, str(path)).to(device)
+
+
+def _config_of_bare_weights(state: dict, path) -> MiniMindConfig:
+    """The config a file of bare weights (`.pth`, `.safetensors`) implies; a MoE is refused with
+    the config to pass, since its routing is in no tensor's shape."""
+    try:
+        return config_from_state_dict(state)
+    except RoutingNotInLayout as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _read_transformers_weights(directory: Path) -> tuple[dict, Path]:
@@ -158,7 +167,8 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
     - a folder written by `save_model` (model.safetensors + our config.json);
     - a transformers folder (LlamaForCausalLM, Qwen3ForCausalLM, GraniteMoeSharedForCausalLM as
       written by `minimind.export.transformers`, or upstream's own MiniMind export);
-    - an upstream MiniMind2 `.pth` file (config inferred from shapes unless given);
+    - an upstream MiniMind `.pth` file (config inferred from shapes unless given; a mixture of
+      experts needs its config, e.g. `get_config("minimind3-moe")`: its routing is in no shape);
     - a bare `.safetensors` file (config required, or inferred from shapes).
     Keys are checked strictly: any missing or unexpected key is an error that lists them.
     """
@@ -168,7 +178,7 @@ def load_model(path, config: Optional[MiniMindConfig] = None, device="cpu") -> M
     if path.is_file():
         if path.suffix == ".safetensors":
             state = read_state_dict(path)
-            model = MiniMind(config or config_from_state_dict(state))
+            model = MiniMind(config or _config_of_bare_weights(state, path))
             model = load_state_dict_strict(model, state, str(path))
         else:
             model = load_upstream_pth(path, config)

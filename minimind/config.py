@@ -62,7 +62,10 @@ class MiniMindConfig:
     n_shared_experts: int = 1
     aux_loss_alpha: float = 0.01
     seq_aux: bool = True
-    norm_topk_prob: bool = True
+    norm_topk_prob: bool = True  # renormalise the top-k router weights to sum to 1 (when k > 1, as MiniMind2)
+    # minimind-3 and Qwen3-MoE renormalise at k = 1 too: the chosen expert's weight is then exactly
+    # 1 and the language-model loss no longer trains the router (upstream #858); off by default
+    norm_top1_prob: bool = False
     # special token ids of the MiniMind tokenizer
     pad_token_id: int = 0
     bos_token_id: int = 1
@@ -116,7 +119,8 @@ class MiniMindConfig:
             raise ConfigError("dropout", f"dropout must be in [0, 1), got {self.dropout!r}")
         if not (_is_number(self.aux_loss_alpha) and math.isfinite(self.aux_loss_alpha) and self.aux_loss_alpha >= 0):
             raise ConfigError("aux_loss_alpha", f"aux_loss_alpha must be a finite number >= 0, got {self.aux_loss_alpha!r}")
-        for name in ("qk_norm", "tie_word_embeddings", "flash_attn", "use_moe", "seq_aux", "norm_topk_prob"):
+        for name in ("qk_norm", "tie_word_embeddings", "flash_attn", "use_moe", "seq_aux", "norm_topk_prob",
+                     "norm_top1_prob"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.rope_scaling is not None:
@@ -234,6 +238,24 @@ PRESETS: dict[str, dict] = {
         rms_norm_eps=1e-6,
         intermediate_size=v3_intermediate_size(768),
     ),  # 63.91M
+    # minimind-3's MoE: 4 routed experts, top-1 with its weight renormalised to 1, no shared expert,
+    # Switch-style load balancing over the whole batch (router_aux_loss_coef 5e-4)
+    "minimind3-moe": dict(
+        hidden_size=768,
+        num_hidden_layers=8,
+        num_key_value_heads=4,
+        qk_norm=True,
+        rms_norm_eps=1e-6,
+        intermediate_size=v3_intermediate_size(768),
+        use_moe=True,
+        n_routed_experts=4,
+        num_experts_per_tok=1,
+        n_shared_experts=0,
+        norm_topk_prob=True,
+        norm_top1_prob=True,
+        aux_loss_alpha=5e-4,
+        seq_aux=False,
+    ),  # 198.42M
     # CPU-sized presets: the chapters' model, the distillation teacher, unit-test models
     "book": dict(
         vocab_size=2048,

@@ -210,8 +210,9 @@ class ReplyStream:
 
     def __init__(self, model, tokenizer, messages: list[dict], params: SamplingParams,
                  enable_thinking: bool | None = None, stop: Sequence[str] = (),
-                 prompt_ids: Sequence[int] | None = None):
-        prompt = prompt_ids if prompt_ids is not None else tokenizer.encode_chat_prompt(messages, enable_thinking=enable_thinking)
+                 prompt_ids: Sequence[int] | None = None, tools: Sequence[dict] | None = None):
+        prompt = prompt_ids if prompt_ids is not None else \
+            tokenizer.encode_chat_prompt(messages, enable_thinking=enable_thinking, tools=tools)
         self._tokens = stream_generate(model, prompt, params)
         self._decoder = IncrementalDecoder(tokenizer)
         self._splitter = ThinkingSplitter(thinking=bool(enable_thinking), stop=stop)
@@ -260,31 +261,34 @@ class ReplyStream:
 
 def stream_reply(model, tokenizer, messages: list[dict], params: SamplingParams | None = None,
                  enable_thinking: bool | None = None, stop: Sequence[str] = (),
-                 prompt_ids: Sequence[int] | None = None) -> ReplyStream:
+                 prompt_ids: Sequence[int] | None = None, tools: Sequence[dict] | None = None) -> ReplyStream:
     """Stream the assistant's reply to `messages` ({"role", "content"} dicts, chat template applied).
 
     enable_thinking: True opens a `<think>` block (the text until `</think>` comes out as
     "reasoning"), False renders an empty one so the model answers directly, None leaves the
     template as trained. stop: strings that end the answer (not included), as OpenAI's `stop`.
     prompt_ids: `tokenizer.encode_chat_prompt(messages, enable_thinking)` when the caller has it
-    already (the server encodes each prompt once, before it queues the request).
+    already (the server encodes each prompt once, before it queues the request). tools: the
+    signatures of the tools the model may call (`minimind.tools`); its calls arrive as content.
     """
-    return ReplyStream(model, tokenizer, messages, params or SamplingParams(), enable_thinking, stop, prompt_ids)
+    return ReplyStream(model, tokenizer, messages, params or SamplingParams(), enable_thinking, stop, prompt_ids,
+                       tools)
 
 
 def fit_history(messages: list[dict], tokenizer, context: int, max_new_tokens: int,
-                enable_thinking: bool | None = None) -> list[dict]:
+                enable_thinking: bool | None = None, tools: Sequence[dict] | None = None) -> list[dict]:
     """Drop the oldest turns (never the system prompt or the last message) until the prompt
     plus `max_new_tokens` fits in `context` tokens; ValueError if even the last message alone does not."""
     return _fit_history(messages, tokenizer, context, max_new_tokens, enable_thinking,
-                        f"with max_new_tokens={max_new_tokens}")
+                        f"with max_new_tokens={max_new_tokens}", tools)
 
 
-def _fit_history(messages, tokenizer, context, max_new_tokens, enable_thinking, reply_room: str) -> list[dict]:
+def _fit_history(messages, tokenizer, context, max_new_tokens, enable_thinking, reply_room: str,
+                 tools=None) -> list[dict]:
     system = [m for m in messages[:1] if m["role"] == "system"]
     rest = messages[len(system):]
     while True:
-        prompt_len = len(tokenizer.encode_chat_prompt(system + rest, enable_thinking=enable_thinking))
+        prompt_len = len(tokenizer.encode_chat_prompt(system + rest, enable_thinking=enable_thinking, tools=tools))
         if prompt_len + max_new_tokens <= context:
             return system + rest
         if len(rest) <= 1:
@@ -296,13 +300,13 @@ def _fit_history(messages, tokenizer, context, max_new_tokens, enable_thinking, 
 
 
 def plan_reply(messages: list[dict], tokenizer, context: int, max_new_tokens: int,
-               enable_thinking: bool | None = None) -> tuple[list[dict], int]:
+               enable_thinking: bool | None = None, tools: Sequence[dict] | None = None) -> tuple[list[dict], int]:
     """Fit a conversation into the context for interactive use: drop the oldest turns until at
     least min(max_new_tokens, context // 2) tokens are left for the reply, then cap the reply at
     what is left. Returns (messages, max_new_tokens); ValueError if the last message alone is too long."""
     reserve = max(1, min(max_new_tokens, context // 2))
     room = (f"with max_new_tokens={max_new_tokens}" if reserve == max_new_tokens else
             f"leaving at least {reserve} tokens for the reply (max_new_tokens={max_new_tokens}, at most half the context)")
-    fitted = _fit_history(messages, tokenizer, context, reserve, enable_thinking, room)
-    prompt_len = len(tokenizer.encode_chat_prompt(fitted, enable_thinking=enable_thinking))
+    fitted = _fit_history(messages, tokenizer, context, reserve, enable_thinking, room, tools)
+    prompt_len = len(tokenizer.encode_chat_prompt(fitted, enable_thinking=enable_thinking, tools=tools))
     return fitted, min(max_new_tokens, context - prompt_len)

@@ -233,8 +233,9 @@ class MoEFeedForward(nn.Module):
     """Mixture of experts: a router sends each token to its top-k of `n_routed_experts` SwiGLU
     experts (output = weighted sum), and every token also goes through the shared experts.
 
-    Unlike upstream, the top-k weights are renormalised only when k > 1: with k = 1 the weight
+    The top-k weights are renormalised (`norm_topk_prob`) only when k > 1: with k = 1 the weight
     stays the router probability, so the LM loss still trains the router (upstream #858).
+    `norm_top1_prob` renormalises at k = 1 too (weight exactly 1), as minimind-3 and Qwen3-MoE do.
     The load-balancing loss counts each of the k choices (upstream #797 kept a [k, E] axis).
     """
 
@@ -242,7 +243,7 @@ class MoEFeedForward(nn.Module):
         super().__init__()
         self.num_experts = config.n_routed_experts
         self.top_k = config.num_experts_per_tok
-        self.norm_topk_prob = config.norm_topk_prob
+        self.norm_topk_prob = config.norm_topk_prob and (config.num_experts_per_tok > 1 or config.norm_top1_prob)
         self.aux_loss_alpha = config.aux_loss_alpha
         self.seq_aux = config.seq_aux
         self.gate = nn.Linear(config.hidden_size, self.num_experts, bias=False)  # the router
@@ -253,7 +254,7 @@ class MoEFeedForward(nn.Module):
         """x: (B, T, hidden) → router probabilities (B, T, E), top-k weights (B, T, k), expert ids (B, T, k)."""
         probs = self.gate(x).float().softmax(dim=-1)
         topk_weight, topk_index = probs.topk(self.top_k, dim=-1)
-        if self.top_k > 1 and self.norm_topk_prob:
+        if self.norm_topk_prob:
             topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
         return probs, topk_weight, topk_index
 

@@ -9,7 +9,13 @@ OpenAI's chunk objects ending in `data: [DONE]`), `GET /v1/models`, `GET /v1/mod
 `GET /health`. Thinking models put their `<think>` text in `reasoning_content`; request it with
 `"enable_thinking": true` (or `chat_template_kwargs: {"enable_thinking": true}`), cap it with
 `"thinking_budget": N`. Also accepted beyond OpenAI's fields: `top_k`, `repetition_penalty`.
-A field this server cannot honour (`logprobs`, `tools`, `response_format` other than text,
+Tools as OpenAI defines them: `tools` (function signatures, written into the prompt by the chat
+template), `tool_choice` ("auto", "none", "required" or a named function: the prompt then ends
+inside that call), `parallel_tool_calls`; the model's `<tool_call>` blocks come back as
+`tool_calls` with `finish_reason: "tool_calls"` (streamed: one delta naming the call, one with its
+arguments), `tool` messages are its results. A call the model writes malformed (not JSON, an
+unknown tool, no arguments) stays in `content` as the text it wrote.
+A field this server cannot honour (`logprobs`, `functions`, `response_format` other than text,
 non-zero `presence_penalty`/`frequency_penalty`, `logit_bias`, …) is a 400 naming it, never
 silently ignored.
 
@@ -43,6 +49,8 @@ from minimind.commandline import accept_both_spellings
 from minimind.generate import SEED_RANGE, SamplingParams
 from minimind.inference import add_model_flags, load_chat_model, stream_reply
 from minimind.runtime import resolve_device
+from minimind.tokenizer import tool_call_opening
+from minimind.tools import ToolCall, ToolCallStream, ToolSchemaError, check_tool_schemas
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8998
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -79,6 +87,9 @@ class _Job:
     enable_thinking: Optional[bool]
     stop: list[str]
     loop: asyncio.AbstractEventLoop
+    tool_names: Optional[list[str]] = None  # the tools the reply may call (None: the reply is all text)
+    reply_prefix: str = ""  # what the prompt wrote of the reply already (an opened tool call)
+    parallel_tool_calls: bool = True  # False: at most one call per reply
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -168,8 +179,7 @@ class APIError(Exception):
 UNSUPPORTED_FIELDS = {
     "logprobs": (None, False), "top_logprobs": (None, 0), "logit_bias": (None, {}),
     "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
-    "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []), "function_call": (None, "none"),
-    "parallel_tool_calls": (None, False, True), "response_format": (None, {"type": "text"}),
+    "functions": (None, []), "function_call": (None, "none"), "response_format": (None, {"type": "text"}),
     "audio": (None,), "modalities": (None, ["text"]), "prediction": (None,), "web_search_options": (None,),
 }
 TEMPLATE_KWARGS = ("enable_thinking", "open_thinking")
@@ -185,10 +195,22 @@ def _request_models():
         type: Literal["text"]
         text: str
 
+    class FunctionCall(BaseModel):
+        name: str = Field(min_length=1)
+        arguments: Union[str, dict[str, Any]]  # OpenAI sends the JSON text; an object is taken too
+
+    class RequestToolCall(BaseModel):
+        id: Optional[str] = None
+        type: Literal["function"] = "function"
+        function: FunctionCall
+
     class Message(BaseModel):
         model_config = ConfigDict(extra="allow")
-        role: Literal["system", "developer", "user", "assistant"]
+        role: Literal["system", "developer", "user", "assistant", "tool"]
         content: Union[str, list[TextPart], None] = None
+        tool_calls: Optional[list[RequestToolCall]] = None
+        tool_call_id: Optional[str] = None
+        reasoning_content: Optional[str] = None
 
     class StreamOptions(BaseModel):
         include_usage: bool = False
@@ -213,6 +235,9 @@ def _request_models():
         enable_thinking: Optional[bool] = None
         chat_template_kwargs: Optional[dict[str, Any]] = None
         thinking_budget: Optional[int] = Field(None, ge=0)
+        tools: Optional[list[Any]] = None  # checked by minimind.tools.check_tool_schemas, naming the field
+        tool_choice: Union[str, dict[str, Any], None] = None
+        parallel_tool_calls: Optional[bool] = None
 
     return ChatCompletionRequest
 
@@ -223,6 +248,98 @@ def _message_text(message) -> str:
     if isinstance(message.content, str):
         return message.content
     return "".join(part.text for part in message.content)
+
+
+def _template_message(message) -> dict:
+    """A request message as the chat template takes it: its text, and an assistant's tool calls
+    and reasoning."""
+    converted = {"role": "system" if message.role == "developer" else message.role, "content": _message_text(message)}
+    if message.tool_calls:
+        converted["tool_calls"] = [{"id": call.id, "type": "function",
+                                    "function": {"name": call.function.name, "arguments": call.function.arguments}}
+                                   for call in message.tool_calls]
+    if message.reasoning_content is not None:
+        converted["reasoning_content"] = message.reasoning_content
+    return converted
+
+
+def _message_bytes(message: dict, index: int) -> int:
+    """The UTF-8 size of what a message puts into the prompt (its text, its calls' JSON)."""
+    size = _utf8_length(message["content"], f"messages.{index}.content")
+    for number, call in enumerate(message.get("tool_calls", [])):
+        arguments = call["function"]["arguments"]
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+        size += _utf8_length(call["function"]["name"] + text, f"messages.{index}.tool_calls.{number}.function")
+    return size + _utf8_length(message.get("reasoning_content") or "", f"messages.{index}.reasoning_content")
+
+
+def _tool_choice(request) -> tuple[Optional[list[str]], bool, Optional[str]]:
+    """(the names of the tools the reply may call, or None for no tools; whether the prompt opens a
+    call; the tool it opens) from `tools` and `tool_choice`; APIError naming the bad field."""
+    choice = request.tool_choice
+    tools = request.tools or []
+    try:
+        check_tool_schemas(tools)
+    except ToolSchemaError as error:
+        raise APIError(400, str(error), param=error.param) from None
+    names = [tool["function"]["name"] for tool in tools]
+    if choice is None or choice == "auto":
+        return (names or None), False, None
+    if choice == "none":
+        return None, False, None
+    if not names:
+        raise APIError(400, "tool_choice asks for a tool call, but the request offers no tools", param="tool_choice")
+    if choice == "required":
+        return names, True, None
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not (isinstance(choice, dict) and choice.get("type") == "function" and isinstance(name, str)):
+        raise APIError(400, 'tool_choice must be "auto", "none", "required" or {"type": "function", '
+                            f'"function": {{"name": …}}}}, got {choice!r}', param="tool_choice")
+    if name not in names:
+        raise APIError(400, f"tool_choice names {name!r}, which is not one of the tools ({', '.join(names)})",
+                       param="tool_choice.function.name")
+    return [name], True, name
+
+
+class _ReplyShaper:
+    """Turns a job's generated text into OpenAI message deltas: content, and, when tools are on
+    offer, its tool calls (a delta naming each call, then one with its arguments)."""
+
+    def __init__(self, job: _Job):
+        self.job = job
+        self.calls: list[ToolCall] = []
+        self._parser = ToolCallStream(job.tool_names) if job.tool_names is not None else None
+        self._pending_prefix = job.reply_prefix
+
+    def feed(self, text: str) -> list[dict]:
+        if self._parser is None:
+            return [{"content": text}]
+        text, self._pending_prefix = self._pending_prefix + text, ""
+        return self._deltas(self._parser.feed(text))
+
+    def flush(self) -> list[dict]:
+        if self._parser is None:
+            return []
+        return self._deltas(self._parser.feed(self._pending_prefix) + self._parser.flush())
+
+    def _deltas(self, events) -> list[dict]:
+        deltas = []
+        for kind, value in events:
+            if kind == "call":
+                if self.calls and not self.job.parallel_tool_calls:
+                    continue  # parallel_tool_calls=false: the first call only
+                index = len(self.calls)
+                self.calls.append(value)
+                deltas.append({"tool_calls": [{"index": index, "id": value.id, "type": "function",
+                                               "function": {"name": value.name, "arguments": ""}}]})
+                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": value.arguments_json}}]})
+            else:  # content, or the text of a malformed call, which stays the model's text
+                deltas.append({"content": value if kind == "content" else value.text})
+        return deltas
+
+    def finish_reason(self, reason: str) -> str:
+        return "tool_calls" if self.calls and reason == "stop" else reason
 
 
 def _utf8_length(text: str, param: str) -> int:
@@ -409,9 +526,13 @@ def create_app(model, tokenizer, model_name: str = "minimind", default_max_token
             raise APIError(404, f"the model {request.model!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
         refuse_unsupported(request)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": _message_text(m)}
-                    for m in request.messages]
+        messages = [_template_message(m) for m in request.messages]
         thinking = thinking_of(request)
+        tool_names, open_call, tool_name = _tool_choice(request)
+        tools = request.tools if tool_names is not None else None
+        if open_call and thinking:
+            raise APIError(400, "a tool_choice that forces a call cannot be combined with enable_thinking: the call "
+                                "comes after the think block", param="tool_choice")
         max_tokens = request.max_completion_tokens or request.max_tokens
         if max_tokens is not None and max_tokens >= context:
             raise APIError(400, f"max_tokens is {max_tokens}, but this model's context is only {context} tokens",
@@ -425,12 +546,17 @@ def create_app(model, tokenizer, model_name: str = "minimind", default_max_token
         for index, text in enumerate(stop):
             _utf8_length(text, f"stop.{index}")
         # a text of B bytes is at least B / longest_token tokens: a prompt that long is refused untokenized
-        content_bytes = sum(_utf8_length(m["content"], f"messages.{i}.content") for i, m in enumerate(messages))
+        content_bytes = sum(_message_bytes(m, i) for i, m in enumerate(messages))
+        content_bytes += len(json.dumps(tools, ensure_ascii=False).encode()) if tools else 0
         if content_bytes / longest_token >= context:
             raise APIError(400, f"the messages are at least {content_bytes // longest_token} tokens long; "
                                 f"this model's context is {context} tokens", param="messages",
                            code="context_length_exceeded")
-        prompt_ids = await asyncio.to_thread(tokenizer.encode_chat_prompt, messages, thinking)
+        try:
+            prompt_ids = await asyncio.to_thread(tokenizer.encode_chat_prompt, messages, thinking, tools=tools,
+                                                 open_tool_call=open_call, tool_name=tool_name)
+        except ValueError as error:  # what the template refuses: a tool call without a name, …
+            raise APIError(400, str(error), param="messages") from None
         prompt_len = len(prompt_ids)
         if prompt_len >= context:
             raise APIError(400, f"the messages are {prompt_len} tokens long; this model's context is {context} tokens",
@@ -454,7 +580,8 @@ def create_app(model, tokenizer, model_name: str = "minimind", default_max_token
             )
         except ValueError as error:  # a combination the schema cannot see
             raise APIError(400, str(error)) from None
-        return _Job(messages, prompt_ids, params, thinking, stop, asyncio.get_running_loop())
+        return _Job(messages, prompt_ids, params, thinking, stop, asyncio.get_running_loop(), tool_names,
+                    tool_call_opening(tool_name) if open_call else "", request.parallel_tool_calls is not False)
 
     def submit(job: _Job) -> None:
         try:
@@ -497,9 +624,15 @@ def create_app(model, tokenizer, model_name: str = "minimind", default_max_token
             answer.cancel()
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         content, reasoning, finish_reason, prompt_tokens, completion_tokens = answer.result()
-        message = {"role": "assistant", "content": content}
+        shaper = _ReplyShaper(job)
+        deltas = shaper.feed(content) + shaper.flush()
+        text = "".join(delta.get("content", "") for delta in deltas)
+        message = {"role": "assistant", "content": text if text or not shaper.calls else None}
         if reasoning:
             message["reasoning_content"] = reasoning
+        if shaper.calls:
+            message["tool_calls"] = [call.openai() for call in shaper.calls]
+        finish_reason = shaper.finish_reason(finish_reason)
         return {
             "id": completion_id, "object": "chat.completion", "created": now, "model": model_name,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
@@ -511,7 +644,7 @@ def create_app(model, tokenizer, model_name: str = "minimind", default_max_token
 
 
 async def _stream_events(job: _Job, completion_id: str, created: int, model_name: str, include_usage: bool):
-    """Server-sent events: a role delta, content/reasoning deltas, a finish_reason chunk,
+    """Server-sent events: a role delta, content/reasoning/tool-call deltas, a finish_reason chunk,
     optionally a usage chunk, then `data: [DONE]`."""
 
     def chunk(delta: dict, finish_reason=None, **extra) -> str:
@@ -521,13 +654,16 @@ async def _stream_events(job: _Job, completion_id: str, created: int, model_name
             body["usage"] = None
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+    shaper = _ReplyShaper(job)
     try:
         yield chunk({"role": "assistant", "content": ""})
         while True:
             event = await job.events.get()
-            if event[0] == "delta":
-                key = "reasoning_content" if event[1] == "reasoning" else "content"
-                yield chunk({key: event[2]})
+            if event[0] == "delta" and event[1] == "reasoning":
+                yield chunk({"reasoning_content": event[2]})
+            elif event[0] == "delta":
+                for delta in shaper.feed(event[2]):
+                    yield chunk(delta)
             elif event[0] == "error":
                 error = APIError(500, event[1], kind="server_error").body()
                 yield f"data: {json.dumps(error)}\n\n"
@@ -535,7 +671,9 @@ async def _stream_events(job: _Job, completion_id: str, created: int, model_name
                 return
             else:
                 _, finish_reason, prompt_tokens, completion_tokens = event
-                yield chunk({}, finish_reason)
+                for delta in shaper.flush():
+                    yield chunk(delta)
+                yield chunk({}, shaper.finish_reason(finish_reason))
                 if include_usage:
                     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                              "total_tokens": prompt_tokens + completion_tokens}

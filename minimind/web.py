@@ -1,11 +1,13 @@
 """A Streamlit chat demo: pick a model, chat with streamed replies, tune temperature and top-p,
-switch thinking on or off.
+switch thinking on or off, offer tools (a calculator and a directory of the book's people).
 
     minimind web --model sft --model reasoning        # opens http://127.0.0.1:8501
     streamlit run minimind/web.py                     # the same app, models from MINIMIND_WEB_MODELS
 
 Streamlit is an optional extra (`pip install minimind[web]`). The reply is only ever shown as
-text: nothing the model writes is executed (upstream's demo ran `eval` on it, §8.12).
+text: nothing the model writes is executed (upstream's demo ran `eval` on it, §8.12). With
+"Tools" on, the model's tool calls are shown and run by `minimind.tools` (the calculator parses
+arithmetic, it evaluates no code), and each result is fed back for its next reply.
 """
 import argparse
 import json
@@ -19,6 +21,8 @@ from minimind.inference import add_model_flags
 
 MODELS_ENV = "MINIMIND_WEB_MODELS"  # JSON list of model specs (paths or zoo names) the app offers
 OPTIONS_ENV = "MINIMIND_WEB_OPTIONS"  # JSON object: tokenizer, preset, lora, device, dtype
+MAX_TOOL_ROUNDS = 4  # replies in a row that may call tools before the turn ends
+TEMPLATE_KEYS = ("role", "content", "tool_calls", "tool_call_id")  # what of a shown message the template reads
 
 
 def _configured_models() -> list[str]:
@@ -40,6 +44,7 @@ def app() -> None:
 
     from minimind.generate import SamplingParams
     from minimind.inference import load_chat_model, plan_reply, stream_reply
+    from minimind.tools import ParsedReply, ToolCallStream, assistant_message, collect, default_registry
 
     @st.cache_resource(show_spinner="Loading the model…")
     def load(spec: str, options_json: str):
@@ -57,6 +62,9 @@ def app() -> None:
         max_new_tokens = st.slider("Max new tokens", 8, 1024, 256, 8, key="max_new_tokens")
         thinking = st.toggle("Thinking", value=False, key="thinking",
                              help="Open a <think> block so a reasoning model thinks before it answers")
+        use_tools = st.toggle("Tools", value=False, key="tools",
+                              help="Offer a calculator and a directory of the book's people; the model's "
+                                   "calls are run and their results fed back")
         if st.button("Clear conversation", key="clear"):
             st.session_state.messages = []
 
@@ -64,12 +72,23 @@ def app() -> None:
     st.caption(f"{spec}: {model.num_parameters() / 1e6:.2f}M parameters, "
                f"context {model.config.max_position_embeddings} tokens")
     messages = st.session_state.setdefault("messages", [])
+
+    def show_calls(message: dict) -> None:
+        for call in message.get("tool_calls", []):
+            st.code(f"{call['function']['name']}({call['function']['arguments']})", language="text")
+
     for message in messages:
+        if message["role"] == "tool":
+            with st.chat_message("tool", avatar="🔧"):
+                st.code(message["content"], language="text")
+            continue
         with st.chat_message(message["role"]):
             if message.get("reasoning"):
                 with st.expander("Thinking"):
                     st.text(message["reasoning"])
-            st.markdown(message["content"])
+            if message["content"]:
+                st.markdown(message["content"])
+            show_calls(message)
 
     question = st.chat_input("Ask MiniMind something")
     if not question:
@@ -79,30 +98,55 @@ def app() -> None:
         st.markdown(question)
 
     context = model.config.max_position_embeddings
-    history = [{"role": m["role"], "content": m["content"]} for m in messages]
-    with st.chat_message("assistant"):
-        try:
-            history, max_new_tokens = plan_reply(history, tokenizer, context, max_new_tokens, thinking)
-        except ValueError as error:
-            st.error(str(error))
-            messages.pop()
+    registry = default_registry() if use_tools else None
+    tools = registry.schemas() if registry else None
+    for tool_round in range(MAX_TOOL_ROUNDS + 1):
+        history = [{k: m[k] for k in TEMPLATE_KEYS if k in m} for m in messages]
+        with st.chat_message("assistant"):
+            try:
+                history, reply_tokens = plan_reply(history, tokenizer, context, max_new_tokens, thinking, tools)
+            except ValueError as error:
+                st.error(str(error))
+                if tool_round == 0:
+                    messages.pop()
+                return
+            params = SamplingParams.for_tokenizer(tokenizer, temperature=temperature, top_p=top_p,
+                                                  max_new_tokens=reply_tokens)
+            reply = stream_reply(model, tokenizer, history, params, enable_thinking=thinking, tools=tools)
+            reasoning_box = st.expander("Thinking", expanded=True).empty() if thinking else None
+            calls = ToolCallStream(registry.names) if registry else None
+            parsed = ParsedReply()
+
+            def shown_text(events) -> list[str]:
+                collect(events, parsed)
+                return [value for kind, value in events if kind == "content"]
+
+            def answer_pieces():
+                for channel, text in reply:
+                    if channel == "content":
+                        yield from shown_text(calls.feed(text) if calls else [("content", text)])
+                    elif reasoning_box is not None:
+                        reasoning_box.text(reply.reasoning)
+                if calls:
+                    yield from shown_text(calls.flush())
+
+            st.write_stream(answer_pieces())
+            message = assistant_message(parsed) if registry else {"role": "assistant", "content": reply.content}
+            show_calls(message)
+            for bad in parsed.malformed:
+                st.warning(f"malformed tool call ({bad.reason}): {bad.text}")
+            st.caption(f"{reply.completion_tokens} tokens · {reply.tokens_per_second:.1f} tokens/s · "
+                       f"finish: {reply.finish_reason}")
+        messages.append({**message, "reasoning": reply.reasoning})
+        if registry is None or reply.finish_reason != "stop" or not (parsed.calls or parsed.malformed):
             return
-        params = SamplingParams.for_tokenizer(tokenizer, temperature=temperature, top_p=top_p,
-                                              max_new_tokens=max_new_tokens)
-        reply = stream_reply(model, tokenizer, history, params, enable_thinking=thinking)
-        reasoning_box = st.expander("Thinking", expanded=True).empty() if thinking else None
-
-        def answer_pieces():
-            for channel, text in reply:
-                if channel == "content":
-                    yield text
-                elif reasoning_box is not None:
-                    reasoning_box.text(reply.reasoning)
-
-        st.write_stream(answer_pieces())
-        st.caption(f"{reply.completion_tokens} tokens · {reply.tokens_per_second:.1f} tokens/s · "
-                   f"finish: {reply.finish_reason}")
-    messages.append({"role": "assistant", "content": reply.content, "reasoning": reply.reasoning})
+        if tool_round == MAX_TOOL_ROUNDS:
+            st.info(f"The model is still calling tools after {MAX_TOOL_ROUNDS} rounds; the turn ends here.")
+            return
+        for result in registry.respond(parsed):
+            messages.append(result)
+            with st.chat_message("tool", avatar="🔧"):
+                st.code(result["content"], language="text")
 
 
 def build_parser() -> argparse.ArgumentParser:

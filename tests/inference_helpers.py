@@ -40,3 +40,34 @@ def save_tiny_checkpoint(directory, seed: int = 0, **overrides):
     save_model(model, directory)
     tokenizer.save(directory)
     return model, tokenizer
+
+
+class ScriptedModel(torch.nn.Module):
+    """A model that writes the reply `script(prompt_text)` returns, token by token, then
+    <|im_end|>: the tiny model's real forward pass (caches and shapes as in use), its last logits
+    replaced. It records every prompt it was given (`prompts`), so a test sees what was rendered."""
+
+    def __init__(self, inner, tokenizer, script):
+        super().__init__()
+        self.inner, self.config, self.tokenizer, self.script = inner, inner.config, tokenizer, script
+        self.prompts: list[str] = []
+        self._reply: list[int] = []
+        self._step = 0
+
+    def num_parameters(self) -> int:
+        return self.inner.num_parameters()
+
+    def forward(self, input_ids, *args, cache=None, **kwargs):
+        from minimind.tokenizer import EOS_ID
+
+        starting = cache is None or cache.length == 0
+        output = self.inner(input_ids, *args, cache=cache, **kwargs)
+        if starting:
+            prompt = self.tokenizer.decode(input_ids[0].tolist())
+            self.prompts.append(prompt)
+            self._reply, self._step = self.tokenizer.encode(self.script(prompt)) + [EOS_ID], 0
+        token = self._reply[min(self._step, len(self._reply) - 1)]
+        self._step += 1
+        output.logits[:, -1, :] = float("-inf")
+        output.logits[:, -1, token] = 0.0
+        return output

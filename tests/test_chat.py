@@ -9,7 +9,7 @@ import torch
 from minimind.chat import main
 from minimind.inference import ThinkingSplitter, fit_history, load_chat_model, plan_reply, stream_reply
 from minimind.generate import SamplingParams, generate
-from inference_helpers import save_tiny_checkpoint, tiny_model, tiny_tokenizer
+from inference_helpers import ScriptedModel, save_tiny_checkpoint, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def test_cli_after_ctrl_c_prints_the_tokens_and_cancelled(checkpoint, capsys, mo
     directory, _, _ = checkpoint
     import minimind.chat as chat_module
 
-    def interrupted(reply, out, show_reasoning_header):
+    def interrupted(reply, out, show_reasoning_header, tools=None):
         for count, _ in enumerate(reply, start=1):
             if count == 3:
                 raise KeyboardInterrupt
@@ -329,3 +329,55 @@ def test_cli_quotes_the_max_new_tokens_it_was_given_for_an_over_long_message(che
                  "--prompt", "Pelum lives in Varo. " * 60]) == 2
     err = capsys.readouterr().err
     assert "max_new_tokens=512" in err and "at least 128 tokens" in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools: calls shown, run, their results fed back for the next reply.
+
+def scripted_chat(monkeypatch, script):
+    from minimind import chat
+
+    tokenizer = tiny_tokenizer()
+    model = ScriptedModel(tiny_model(tokenizer.vocab_size, max_position_embeddings=4096), tokenizer, script)
+    monkeypatch.setattr(chat, "load_chat_model", lambda *args: (model, tokenizer))
+    return model, tokenizer
+
+
+CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
+
+
+def test_chat_runs_a_tool_call_and_answers_with_its_result(monkeypatch, capsys):
+    model, tokenizer = scripted_chat(monkeypatch, lambda prompt: "6*7 is 42." if "<tool_response>" in prompt else CALL)
+    assert main(["--model", "scripted", "--tools", "--temperature", "0", "--prompt", "What is 6*7?"]) == 0
+    out = capsys.readouterr().out
+    assert '[tool call] calculator({"expression": "6*7"})' in out and "<tool_call>" not in out
+    assert "[tool result] 42\n" in out and out.rstrip().endswith("6*7 is 42.")
+    first, second = model.prompts
+    assert '"name": "calculator"' in first and '"name": "lookup_person"' in first  # the signatures were offered
+    assert second.endswith("<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    assert CALL + "<|im_end|>" in second  # the call went back into the history as the model wrote it
+
+
+def test_chat_answers_a_malformed_call_with_an_error_the_model_can_read(monkeypatch, capsys):
+    bad = '<tool_call>\n{"name": "weather", "arguments": {}}\n</tool_call>'
+    model, _ = scripted_chat(monkeypatch, lambda prompt: "Sorry." if "<tool_response>" in prompt else bad)
+    assert main(["--model", "scripted", "--tools", "--temperature", "0", "--prompt", "Weather?"]) == 0
+    out = capsys.readouterr().out
+    assert "[malformed tool call: unknown tool 'weather' (the tools are: calculator, lookup_person)]" in out
+    assert "[tool result] error: unknown tool 'weather'" in out
+    assert "error: unknown tool 'weather'" in model.prompts[-1] and out.rstrip().endswith("Sorry.")
+
+
+def test_chat_stops_a_model_that_never_stops_calling_tools(monkeypatch, capsys):
+    model, _ = scripted_chat(monkeypatch, lambda prompt: CALL)
+    assert main(["--model", "scripted", "--tools", "--max_tool_rounds", "2", "--temperature", "0",
+                 "--prompt", "Loop?"]) == 0
+    captured = capsys.readouterr()
+    assert len(model.prompts) == 3 and captured.out.count("[tool result] 42") == 2
+    assert "still calling tools after 2 rounds" in captured.err
+
+
+def test_without_tools_a_call_is_printed_as_text(monkeypatch, capsys):
+    model, _ = scripted_chat(monkeypatch, lambda prompt: CALL)
+    assert main(["--model", "scripted", "--temperature", "0", "--prompt", "6*7?"]) == 0
+    assert CALL in capsys.readouterr().out and len(model.prompts) == 1 and "<tools>" not in model.prompts[0]

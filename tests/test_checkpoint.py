@@ -14,7 +14,7 @@ from minimind.checkpoint import (
 )
 from minimind.config import get_config
 from minimind.files import atomic_save_bytes, atomic_write
-from minimind.formats import config_from_state_dict
+from minimind.formats import RoutingNotInLayout, config_from_state_dict, layout_from_state_dict
 from minimind.model import MiniMind
 
 
@@ -100,12 +100,82 @@ def test_upstream_pth_loads_strictly_and_infers_its_config(tmp_path):
 
 def test_upstream_moe_and_qk_norm_layouts_are_inferred_from_shapes():
     moe = build("tiny-moe", n_shared_experts=2)
-    inferred = config_from_state_dict(moe.state_dict(), num_attention_heads=4)
-    assert (inferred.use_moe, inferred.n_routed_experts, inferred.n_shared_experts) == (True, 4, 2)
+    layout = layout_from_state_dict(moe.state_dict(), num_attention_heads=4)
+    assert (layout["use_moe"], layout["n_routed_experts"], layout["n_shared_experts"]) == (True, 4, 2)
     v3 = build("tiny", qk_norm=True, num_attention_heads=8, num_key_value_heads=4)
     inferred = config_from_state_dict(v3.state_dict())
     assert (inferred.qk_norm, inferred.num_attention_heads, inferred.head_dim, inferred.num_key_value_heads) == (
         True, 8, 8, 4)
+
+
+MINIMIND3_MOE_SMALL = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, intermediate_size=96, max_position_embeddings=256)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_moe_file_without_its_config_is_refused_naming_what_to_pass(tmp_path, suffix):
+    """Its shapes say how many experts there are, not how tokens are routed: never guessed."""
+    from safetensors.torch import save_file
+
+    cases = {"minimind3-moe": build("minimind3-moe", **MINIMIND3_MOE_SMALL),
+             "minimind2-moe": build("tiny-moe")}
+    for preset, model in cases.items():
+        path = tmp_path / f"{preset}{suffix}"
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        torch.save(upstream_state_dict(model), path) if suffix == ".pth" else save_file(state, str(path))
+        with pytest.raises(ValueError) as error:
+            load_model(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: a mixture-of-experts checkpoint") and "num_experts_per_tok" in message
+        assert f"get_config({preset!r}, " in message and "hidden_size=64" in message
+        assert load_model(path, config=model.config).config == model.config
+
+
+def test_a_full_size_minimind3_moe_layout_is_pointed_at_its_preset():
+    with torch.device("meta"):  # shapes only: 198M parameters need no memory here
+        state = MiniMind(get_config("minimind3-moe")).state_dict()
+    with pytest.raises(RoutingNotInLayout, match=r"--preset minimind3-moe \(num_experts_per_tok=1, "
+                                                 r"norm_topk_prob=True, norm_top1_prob=True\)"):
+        config_from_state_dict(state)
+
+
+def test_minimind3_moe_pth_with_its_preset_routes_each_token_to_one_expert_at_weight_one(tmp_path):
+    model = build("minimind3-moe", **MINIMIND3_MOE_SMALL)
+    torch.save(upstream_state_dict(model), tmp_path / "full_sft_64_moe.pth")
+    loaded = load_model(tmp_path / "full_sft_64_moe.pth", config=get_config("minimind3-moe", **MINIMIND3_MOE_SMALL))
+    moe = loaded.model.layers[0].mlp
+    assert len(moe.shared_experts) == 0
+    hidden = loaded.model.embed_tokens(IDS)
+    _, weights, index = moe.route(hidden)
+    assert weights.shape[-1] == 1 and torch.equal(weights, torch.ones_like(weights))  # as upstream: p / p
+    # the same file read as if it routed like the book's top-1 (weight = the probability) computes
+    # something else: why the routing is never guessed
+    raw = load_model(tmp_path / "full_sft_64_moe.pth", config=get_config("minimind3-moe", **MINIMIND3_MOE_SMALL,
+                                                                          norm_top1_prob=False))
+    assert (raw(IDS).logits - loaded(IDS).logits).abs().max() > 1e-3
+
+
+def test_upstream_minimind3_transformers_folder_with_a_moe_config_loads_its_routing(tmp_path):
+    from safetensors.torch import save_file
+
+    model = build("minimind3-moe", **MINIMIND3_MOE_SMALL)
+    upstream_config = {  # the fields minimind-3's MiniMindConfig writes
+        "architectures": ["MiniMindForCausalLM"], "model_type": "minimind", "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 256,
+        "intermediate_size": 96, "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 1e6,
+        "hidden_act": "silu", "use_moe": True, "num_experts": 4, "num_experts_per_tok": 1,
+        "moe_intermediate_size": 96, "norm_topk_prob": True, "router_aux_loss_coef": 5e-4,
+        "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2, "flash_attn": True,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(upstream_config))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"},
+              str(tmp_path / "model.safetensors"))
+    loaded = load_model(tmp_path)
+    routing = {k: getattr(loaded.config, k) for k in ("num_experts_per_tok", "n_shared_experts", "norm_topk_prob",
+                                                      "norm_top1_prob", "aux_loss_alpha", "seq_aux")}
+    assert routing == {"num_experts_per_tok": 1, "n_shared_experts": 0, "norm_topk_prob": True,
+                       "norm_top1_prob": True, "aux_loss_alpha": 5e-4, "seq_aux": False}
+    torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, atol=0, rtol=0)
 
 
 def test_upstream_resume_file_and_ddp_prefixes_are_understood(tmp_path):

@@ -21,7 +21,13 @@ UPSTREAM_LINES = {
     "sft": ['{"conversations": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}',
             '{"conversations": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, '
             '{"role": "assistant", "content": "<think>\\n想\\n</think>\\n<answer>\\n答\\n</answer>", '
-            '"reasoning_content": ""}], "id": 7}'],
+            '"reasoning_content": ""}], "id": 7}',
+            # tool use as upstream's SFT data writes it: signatures and calls as JSON strings
+            '{"conversations": [{"role": "system", "content": "", "tools": "[{\\"type\\": \\"function\\", '
+            '\\"function\\": {\\"name\\": \\"calculator\\"}}]"}, {"role": "user", "content": "6*7?"}, '
+            '{"role": "assistant", "content": null, "tool_calls": "[{\\"name\\": \\"calculator\\", '
+            '\\"arguments\\": {\\"expression\\": \\"6*7\\"}}]"}, {"role": "tool", "content": "42"}, '
+            '{"role": "assistant", "content": "42"}]}'],
     "dpo": ['{"chosen": [{"content": "q", "role": "user"}, {"content": "good", "role": "assistant"}], '
             '"rejected": [{"content": "q", "role": "user"}, {"content": "bad", "role": "assistant"}]}'],
 }
@@ -39,6 +45,10 @@ BAD_LINES = [  # (schema, line, what the error says)
     ("sft", '{"conversations": [{"role": "user"}]}', "missing field 'content'"),
     ("sft", '{"conversations": [{"role": "user", "content": null}]}', "content must be a string"),
     ("sft", '{"conversations": ["hi"]}', "must be an object"),
+    ("sft", '{"conversations": [{"role": "assistant", "content": null, "tool_calls": [{"arguments": {}}]}]}',
+     "conversations[0].tool_calls[0].name must be a non-empty string"),
+    ("sft", '{"conversations": [{"role": "system", "content": "", "tools": "[oops"}]}', "tools is a string but not valid JSON"),
+    ("sft", '{"conversations": [{"role": "tool", "content": null}]}', "content must be a string"),
     ("dpo", '{"chosen": [{"role": "user", "content": "x"}]}', "missing field 'rejected'"),
     ("dpo", '{"chosen": [{"role": "user", "content": "x"}], "rejected": []}', "'rejected' is an empty conversation"),
 ]

@@ -227,3 +227,23 @@ def test_a_document_of_megabytes_on_one_line_is_tokenized_in_bounded_memory(tmp_
     growth_mib = (measured["peak_kib"] - measured["base_kib"]) / 1024
     assert measured["tokens"] > LONG_LINE_MIB << 18  # the whole document was tokenized
     assert growth_mib < LONG_LINE_GROWTH_BOUND_MIB, f"RSS grew by {growth_mib:.0f} MiB for a {LONG_LINE_MIB} MiB line"
+
+
+def test_sft_tool_conversations_supervise_the_calls_and_not_the_results(tokenizer, tmp_path):
+    """Upstream's tool-use SFT rows (signatures on the system message, calls as JSON strings) through
+    the real data path: the call and the answer are targets; the signatures and the result are not."""
+    tools = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
+    calls = [{"name": "calculator", "arguments": {"expression": "6*7"}}]
+    row = {"conversations": [
+        {"role": "system", "content": "", "tools": json.dumps(tools)}, {"role": "user", "content": "6*7?"},
+        {"role": "assistant", "content": None, "tool_calls": json.dumps(calls)},
+        {"role": "tool", "content": "42"}, {"role": "assistant", "content": "42"}]}
+    path = tmp_path / "tools.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    example = SFTDataset(path, tokenizer, max_seq_len=1024)[0]
+    ids, labels = example["input_ids"].tolist(), example["labels"].tolist()
+    supervised = tokenizer.decode([i for i, label in zip(ids, labels) if label != -100])
+    assert supervised == ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
+                          "<|im_end|>\n42<|im_end|>\n")
+    assert ids == tokenizer.render_conversation(row["conversations"])[0]
+    assert "# Tools" in tokenizer.decode(ids)

@@ -1,7 +1,7 @@
 """GGUF export, read back with `gguf.GGUFReader`: metadata, tokenizer fields, tensor names, shapes
 and values; a forward pass written from llama.cpp's conventions (adjacent-pair RoPE for `llama`)
 on the file's tensors alone reproduces our logits; llama.cpp's pre-tokenizer regexes with our BPE
-reproduce our token ids; the Ollama Modelfile."""
+reproduce our token ids; minimind-3's MoE as `qwen3moe`; the Ollama Modelfile."""
 import json
 from pathlib import Path
 
@@ -94,7 +94,8 @@ def rms_norm(x, weight, eps):
 
 def llama_cpp_forward(path, ids) -> np.ndarray:
     """Logits of `ids` computed from the GGUF file alone, with llama.cpp's conventions: RoPE
-    rotates adjacent pairs (x[2i], x[2i+1]) for `llama` and halves (x[i], x[i+d/2]) for `qwen3`."""
+    rotates adjacent pairs (x[2i], x[2i+1]) for `llama` and halves (x[i], x[i+d/2]) for `qwen3` and
+    `qwen3moe`, whose experts are a softmax router's top `expert_used_count`, weights renormalised."""
     reader = GGUFReader(path)
     arch = field(reader, "general.architecture")
     meta = lambda key: field(reader, f"{arch}.{key}")  # noqa: E731
@@ -121,7 +122,7 @@ def llama_cpp_forward(path, ids) -> np.ndarray:
         q = (h @ p("attn_q").T).reshape(T, heads, head_dim)
         k = (h @ p("attn_k").T).reshape(T, kv_heads, head_dim)
         v = (h @ p("attn_v").T).reshape(T, kv_heads, head_dim)
-        if arch == "qwen3":
+        if arch in ("qwen3", "qwen3moe"):
             q, k = rms_norm(q, p("attn_q_norm"), eps), rms_norm(k, p("attn_k_norm"), eps)
         q, k = rope(q), rope(k)
         k, v = np.repeat(k, heads // kv_heads, axis=1), np.repeat(v, heads // kv_heads, axis=1)
@@ -131,8 +132,20 @@ def llama_cpp_forward(path, ids) -> np.ndarray:
         attn /= attn.sum(-1, keepdims=True)
         x = x + np.einsum("hts,shd->thd", attn, v).reshape(T, heads * head_dim) @ p("attn_output").T
         h = rms_norm(x, p("ffn_norm"), eps)
-        gate = h @ p("ffn_gate").T
-        x = x + ((gate / (1 + np.exp(-gate))) * (h @ p("ffn_up").T)) @ p("ffn_down").T
+        if arch != "qwen3moe":
+            gate = h @ p("ffn_gate").T
+            x = x + ((gate / (1 + np.exp(-gate))) * (h @ p("ffn_up").T)) @ p("ffn_down").T
+            continue
+        logits = h @ p("ffn_gate_inp").T  # (T, experts)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        chosen = np.argsort(-probs, axis=-1)[:, :meta("expert_used_count")]
+        weights = np.take_along_axis(probs, chosen, -1)
+        weights /= weights.sum(-1, keepdims=True)
+        for t in range(T):
+            for e, weight in zip(chosen[t], weights[t]):
+                gate = p("ffn_gate_exps")[e] @ h[t]
+                x[t] += weight * (p("ffn_down_exps")[e] @ ((gate / (1 + np.exp(-gate))) * (p("ffn_up_exps")[e] @ h[t])))
     x = rms_norm(x, w["output_norm.weight"], eps)
     return x @ w.get("output.weight", w["token_embd.weight"]).T
 
@@ -240,10 +253,48 @@ def test_modelfile_points_at_the_gguf_with_chatml_stops(tokenizer, tmp_path):
     assert path.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+MINIMIND3_MOE = dict(qk_norm=True, rms_norm_eps=1e-6, use_moe=True, n_routed_experts=4, num_experts_per_tok=1,
+                     n_shared_experts=0, norm_top1_prob=True, std=0.1)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_minimind3_moe_exports_as_qwen3moe_and_the_file_computes_our_logits(tokenizer, tmp_path, top_k):
+    model = tiny_model(tokenizer.vocab_size, **{**MINIMIND3_MOE, "num_experts_per_tok": top_k})
+    path = export_gguf(model, tokenizer, tmp_path / "moe.gguf")
+    reader = GGUFReader(path)
+    config = model.config
+    assert field(reader, "general.architecture") == "qwen3moe"
+    assert (field(reader, "qwen3moe.expert_count"), field(reader, "qwen3moe.expert_used_count"),
+            field(reader, "qwen3moe.expert_feed_forward_length")) == (4, top_k, config.intermediate_size)
+    tensors = {t.name: t for t in reader.tensors}
+    assert "blk.0.ffn_gate.weight" not in tensors and "blk.1.attn_q_norm.weight" in tensors
+    state = model.state_dict()
+    assert np.array_equal(np.array(tensors["blk.1.ffn_down_exps.weight"].data),
+                          torch.stack([state[f"model.layers.1.mlp.experts.{e}.down_proj.weight"]
+                                       for e in range(4)]).numpy())
+    assert list(tensors["blk.0.ffn_gate_inp.weight"].shape) == [config.hidden_size, 4]
+    ids = tokenizer.encode("Pelum lives in Varo. 佩伦住在瓦罗。")
+    ours = model(torch.tensor([ids])).logits[0].detach().double().numpy()
+    assert np.abs(ours - llama_cpp_forward(path, ids)).max() < 1e-4
+
+
+def test_minimind3_dense_exports_as_qwen3_and_the_template_follows_the_tokenizer(tokenizer, tmp_path):
+    from minimind.tokenizer import MINIMIND3_CHAT_TEMPLATE
+
+    model = tiny_model(tokenizer.vocab_size, qk_norm=True, rms_norm_eps=1e-6, num_key_value_heads=2, std=0.1)
+    minimind3 = MiniMindTokenizer(tokenizer.backend, chat_template="minimind3")
+    reader = GGUFReader(export_gguf(model, minimind3, tmp_path / "dense.gguf"))
+    assert field(reader, "general.architecture") == "qwen3"
+    assert field(reader, "tokenizer.chat_template") == MINIMIND3_CHAT_TEMPLATE
+
+
 def test_moe_and_bad_dtype_are_refused(tokenizer, tmp_path):
     moe = tiny_model(tokenizer.vocab_size, use_moe=True)
     with pytest.raises(ValueError, match="dense"):
         export_gguf(moe, tokenizer, tmp_path / "moe.gguf")
+    unnormalised = tiny_model(tokenizer.vocab_size, **{**MINIMIND3_MOE, "norm_top1_prob": False})
+    with pytest.raises(ValueError, match="renormalised"):
+        export_gguf(unnormalised, tokenizer, tmp_path / "moe.gguf")
     with pytest.raises(ValueError, match="dtype"):
         export_gguf(tiny_model(tokenizer.vocab_size), tokenizer, tmp_path / "x.gguf", dtype="q4")
     assert not (tmp_path / "moe.gguf").exists()

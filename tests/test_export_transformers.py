@@ -1,4 +1,4 @@
-"""Exported folders load in transformers as Llama / Qwen3 / GraniteMoeShared and give our logits."""
+"""Exported folders load in transformers as Llama / Qwen3 / Qwen3-MoE / GraniteMoeShared and give our logits."""
 import pytest
 import torch
 
@@ -11,6 +11,8 @@ from minimind.model import MiniMind
 transformers = pytest.importorskip("transformers")
 
 TOLERANCE = 1e-4  # fp32
+MINIMIND3_SMALL = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=96, max_position_embeddings=256)
 CASES = {
     "llama": ("tiny", {}, "LlamaForCausalLM"),
     "llama-untied": ("tiny", {"tie_word_embeddings": False}, "LlamaForCausalLM"),
@@ -21,6 +23,16 @@ CASES = {
     "moe": ("tiny-moe", {}, "GraniteMoeSharedForCausalLM"),
     "moe-top3-two-shared": ("tiny-moe", {"num_experts_per_tok": 3, "n_shared_experts": 2},
                             "GraniteMoeSharedForCausalLM"),
+    "moe-top1-renormalised": ("tiny-moe", {"num_experts_per_tok": 1, "norm_top1_prob": True},
+                              "GraniteMoeSharedForCausalLM"),
+    "minimind3": ("minimind3", dict(MINIMIND3_SMALL), "Qwen3ForCausalLM"),
+    # minimind-3's MoE (top-1, its weight renormalised to 1, no shared expert), then k = 2, then a
+    # top-1 router whose weight stays the probability (Qwen3-MoE's norm_topk_prob=False)
+    "minimind3-moe": ("minimind3-moe", dict(MINIMIND3_SMALL), "Qwen3MoeForCausalLM"),
+    "qwen3-moe-top2": ("minimind3-moe", dict(MINIMIND3_SMALL, num_experts_per_tok=2, norm_top1_prob=False),
+                       "Qwen3MoeForCausalLM"),
+    "qwen3-moe-top1-unnormalised": ("minimind3-moe", dict(MINIMIND3_SMALL, norm_topk_prob=False, norm_top1_prob=False),
+                                    "Qwen3MoeForCausalLM"),
 }
 
 

@@ -343,7 +343,7 @@ def test_in_range_inputs_are_answered_or_refused_never_a_500(server, body, statu
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"frequency_penalty": 3.0}, "frequency_penalty"), ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"logit_bias": {"5": 10}}, "logit_bias"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ({"chat_template_kwargs": {"enable_thinking": "false"}}, "chat_template_kwargs.enable_thinking"),
     ({"chat_template_kwargs": {"add_vision_id": True}}, "chat_template_kwargs.add_vision_id"),
 ])

@@ -105,3 +105,66 @@ def test_launcher_runs_streamlit_on_loopback(monkeypatch):
 def test_model_output_is_never_executed():
     source = Path(APP).read_text()
     assert "eval(" not in source and "exec(" not in source and "unsafe_allow_html" not in source
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools: the calls a (scripted) model makes are shown, run, and their results fed back.
+
+CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
+
+
+@pytest.fixture()
+def tool_app(monkeypatch, request):
+    import minimind.inference
+
+    from inference_helpers import ScriptedModel, tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    replies = {"script": lambda prompt: "6*7 is 42." if "<tool_response>" in prompt else CALL}
+    model = ScriptedModel(tiny_model(tokenizer.vocab_size, max_position_embeddings=4096), tokenizer,
+                          lambda prompt: replies["script"](prompt))
+    monkeypatch.setattr(minimind.inference, "load_chat_model", lambda *args: (model, tokenizer))
+    # a name of its own per test: the app caches a loaded model by its name
+    monkeypatch.setenv(web.MODELS_ENV, json.dumps([f"scripted-{request.node.name}"]))
+    monkeypatch.setenv(web.OPTIONS_ENV, json.dumps({"device": "cpu"}))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    set_greedy(at, max_new_tokens=256)
+    return at, model, replies
+
+
+def test_tools_toggle_runs_a_call_and_answers_with_its_result(tool_app):
+    at, model, _ = tool_app
+    at.toggle(key="tools").set_value(True).run()
+    at.chat_input[0].set_value("What is 6*7?").run()
+    assert not at.exception
+    assert [m["role"] for m in at.session_state["messages"]] == ["user", "assistant", "tool", "assistant"]
+    call, result, answer = at.session_state["messages"][1:]
+    assert call["tool_calls"][0]["function"] == {"name": "calculator", "arguments": '{"expression": "6*7"}'}
+    assert result["content"] == "42" and answer["content"] == "6*7 is 42."
+    assert [m.name for m in at.chat_message] == ["user", "assistant", "tool", "assistant"]
+    assert at.chat_message[1].code[0].value == 'calculator({"expression": "6*7"})'
+    assert at.chat_message[2].code[0].value == "42"
+    assert "<tool_response>\n42\n</tool_response>" in model.prompts[-1]
+    at.chat_input[0].set_value("Thanks").run()  # the history with its call and result renders again
+    assert not at.exception and at.chat_message[2].code[0].value == "42"
+
+
+def test_a_malformed_call_is_flagged_and_answered_with_an_error(tool_app):
+    at, model, replies = tool_app
+    bad = '<tool_call>\n{"name": "weather", "arguments": {}}\n</tool_call>'
+    replies["script"] = lambda prompt: "Sorry." if "<tool_response>" in prompt else bad
+    at.toggle(key="tools").set_value(True).run()
+    at.chat_input[0].set_value("Weather?").run()
+    assert not at.exception
+    assert "unknown tool 'weather'" in at.warning[0].value
+    assert at.session_state["messages"][2]["content"].startswith("error: unknown tool 'weather'")
+    assert at.session_state["messages"][-1]["content"] == "Sorry."
+
+
+def test_without_the_toggle_no_tools_are_offered(tool_app):
+    at, model, _ = tool_app
+    at.chat_input[0].set_value("What is 6*7?").run()
+    assert [m["role"] for m in at.session_state["messages"]] == ["user", "assistant"]
+    assert "<tools>" not in model.prompts[-1] and at.session_state["messages"][-1]["content"] == CALL

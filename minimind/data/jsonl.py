@@ -7,7 +7,10 @@ time, so multi-gigabyte corpora stream in bounded memory.
 Schemas (extra keys such as `reasoning_content` are allowed everywhere):
 
 - ``"pretrain"``: ``{"text": str}`` (non-empty)
-- ``"sft"``: ``{"conversations": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (non-empty)
+- ``"sft"``: ``{"conversations": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]}``
+  (non-empty); tool use as upstream's SFT data writes it: the first system message may carry
+  ``"tools"`` (the signatures, a list or a JSON string), an assistant message ``"tool_calls"``
+  (then its content may be null)
 - ``"dpo"``: ``{"chosen": [messages], "rejected": [messages]}``, each a valid conversation
   (`check_preference_pair` adds what DPO training needs: one prompt, two different replies)
 - ``None``: any JSON object
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from minimind.tokenizer import ROLES
+from minimind.tokenizer import CHAT_ROLES, check_messages, tools_of
 
 SCHEMAS = (None, "pretrain", "sft", "dpo")
 
@@ -58,7 +61,8 @@ class JsonlReport:
 
 def check_conversation(messages, what: str = "conversations") -> None:
     """Raise ValueError (without location) unless `messages` is a non-empty list of
-    ``{"role": known role, "content": str}`` dicts."""
+    ``{"role": known role, "content": str}`` dicts (an assistant's content may be null when it
+    makes tool calls), whose tool fields the chat template can render."""
     if not isinstance(messages, list):
         raise ValueError(f"{what!r} must be a list of messages, got {type(messages).__name__}")
     if not messages:
@@ -66,14 +70,17 @@ def check_conversation(messages, what: str = "conversations") -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ValueError(f"{what}[{i}] must be an object, got {type(message).__name__}")
-        for key in ("role", "content"):
+        calls = message.get("role") == "assistant" and bool(message.get("tool_calls"))
+        for key in ("role", "content")[:1 if calls else 2]:
             if key not in message:
                 raise ValueError(f"{what}[{i}] is missing field {key!r}")
-        role, content = message["role"], message["content"]
-        if role not in ROLES:
-            raise ValueError(f"{what}[{i}] has unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        if not isinstance(content, str):
+        role, content = message["role"], message.get("content")
+        if role not in CHAT_ROLES:
+            raise ValueError(f"{what}[{i}] has unknown role {role!r} (expected one of {', '.join(CHAT_ROLES)})")
+        if not isinstance(content, str) and not (calls and content is None):
             raise ValueError(f"{what}[{i}].content must be a string, got {type(content).__name__}")
+    check_messages(messages, what)  # the tool fields: calls with a name and arguments, …
+    tools_of(messages)
 
 
 def check_row(row, schema: Optional[str]) -> None:
@@ -115,10 +122,16 @@ def check_preference_pair(row: dict) -> None:
     rejected_prompt, rejected_reply = _prompt_and_reply(row["rejected"], "rejected")
     if chosen_prompt != rejected_prompt:
         raise ValueError("chosen and rejected must share the prompt (every message before the last reply)")
-    if chosen_reply["content"] == rejected_reply["content"]:
+    if _reply_of(chosen_reply) == _reply_of(rejected_reply):
         raise ValueError("chosen and rejected replies are identical: the pair expresses no preference")
-    if not chosen_reply["content"].strip() or not rejected_reply["content"].strip():
+    if not _reply_of(chosen_reply).strip() or not _reply_of(rejected_reply).strip():
         raise ValueError("a reply is empty")
+
+
+def _reply_of(message: dict) -> str:
+    """What an assistant message says: its text and its tool calls."""
+    calls = message.get("tool_calls")
+    return (message.get("content") or "") + (json.dumps(calls, ensure_ascii=False) if calls else "")
 
 
 def read_jsonl(path, schema: Optional[str] = None, skip_bad: bool = False,

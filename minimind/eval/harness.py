@@ -134,9 +134,9 @@ class MiniMindLM(TemplateLM):
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
 
     def chat_template(self, chat_template=False) -> Optional[str]:
-        from minimind.tokenizer import CHAT_TEMPLATE
+        from minimind.tokenizer import CHAT_TEMPLATES
 
-        return CHAT_TEMPLATE if chat_template else None
+        return CHAT_TEMPLATES[self.tokenizer.chat_template] if chat_template else None
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(chat_history, add_generation_prompt=add_generation_prompt)

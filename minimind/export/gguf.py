@@ -1,8 +1,10 @@
 """Export to GGUF, the single-file format of llama.cpp and Ollama, plus an Ollama `Modelfile`.
 
 A dense MiniMind is a Llama (MiniMind2 layout) or a Qwen3 (q/k-norm, minimind-3 layout) as far
-as llama.cpp is concerned, so the file uses that architecture; the tensor names come from the
-`gguf` package's own name map for it. Three details decide whether llama.cpp reproduces our
+as llama.cpp is concerned, and minimind-3's MoE a Qwen3-MoE (`qwen3moe`: experts stacked into one
+tensor each for gate, up and down; llama.cpp renormalises the top-k weights, so only a MoE that
+does is exported); the file uses that architecture, the tensor names come from the `gguf`
+package's own name map for it. Three details decide whether llama.cpp reproduces our
 model, and each has a test:
 
 - Rotary layout. We (like transformers) rotate the two halves of each head, `(x_i, x_{i+d/2})`;
@@ -25,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minimind.tokenizer import BOS_ID, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, EOS_ID, PAD_ID
+from minimind.formats import renormalises_top_k
+from minimind.tokenizer import BOS_ID, CHAT_TEMPLATES, DEFAULT_SYSTEM_PROMPT, EOS_ID, PAD_ID
 
 GGUF_DTYPES = ("f32", "f16")
 
@@ -107,11 +110,19 @@ def _tensors(model, architecture: str, dtype: str):
     import gguf
 
     config = model.config
-    arch = gguf.MODEL_ARCH.LLAMA if architecture == "llama" else gguf.MODEL_ARCH.QWEN3
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    for key, tensor in model.state_dict().items():
+    arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen3": gguf.MODEL_ARCH.QWEN3, "qwen3moe": gguf.MODEL_ARCH.QWEN3MOE}
+    names = gguf.get_tensor_name_map(arch[architecture], config.num_hidden_layers)
+    state = model.state_dict()
+    for key, tensor in state.items():
         if key == "lm_head.weight" and config.tie_word_embeddings:
             continue  # llama.cpp falls back to token_embd when `output` is absent
+        if ".mlp.experts." in key:  # stacked per layer: (experts, out, in) under experts.{gate,up,down}_proj
+            layer, expert, part = key.split(".")[2], key.split(".")[5], key.split(".")[6]
+            if expert != "0":
+                continue
+            prefix = f"model.layers.{layer}.mlp.experts."
+            key = f"{prefix}{part}.weight"
+            tensor = torch.stack([state[f"{prefix}{e}.{part}.weight"] for e in range(config.n_routed_experts)])
         tensor = tensor.detach().float().cpu()
         if architecture == "llama" and key.endswith("self_attn.q_proj.weight"):
             tensor = permute_for_interleaved_rope(tensor, config.num_attention_heads)
@@ -129,8 +140,8 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
                 modelfile: bool = True) -> Path:
     """Write `model` + `tokenizer` as a GGUF file (f32 or f16), and an Ollama `Modelfile` beside it.
 
-    Returns the GGUF path. MoE models are refused (llama.cpp has no architecture with
-    MiniMind2-MoE's shared experts and gating).
+    Returns the GGUF path. minimind-3's MoE is written as `qwen3moe`; other MoE models are refused
+    (llama.cpp has no architecture with MiniMind2-MoE's shared experts and gating).
     """
     import gguf
 
@@ -139,12 +150,13 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype must be one of {GGUF_DTYPES}, got {dtype!r}")
     config = model.config
-    if config.use_moe:
-        raise ValueError("GGUF export supports dense models only: llama.cpp has no architecture matching "
-                         "MiniMind2-MoE (routed + shared experts)")
+    if config.use_moe and not (config.qk_norm and config.n_shared_experts == 0 and renormalises_top_k(config)):
+        raise ValueError("GGUF export supports dense models and minimind-3's MoE only (qwen3moe: q/k-norm, no "
+                         "shared expert, top-k weights renormalised); llama.cpp has no architecture matching this "
+                         "MoE (MiniMind2-MoE's routed + shared experts, or unnormalised top-1 weights)")
     if config.rope_scaling is not None:
         raise ValueError("GGUF export of YaRN-scaled rotary embeddings is not supported; export with rope_scaling=None")
-    architecture = "qwen3" if config.qk_norm else "llama"
+    architecture = "qwen3moe" if config.use_moe else "qwen3" if config.qk_norm else "llama"
     fields = tokenizer_fields(tokenizer, config.vocab_size)
     pre = gguf_pre_tokenizer(tokenizer)
     out_path = Path(out_path)
@@ -157,6 +169,10 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
         writer.add_embedding_length(config.hidden_size)
         writer.add_block_count(config.num_hidden_layers)
         writer.add_feed_forward_length(config.intermediate_size)
+        if config.use_moe:
+            writer.add_expert_count(config.n_routed_experts)
+            writer.add_expert_used_count(config.num_experts_per_tok)
+            writer.add_expert_feed_forward_length(config.intermediate_size)
         writer.add_head_count(config.num_attention_heads)
         writer.add_head_count_kv(config.num_key_value_heads)
         writer.add_key_length(config.head_dim)
@@ -176,7 +192,7 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
         writer.add_pad_token_id(PAD_ID)
         writer.add_add_bos_token(False)
         writer.add_add_eos_token(False)
-        writer.add_chat_template(CHAT_TEMPLATE)
+        writer.add_chat_template(CHAT_TEMPLATES[tokenizer.chat_template])
         for tensor_name, array in _tensors(model, architecture, dtype):
             writer.add_tensor(tensor_name, array)
         writer.write_header_to_file()
