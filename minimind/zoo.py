@@ -165,6 +165,8 @@ def get_or_build(name: str, build: Callable[[Path], object], fingerprint: dict) 
     with _locked(folder / ".lock"):
         if _is_current(target, key):  # another process built it while we waited
             return target
+        for stale in folder.glob(".*.building"):  # left by a build that was killed (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".building", dir=folder))
         try:
             with _build_threads():

@@ -55,6 +55,15 @@ def test_a_failed_build_publishes_nothing(cache):
     assert [p.name for p in (cache / "thing").iterdir() if p.name != ".lock"] == []
 
 
+def test_the_next_build_removes_what_a_killed_build_left(cache):
+    killed = cache / "thing" / ".0123456789abcdef.xyz.building"  # a build killed by SIGKILL leaves this
+    killed.mkdir(parents=True)
+    (killed / "half.bin").write_text("half")
+    zoo.get_or_build("thing", counting_build([]), {"lr": 1})
+    assert not killed.exists()
+    assert [p.name for p in (cache / "thing").iterdir() if p.name.startswith(".") and p.name != ".lock"] == []
+
+
 def test_fingerprint_ignores_paths_and_tracks_data_and_code(tmp_path):
     from minimind.train.pretrain import PretrainConfig
 
