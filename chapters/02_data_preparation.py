@@ -531,17 +531,19 @@ saved = report.save("stats_pretrain")
 print("saved:", ", ".join(path.name for path in saved.values()))
 characters_per_token = report.char_lengths.sum() / (report.lengths - 2).sum()
 print(f"{characters_per_token:.2f} characters per token on the cleaned corpus")
-assert report.truncated(128) == 0 and report.truncated(64) > 0.3 * report.count
-assert report.padding_share(128) > 0.5
+assert report.truncated(256) < 0.02 * report.count and report.truncated(128) > 0.3 * report.count
+assert report.truncated(64) > 0.8 * report.count and report.padding_share(256) > 0.4
 
 # %% [markdown]
-# Every cleaned row fits in 128 tokens, while a limit of 64 would cut almost half of them; but
-# padding every row to 128 would make more than half of each batch padding. That is why the book's
-# pretraining *packs* rows end to end into full 128-token sequences by default (`--packing false`
-# pads one row per sequence, as upstream does). Upstream's 511-character limit with its 340-token
+# Almost every cleaned row fits in 256 tokens (the longest, documents with worked problems, reach
+# about 270), a limit of 128 would cut more than a third of them and 64 most; but padding every row
+# to 256 would make about half of each batch padding. That is why the book's pretraining *packs*
+# rows end to end into full 128-token sequences by default: a long row carries on in the next
+# sequence instead of being cut, and no position is padding (`--packing false` pads one row per
+# sequence, as upstream does). Upstream's 511-character limit with its 340-token
 # `max_seq_len` encodes the same calculation for Chinese at about 1.5 characters per token. In the
 # script mix, "mixed" rows are the Chinese biographies, whose Latin names make neither script
-# dominant (section 6.3), and "none" the arithmetic rows, which have no letters. The same report
+# dominant (section 6.3). The same report
 # from a shell: `python -m minimind.data.prepare stats FILE --tokenizer DIR --max_seq_len 340 512 --out stats/`.
 #
 # ## 6. Conversations

@@ -50,6 +50,7 @@ import copy
 import dataclasses
 import math
 import random
+import re
 import time
 
 import matplotlib.pyplot as plt
@@ -328,7 +329,10 @@ assert calls_per_step == {"model": [2], "precomputed": [1]}  # the policy's pass
 #   model's own preference. The held-out pairs are about people the DPO data never mentions.
 # - **The style of its replies**: greedy replies to 120 "tell me about …" prompts of the training
 #   pairs and to the 120 held-out prompts, sorted by `reply_style` into polite, curt, or neither (a
-#   reply that uses no style phrase, or a garbled one).
+#   reply that uses no style phrase, or a garbled one) — and whether each reply is **clean**: made
+#   only of words that exist in the world's texts (every English word, and every pair of adjacent
+#   Chinese characters, occurs somewhere in the pretraining, SFT or DPO data). A reply such as
+#   "Sappy to help!" or "别望对有有帮助" is not; the share of clean replies measures garbling.
 # - **The SFT score**: exact-match accuracy on value-only questions chapter 5 trained (every 7th
 #   one), to check that DPO does not break what SFT taught.
 
@@ -363,12 +367,48 @@ def greedy_replies(model, prompts, max_new_tokens):
     return [tokenizer.decode(reply, skip_special_tokens=True) for reply in replies]
 
 
+def word_pieces(text):
+    """The English words (lower-cased) and the pairs of adjacent Chinese characters of `text`."""
+    pieces = set(re.findall(r"[a-z]+", text.lower()))
+    for run in re.findall(r"[\u4e00-\u9fff]+", text):
+        pieces.update([run] if len(run) == 1 else (run[i:i + 2] for i in range(len(run) - 1)))
+    return pieces
+
+
+def strings_in(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from strings_in(item)
+
+
+world_words = set()
+for name in ("pretrain", "sft", "dpo"):
+    for row in read_jsonl(dataset_path(name, "train")):
+        for text in strings_in(row):
+            world_words |= word_pieces(text)
+
+
+def is_clean(reply):
+    """Every piece of the reply occurs in the world's texts; a last word with nothing after it may have
+    been cut by the token limit, so it is left out."""
+    return word_pieces(re.sub(r"[A-Za-z]+$", "", reply)) <= world_words
+
+
+print(f"{len(world_words)} words and character pairs in the world's texts; "
+      f"clean: {is_clean('Happy to help!')}, {is_clean('Sappy to help!')}, {is_clean('希望对你有帮助')}, {is_clean('别望对有有帮助')}")
+assert is_clean("Happy to help!") and not is_clean("Sappy to help!") and not is_clean("别望对有有帮助")
+
+
 def style_shares(model):
-    """{prompt set: {style: share of greedy replies}}."""
+    """{prompt set: {style: share of greedy replies}}, and the share of clean replies."""
     shares = {}
     for name, prompts in style_prompts.items():
-        styles = [reply_style(text) for text in greedy_replies(model, prompts, 70)]
+        replies = greedy_replies(model, prompts, 70)
+        styles = [reply_style(text) for text in replies]
         shares[name] = {style: styles.count(style) / len(styles) for style in ("polite", "curt", "neither")}
+        shares[name]["clean"] = sum(map(is_clean, replies)) / len(replies)
     return shares
 
 
