@@ -29,14 +29,15 @@ def random_batch(seed=0, rows=4, length=6):
 
 
 def test_group_advantages_are_zero_mean_per_group_and_zero_for_a_flat_group():
-    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.0, 1.1, 1.1, 0.5])
+    # the flat group's float32 mean is not exactly 0.3: without the explicit zero, dust / (dust + eps) ≠ 0
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0] + [0.3] * 6 + [0.0, 1.1, 1.1, 0.5, 0.2, 0.0])
     for normalize in (True, False):
-        advantages = group_advantages(rewards, 4, normalize_std=normalize).view(3, 4)
+        advantages = group_advantages(rewards, 6, normalize_std=normalize).view(3, 6)
         torch.testing.assert_close(advantages.mean(1), torch.zeros(3), atol=1e-6, rtol=0)
-        assert advantages[1].eq(0).all()  # all four rewards equal: exactly zero, not float dust
-    scaled = group_advantages(rewards, 4).view(3, 4)
-    torch.testing.assert_close(scaled[0], torch.tensor([1.0, -1.0, -1.0, 1.0]) * 0.5 / (0.5774 + 1e-4), rtol=1e-3,
-                               atol=0)
+        assert advantages[1].eq(0).all()  # all six rewards equal: exactly zero, not float dust
+    scaled = group_advantages(rewards, 6).view(3, 6)
+    std = (6 * 0.25 / 5) ** 0.5  # the unbiased std, as TRL and upstream MiniMind use
+    torch.testing.assert_close(scaled[0], (torch.tensor([1.0, 0, 0, 1, 0, 1]) - 0.5) / (std + 1e-4))
     with pytest.raises(ValueError, match="groups of 5"):
         group_advantages(rewards, 5)
 
@@ -134,6 +135,17 @@ def test_value_loss_is_clipped_around_the_rollout_values():
     # token 1 moved past the clip: the larger, clipped error (2 − 0.2)² wins and carries no gradient
     torch.testing.assert_close(loss, torch.tensor((0.5 * 1.8 ** 2 + 0.5 * 1.0) / 2))
     torch.testing.assert_close(values.grad, torch.tensor([[0.0, -0.5]]))
+
+
+def test_whitened_ppo_advantages_have_zero_mean_and_unit_std_on_the_mask():
+    from minimind.train.rl import whiten
+
+    x = torch.tensor([[5.0, 1.0, 2.0, 100.0], [3.0, 4.0, -50.0, -50.0]])
+    mask = torch.tensor([[False, True, True, False], [True, True, False, False]])
+    white = whiten(x, mask)
+    assert white[~mask].eq(0).all()
+    torch.testing.assert_close(white[mask].mean(), torch.tensor(0.0))
+    torch.testing.assert_close(white[mask].pow(2).mean(), torch.tensor(1.0), rtol=1e-4, atol=0)
 
 
 # ---- equality with TRL 1.16's GRPOTrainer._compute_loss ---------------------------------------------
@@ -274,16 +286,8 @@ def test_one_update_raises_the_rewarded_reply_and_lowers_the_other(tokenizer):
     from minimind.train.rl import _Trainer, token_logps
 
     model = tiny_model(tokenizer)
-    prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": PROBLEMS[0].prompt}])
-    replies = [tokenizer.encode("<answer>5</answer>"), tokenizer.encode("<answer>6</answer>")]
-    width = len(prompt) + max(map(len, replies))
-    ids = torch.zeros(2, width, dtype=torch.long)
-    mask = torch.zeros(2, width, dtype=torch.bool)
-    for row, reply in enumerate(replies):
-        ids[row, :len(prompt) + len(reply)] = torch.tensor(prompt + reply)
-        mask[row, len(prompt):len(prompt) + len(reply)] = True
-    rollout = Rollout(ids, mask, torch.tensor([1.0, 0.0]), torch.tensor([True, False]), torch.tensor([True, True]),
-                      torch.tensor([True, True]), ["", ""])
+    rollout = handmade_rollout(tokenizer, ["<answer>5</answer>", "<answer>6</answer>"], [1.0, 0.0])
+    ids, mask = rollout.input_ids, rollout.mask
     config = RLConfig(group_size=2, lr=1e-3, device="cpu", out_dir="")
     digit = int((ids[0] != ids[1]).nonzero()[0])  # the replies share their context up to the answer's digit
     before = token_logps(model, ids, mask)[0][:, digit].detach()
@@ -292,6 +296,66 @@ def test_one_update_raises_the_rewarded_reply_and_lowers_the_other(tokenizer):
     after = token_logps(model, ids, mask)[0][:, digit].detach()
     assert after[0] > before[0] and after[1] < before[1]  # log π(5 | …) up, log π(6 | …) down
     assert record["zero_variance_groups"] == 0.0 and record["accuracy"] == 0.5
+
+
+def handmade_rollout(tokenizer, replies, rewards):
+    """A rollout of the given reply texts to PROBLEMS[0], right-padded as sample_rollout lays them out."""
+    prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": PROBLEMS[0].prompt}])
+    replies = [tokenizer.encode(text) for text in replies]
+    width = len(prompt) + max(map(len, replies))
+    ids = torch.zeros(len(replies), width, dtype=torch.long)
+    mask = torch.zeros(len(replies), width, dtype=torch.bool)
+    for row, reply in enumerate(replies):
+        ids[row, :len(prompt) + len(reply)] = torch.tensor(prompt + reply)
+        mask[row, len(prompt):len(prompt) + len(reply)] = True
+    n = len(replies)
+    return Rollout(ids, mask, torch.tensor(rewards), torch.tensor(rewards) > 0, torch.ones(n, dtype=torch.bool),
+                   torch.ones(n, dtype=torch.bool), [""] * n)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_an_update_in_chunks_equals_the_update_on_the_whole_batch(tokenizer, aggregation, algorithm):
+    from minimind.train.rl import ValueHead, _Trainer
+
+    rollout = handmade_rollout(tokenizer, ["<answer>5</answer>", "<answer>6</answer> 6 6", "<think>\n</think>",
+                                           "<answer>5 5</answer>"], [1.0, 0.0, 0.1, 1.0])
+    results = []
+    for batch_size in (4, 1):  # one forward pass, or four whose losses are weighted by their share
+        model = tiny_model(tokenizer)
+        head = ValueHead(model.config.hidden_size) if algorithm == "ppo" else None
+        torch.nn.init.normal_(head.linear.weight) if head is not None else None
+        params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+        config = RLConfig(algorithm=algorithm, group_size=2, loss_aggregation=aggregation, batch_size=batch_size,
+                          grad_clip=0.0, kl_coef=0.1, device="cpu", out_dir="")
+        trainer = _Trainer(config, model, tiny_model(tokenizer, seed=1).eval(), head, torch.optim.SGD(params, lr=0.1),
+                           torch.device("cpu"), torch.float32)
+        record = trainer.step(rollout, 0.1, 0)
+        results.append((record, torch.cat([p.detach().flatten() for p in params])))
+    (whole, weights_whole), (chunked, weights_chunked) = results
+    for name in ("loss", "kl", "clip_fraction", "entropy", *(("value_loss",) if algorithm == "ppo" else ())):
+        assert chunked[name] == pytest.approx(whole[name], rel=1e-4, abs=1e-6), name
+    torch.testing.assert_close(weights_chunked, weights_whole, rtol=1e-4, atol=1e-6)
+
+
+def test_a_rollout_trains_the_end_token_of_a_finished_reply_and_scores_with_the_verifier(tokenizer, monkeypatch):
+    import minimind.generate
+    from minimind.tokenizer import EOS_ID
+    from minimind.train.rl import sample_rollout
+
+    right, cut = tokenizer.encode("<answer>5</answer>"), tokenizer.encode("<answer>5 5 5 5 5 5 5</answer>")[:6]
+    monkeypatch.setattr(minimind.generate, "generate_batch", lambda model, prompts, params: [right, cut])
+    config = RLConfig(group_size=2, max_new_tokens=6, format_reward=-0.5, device="cpu", out_dir="")
+    rollout = sample_rollout(tiny_model(tokenizer), tokenizer, PROBLEMS[:1], config, seed=0)
+    prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": PROBLEMS[0].prompt}])
+    # the finished reply ends on its end token (the policy chose to stop: trained too); the cut one does not
+    assert rollout.mask.sum(-1).tolist() == [len(right) + 1, 6] and rollout.finished.tolist() == [True, False]
+    assert rollout.input_ids[0, :len(prompt)].tolist() == prompt
+    assert rollout.input_ids[0][rollout.mask[0]].tolist() == right + [EOS_ID]
+    assert rollout.input_ids[1][rollout.mask[1]].tolist() == cut
+    assert rollout.correct.tolist() == [True, False]  # the cut reply never closed its answer block
+    # an answer-only reply is not in the reasoning format: charged the format penalty
+    torch.testing.assert_close(rollout.rewards, torch.tensor([0.5, -0.5]))
 
 
 @pytest.mark.parametrize("algorithm, changes", [
