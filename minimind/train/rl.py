@@ -273,7 +273,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def ppo_value_loss(values, old_values, returns, mask, clip: float = 0.2) -> torch.Tensor:
-    """PPO's clipped value loss: ½·max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²), masked token mean."""
+    """PPO's clipped value loss, a masked token mean of ½·max((V − R)², (V_old + clip(V − V_old, ±clip) − R)²)."""
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     per_token = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
     return _masked_mean(per_token, mask)
@@ -408,7 +408,8 @@ class _Trainer:
             return token_logps(module, ids, mask, self.config.temperature, value_head)
 
     def _chunks(self, n: int):
-        return [torch.arange(start, min(start + self.config.batch_size, n)) for start in range(0, n, self.config.batch_size)]
+        size = self.config.batch_size
+        return [torch.arange(start, min(start + size, n)) for start in range(0, n, size)]
 
     @torch.no_grad()
     def _before_updates(self, rollout: Rollout) -> dict:
@@ -476,7 +477,8 @@ class _Trainer:
                     stats["entropy"] = _masked_mean(entropy, mask)
                 for name, value in stats.items():  # batch means, averaged over the updates
                     weight = share if name == "loss" else token_share
-                    sums[name] = sums.get(name, 0.0) + float(value) * weight / (1 if name == "entropy" else config.ppo_epochs)
+                    passes = 1 if name == "entropy" else config.ppo_epochs  # entropy: of the first pass only
+                    sums[name] = sums.get(name, 0.0) + float(value) * weight / passes
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.trainable, config.grad_clip if config.grad_clip > 0 else math.inf)
             self.optimizer.step()
