@@ -1,7 +1,7 @@
 """The `minimind` command: one entry point dispatching to each module's own `main(argv)`.
 
     minimind tokenizer …          train a byte-level BPE tokenizer (= minimind train tokenizer)
-    minimind train <stage> …      tokenizer | pretrain | sft | dpo | lora | reason | distill
+    minimind train <stage> …      tokenizer | pretrain | sft | dpo | lora | reason | distill | rl
     minimind chat …               interactive or one-shot chat with a checkpoint
     minimind serve …              OpenAI-compatible HTTP server (127.0.0.1:8998)
     minimind web …                Streamlit web demo
@@ -25,7 +25,7 @@ COMMANDS = {
     "data": "minimind.data.prepare",
     "synthetic": "minimind.data.synthetic",
 }
-STAGES = ("tokenizer", "pretrain", "sft", "dpo", "lora", "reason", "distill")
+STAGES = ("tokenizer", "pretrain", "sft", "dpo", "lora", "reason", "distill", "rl")
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ def single_thread():
     yield from one_thread()
 
 
-STAGES = ("pretrain", "sft", "dpo", "lora", "reason", "distill")
+STAGES = ("pretrain", "sft", "dpo", "lora", "reason", "distill", "rl")
 
 
 @pytest.fixture(scope="module")
