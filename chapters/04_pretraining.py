@@ -56,6 +56,7 @@ from minimind.config import get_config
 from minimind.data.datasets import PretrainDataset, collate_causal_lm, padding_efficiency
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
+from minimind.eval import wilson_interval
 from minimind.generate import SamplingParams, generate, generate_batch
 from minimind.model import MiniMind
 from minimind.runtime import cpu_threads, replica_seed
@@ -467,14 +468,20 @@ for name, model, people in (("untrained", fresh, world.heldout_people[:12]), ("p
         recall[name, lang] = cloze_recall(model, [i for i in world.cloze("heldout", lang) if i.subject in names], lang)
     print(f"{name:>10} ({len(people)} held-out people): {recall[name, 'en']:.0%} English, {recall[name, 'zh']:.0%} Chinese")
 print(f"chance: {chance:.0%}")
-assert recall["untrained", "en"] < 0.3 and recall["pretrained", "en"] > 0.8 and recall["pretrained", "zh"] > 0.8
+assert recall["untrained", "en"] < 0.3 and recall["untrained", "zh"] < 0.3
+for lang in ("en", "zh"):  # stored well above chance: the lower end of the 95% interval is over 3 × chance
+    n_items = len(world.cloze("heldout", lang))
+    assert wilson_interval(round(recall["pretrained", lang] * n_items), n_items)[0] > 3 * chance, lang
 for lang in ("en", "zh"):
     expect(f"pretraining.cloze_recall.{lang}", recall["pretrained", lang], n=len(world.cloze("heldout", lang)))
 
 # %% [markdown]
-# The untrained model is near chance; the pretrained one ranks the true value first for nearly
-# every fact of people it only ever read about: those facts are *stored*. Whether a chat model
-# can *answer questions* about them is another matter — chapter 5 measures it.
+# The untrained model is near chance; the pretrained one ranks the true value first for many times
+# more facts than chance, of people it only ever read about: those facts are *stored* — not all of
+# them, and how many is the figure of this chapter that moves most from one training run to another
+# (`minimind/checks/bands.json` records it for every seed and kernel path measured: from about a
+# third to nearly all of the English facts). Whether a chat model can *answer questions* about them
+# is another matter — chapter 5 measures it.
 #
 # ## 8. Throughput
 #

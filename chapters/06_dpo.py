@@ -500,10 +500,15 @@ print(f"held-out preference accuracy {before['accuracy']:.3f} → {after['accura
       f"prompts {before['styles']['training prompts']['curt']:.3f} → {after['styles']['training prompts']['curt']:.3f}"
       f", to held-out prompts {before['styles']['held-out prompts']['curt']:.3f} → "
       f"{after['styles']['held-out prompts']['curt']:.3f}; SFT score {before['sft']:.3f} → {after['sft']:.3f}")
+DPO_TARGETS = {"polite": 0.8, "clean": 0.95}  # on the held-out prompts
+print("the book's targets on held-out prompts: " + ", ".join(
+    f"{key} ≥ {target:.0%} {'met' if after['styles']['held-out prompts'][key] >= target else 'NOT met'}"
+    for key, target in DPO_TARGETS.items()) + f"; SFT score within 2 points "
+    f"{'met' if after['sft'] >= before['sft'] - 0.02 else 'NOT met'}")
 assert after["accuracy"] >= 0.9 and after["accuracy"] >= before["accuracy"] + 0.3
 for prompt_set in style_prompts:
-    assert after["styles"][prompt_set]["curt"] <= 0.05 < before["styles"][prompt_set]["curt"]
-    assert after["styles"][prompt_set]["polite"] > before["styles"][prompt_set]["polite"]
+    assert after["styles"][prompt_set]["curt"] <= min(0.05, before["styles"][prompt_set]["curt"])
+    assert after["styles"][prompt_set]["polite"] >= before["styles"][prompt_set]["polite"] + 0.15
 assert after["sft"] >= before["sft"] - 0.05, "DPO must not break what SFT taught"
 expect_outside("dpo.dpo.preference_accuracy", before["accuracy"], "the SFT model, before DPO")
 
