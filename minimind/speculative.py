@@ -208,9 +208,9 @@ class SpeculativeModel(nn.Module):
         return self.target.num_parameters()
 
     def stream_generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> TokenStream:
+        self.last_stats = SpeculativeStats()
         if params.repetition_penalty != 1.0 or params.thinking_budget is not None:
             return TokenStream(self.target, prompt_ids, params)
-        self.last_stats = SpeculativeStats()
         steps = self._counted(speculative_decode(self.target, self.draft, prompt_ids, params, self.draft_tokens,
                                                  self.last_stats))
         return TokenStream(self.target, prompt_ids, params, steps=steps)

@@ -192,3 +192,22 @@ def test_load_chat_model_with_a_draft(tmp_path):
     assert generate(model, prompt, params) == generate(model.target, prompt, params)
     with pytest.raises(ValueError, match="draft_tokens"):
         load_chat_model(tmp_path / "target", device="cpu", draft=tmp_path / "draft", draft_tokens=0)
+
+
+def test_chat_cli_with_a_draft_and_int8_prints_the_targets_greedy_reply(tmp_path, capsys):
+    from minimind.chat import main
+    from minimind.inference import load_chat_model, stream_reply
+
+    save_tiny_checkpoint(tmp_path / "target", seed=0)
+    save_tiny_checkpoint(tmp_path / "draft", seed=1, hidden_size=32, num_hidden_layers=1)
+    code = main(["--model", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--draft_tokens", "3",
+                 "--device", "cpu", "--temperature", "0", "--max-new-tokens", "12", "--prompt", "Who are you?"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "of drafts accepted" in err and "tokens per forward" in err
+    model, tokenizer = load_chat_model(tmp_path / "target", device="cpu", dtype="float32")
+    reply = stream_reply(model, tokenizer, [{"role": "user", "content": "Who are you?"}],
+                         SamplingParams(max_new_tokens=12))
+    list(reply)
+    assert out.strip().endswith(reply.content)
+    assert main(["--model", str(tmp_path / "target"), "--quantize", "int8", "--device", "cpu",
+                 "--max-new-tokens", "4", "--prompt", "hi"]) == 0
