@@ -7,17 +7,20 @@ one fp32 scale per output channel, and multiplies through torch's int8 weight-pa
 Quantisation is symmetric per output channel: scale_o = max_i |W_oi| / 127, W8_oi =
 round(W_oi / scale_o) in [-127, 127], so each weight is off by at most scale_o / 2. Activations stay
 in the model's dtype; `torch.ops.aten._weight_int8pack_mm(x, W8, scale)` computes x · (W8 · scale)ᵀ
-without materialising the dequantised matrix (its CPU kernel is vectorised; on a device without the
-kernel the module dequantises and multiplies instead, `Int8Linear.kernel` says which ran last).
-During decoding a step is bound by reading the weights, so 1 byte per weight instead of 4 is the
-speed-up; the KV cache and the (tied) embedding / LM head stay in the model's dtype unless
-`include_head=True` (then the head gets its own int8 copy and the embedding stays as it was).
+without materialising the dequantised matrix (on a device without the kernel the module
+dequantises and multiplies instead; `Int8Linear.kernel` says which ran last). A decoding step
+reads every weight once, so 1 byte per weight instead of 4 is the hoped-for speed-up, but it only
+comes with a fast kernel: on an AVX2-only x86 CPU torch's kernel was measured 3-30x slower than
+the fp32 matmul (benchmarks/README.md), and `quantize_int8` warns there. The KV cache and the
+(tied) embedding / LM head stay in the model's dtype unless `include_head=True` (then the head
+gets its own int8 copy and the embedding stays as it was).
 
 This is for inference only: Int8Linear has no gradient and `torch.ao.quantization.quantize_dynamic`
 (deprecated) is not used.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -102,7 +105,22 @@ def quantize_int8(model: nn.Module, include_head: bool = False, include_router: 
         setattr(parent, child_name, Int8Linear.from_linear(child))
     if include_head and isinstance(getattr(model, "lm_head", None), nn.Linear):
         model.lm_head = Int8Linear.from_linear(model.lm_head)
+    weight = next(model.parameters(), None)
+    if targets and weight is not None and weight.device.type == "cpu" and int8_kernel_slow_here():
+        warnings.warn(f"this x86 CPU lacks AVX-512 (torch uses {torch.backends.cpu.get_cpu_capability()}): torch's "
+                      "int8 weight kernel was measured 3-30x slower than an fp32 matmul on such a CPU "
+                      "(benchmarks/README.md); int8 saves memory here but decodes slower than fp32",
+                      RuntimeWarning, stacklevel=2)
     return model
+
+
+def int8_kernel_slow_here() -> bool:
+    """True on an x86 CPU without AVX-512, where `_weight_int8pack_mm` was measured slower than
+    an fp32 matmul (AVX2, benchmarks/README.md). Other CPUs have not been measured."""
+    import platform
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return x86 and "AVX512" not in torch.backends.cpu.get_cpu_capability()
 
 
 def quantized_modules(model: nn.Module) -> list[str]:

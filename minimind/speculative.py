@@ -181,6 +181,28 @@ def speculative_decode(target, draft, prompt_ids: Sequence[int], params: Samplin
                 return
 
 
+def early_exit_draft(target, num_layers: int):
+    """A draft made of the target's first `num_layers` blocks, its final norm and its LM head,
+    sharing their weights (no copy): "self-speculative" / early-exit decoding (LayerSkip, Elhoushi
+    et al. 2024). It needs no second model, but its proposals are only as good as the target's
+    hidden states after those layers predict the next token; models trained without an early-exit
+    loss are accepted less often than a distilled draft would be."""
+    import dataclasses
+
+    from minimind.model import MiniMind
+
+    config = target.config
+    if not 1 <= num_layers < config.num_hidden_layers:
+        raise ValueError(f"num_layers must be in [1, {config.num_hidden_layers - 1}], got {num_layers}")
+    draft = MiniMind(dataclasses.replace(config, num_hidden_layers=num_layers))
+    draft.model.embed_tokens = target.model.embed_tokens
+    draft.model.layers = nn.ModuleList(list(target.model.layers)[:num_layers])
+    draft.model.norm = target.model.norm
+    draft.lm_head = target.lm_head
+    weight = next(target.parameters())
+    return draft.to(device=weight.device).eval()
+
+
 class SpeculativeModel(nn.Module):
     """A target model with a draft beside it. Called, it is the target (batches, log-probabilities,
     `generate_batch` all use the target alone); `minimind.generate.stream_generate` on it, which

@@ -108,3 +108,17 @@ def test_load_chat_model_quantize_flag(tmp_path):
     assert not quantized_modules(plain)
     with pytest.raises(ValueError, match="quantize"):
         load_chat_model(args.model, device="cpu", quantize="int4")
+
+
+def test_quantize_warns_where_the_int8_kernel_was_measured_slow(monkeypatch):
+    import warnings
+
+    from minimind import quantize
+
+    monkeypatch.setattr(quantize, "int8_kernel_slow_here", lambda: True)
+    with pytest.warns(RuntimeWarning, match="AVX-512"):
+        quantize_int8(MiniMind(get_config("tiny")))
+    monkeypatch.setattr(quantize, "int8_kernel_slow_here", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize_int8(MiniMind(get_config("tiny")))

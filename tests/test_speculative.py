@@ -211,3 +211,19 @@ def test_chat_cli_with_a_draft_and_int8_prints_the_targets_greedy_reply(tmp_path
     assert out.strip().endswith(reply.content)
     assert main(["--model", str(tmp_path / "target"), "--quantize", "int8", "--device", "cpu",
                  "--max-new-tokens", "4", "--prompt", "hi"]) == 0
+
+
+def test_an_early_exit_draft_shares_the_targets_weights_and_keeps_its_output(target):
+    from minimind.speculative import early_exit_draft
+
+    draft = early_exit_draft(target, 1)
+    assert draft.config.num_hidden_layers == 1 and target.config.num_hidden_layers == 3
+    assert draft.model.layers[0] is target.model.layers[0] and draft.lm_head is target.lm_head
+    assert draft.model.embed_tokens.weight.data_ptr() == target.model.embed_tokens.weight.data_ptr()
+    params = SamplingParams(max_new_tokens=12, stop_token_ids=())
+    stats = SpeculativeStats()
+    prompt = prompts(1)[0]
+    assert run(target, draft, prompt, params, 3, stats) == generate(target, prompt, params)
+    assert stats.rounds > 0
+    with pytest.raises(ValueError, match="num_layers"):
+        early_exit_draft(target, 3)
