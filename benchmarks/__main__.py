@@ -117,7 +117,7 @@ def main(argv=None):
         r = bench_fast_generate(preset, draft, new_tokens=16 if args.quick else args.fast_tokens, batch_size=b,
                                 repeats=2 if args.quick else 3)
         results["fast_generate"].append(r)
-        for name in ("fp32", "int8", "speculative", "int8+speculative", "transformers"):
+        for name in ("fp32", "int8", "speculative", "int8+speculative", "speculative, early exit", "transformers"):
             if name not in r:
                 continue
             x = r[name]
@@ -126,8 +126,9 @@ def main(argv=None):
                          f"{x['tokens_per_target_forward']:.2f}" if "tokens_per_target_forward" in x else "",
                          f"{r['int8_greedy_agreement']:.0%}" if name == "int8" else ""])
     if rows:
-        print(f"Fast inference, greedy, {args.fast_tokens} new tokens from a 16-token prompt; draft: random-init "
-              f"`book` shape with the target's vocabulary, {fast_cases[0][1]}, 4 tokens per round")
+        print(f"Fast inference, greedy, {16 if args.quick else args.fast_tokens} new tokens from a 16-token prompt; "
+              f"draft: a random-init `{fast_cases[0][1]}` with the target's vocabulary (early exit: the target's "
+              "first layer), 4 tokens per round")
         print(table(rows, ["preset", "batch", "impl", "tokens/s", "vs fp32", "accepted", "tokens/fwd",
                            "int8 = fp32 tokens"]))
         print()

@@ -43,7 +43,8 @@ def bench_fast_generate(preset: str = "minimind2-small", draft_preset: str = "bo
     """Greedy tokens/s of the fast-inference options against fp32 in the same process, alternating:
     fp32 (our decode loop), int8 (`minimind.quantize`, weight-only), and at batch 1 speculative
     decoding (`minimind.speculative`) with a random-init `draft_preset` model of the target's
-    vocabulary as the draft, fp32 and int8; transformers' `generate` on the fp32 weights.
+    vocabulary as the draft, fp32 and int8, and with the target's first layer as the draft
+    (`early_exit_draft`); transformers' `generate` on the fp32 weights.
     Every contender runs the full length and, greedy, the fp32 tokens (checked for speculative;
     int8's agreement with fp32 is reported). Random weights say nothing about how often a
     trained draft is accepted, so the acceptance rate is reported beside the speed."""
@@ -53,7 +54,7 @@ def bench_fast_generate(preset: str = "minimind2-small", draft_preset: str = "bo
     from minimind.generate import SamplingParams, generate_batch
     from minimind.model import MiniMind
     from minimind.quantize import greedy_agreement, quantize_int8
-    from minimind.speculative import SpeculativeStats, speculative_decode
+    from minimind.speculative import SpeculativeStats, early_exit_draft, speculative_decode
 
     ours, theirs = build_pair(preset)
     ours.eval(), theirs.eval()
@@ -66,7 +67,9 @@ def bench_fast_generate(preset: str = "minimind2-small", draft_preset: str = "bo
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(3, vocab, (batch_size, prompt_len), generator=g)
     params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
-    stats = {"speculative": SpeculativeStats(), "int8+speculative": SpeculativeStats()}
+    early_exit = early_exit_draft(ours, 1)
+    stats = {"speculative": SpeculativeStats(), "int8+speculative": SpeculativeStats(),
+             "speculative, early exit": SpeculativeStats()}
     reference = generate_batch(ours, prompts.tolist(), params)
 
     def plain(model):
@@ -81,7 +84,7 @@ def bench_fast_generate(preset: str = "minimind2-small", draft_preset: str = "bo
             out = [t for (t,) in speculative_decode(target, draft_model, prompts[0].tolist(), params, draft_tokens,
                                                     stats[name])]
             assert len(out) == new_tokens
-            if name == "speculative":
+            if target is ours:
                 assert out == reference[0], "speculative greedy output differs from the target's"
         return run
 
@@ -95,6 +98,7 @@ def bench_fast_generate(preset: str = "minimind2-small", draft_preset: str = "bo
     if batch_size == 1:
         contenders["speculative"] = speculative(ours, draft, "speculative")
         contenders["int8+speculative"] = speculative(int8, draft_int8, "int8+speculative")
+        contenders["speculative, early exit"] = speculative(ours, early_exit, "speculative, early exit")
     if transformers:
         contenders["transformers"] = run_theirs
     times = alternate(contenders, repeats=repeats, warmup=1)

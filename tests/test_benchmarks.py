@@ -59,7 +59,7 @@ def test_fast_generation_benchmark_times_int8_and_speculative_against_fp32():
     from benchmarks.generation import bench_fast_generate
 
     r = bench_fast_generate("book", "tiny", new_tokens=6, prompt_len=4, batch_size=1, repeats=1, transformers=False)
-    for name in ("fp32", "int8", "speculative", "int8+speculative"):
+    for name in ("fp32", "int8", "speculative", "int8+speculative", "speculative, early exit"):
         assert r[name]["tokens_per_s"] > 0
     assert r["fp32"]["vs_fp32"] == 1.0
     assert 0 <= r["speculative"]["acceptance_rate"] <= 1 and r["speculative"]["tokens_per_target_forward"] >= 1
