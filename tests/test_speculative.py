@@ -227,3 +227,44 @@ def test_an_early_exit_draft_shares_the_targets_weights_and_keeps_its_output(tar
     assert stats.rounds > 0
     with pytest.raises(ValueError, match="num_layers"):
         early_exit_draft(target, 3)
+
+
+def test_the_server_replies_with_a_draft_as_without(tmp_path):
+    """`minimind serve --draft`: the worker streams each reply speculatively, greedy replies unchanged."""
+    pytest.importorskip("fastapi")
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from minimind import serve
+    from minimind.inference import load_chat_model, stream_reply
+
+    save_tiny_checkpoint(tmp_path / "target", seed=0)
+    save_tiny_checkpoint(tmp_path / "draft", seed=1, hidden_size=32, num_hidden_layers=1)
+    args = serve.build_parser().parse_args(["--model", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"),
+                                            "--draft_tokens", "2", "--quantize", "none"])
+    model, tokenizer = load_chat_model(args.model, device="cpu", dtype="float32", quantize=args.quantize,
+                                       draft=args.draft, draft_tokens=args.draft_tokens)
+    app = serve.create_app(model, tokenizer)
+    sock = serve.listen("127.0.0.1", 0)
+    server = uvicorn.Server(serve.uvicorn_config(app, serve.ServerLimits()))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        messages = [{"role": "user", "content": "Who are you?"}]
+        response = httpx.post(f"http://127.0.0.1:{sock.getsockname()[1]}/v1/chat/completions", timeout=60,
+                              json={"model": "minimind", "messages": messages, "max_tokens": 10, "temperature": 0})
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert response.status_code == 200
+    assert model.stats.rounds > 0  # it went through the speculative decoder
+    expected = stream_reply(model.target, tokenizer, messages, SamplingParams(max_new_tokens=10))
+    list(expected)
+    assert response.json()["choices"][0]["message"]["content"] == expected.content
