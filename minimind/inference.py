@@ -136,7 +136,13 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     if draft is not None:
         from minimind.speculative import SpeculativeModel
 
-        draft_network = load_model(model_path(draft)).to(device=run_device, dtype=resolve_dtype(dtype, run_device))
+        draft_path = model_path(draft)
+        if draft_path.is_dir() and (draft_path / "tokenizer.json").exists():
+            draft_vocab = MiniMindTokenizer.from_pretrained(draft_path).backend.get_vocab(with_added_tokens=True)
+            if draft_vocab != tok.backend.get_vocab(with_added_tokens=True):
+                raise ValueError(f"the draft {draft} was trained with another tokenizer than the model's: "
+                                 "a draft must share the model's vocabulary token for token")
+        draft_network = load_model(draft_path).to(device=run_device, dtype=resolve_dtype(dtype, run_device))
         if quantize == "int8":
             from minimind.quantize import quantize_int8
 

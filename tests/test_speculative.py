@@ -268,3 +268,15 @@ def test_the_server_replies_with_a_draft_as_without(tmp_path):
     expected = stream_reply(model.target, tokenizer, messages, SamplingParams(max_new_tokens=10))
     list(expected)
     assert response.json()["choices"][0]["message"]["content"] == expected.content
+
+
+def test_a_draft_with_another_tokenizer_is_refused(tmp_path):
+    from minimind.inference import load_chat_model
+    from minimind.tokenizer import train_tokenizer
+
+    save_tiny_checkpoint(tmp_path / "target", seed=0)
+    save_tiny_checkpoint(tmp_path / "draft", seed=1, hidden_size=32, num_hidden_layers=1)
+    other = train_tokenizer(["Completely different words, другие слова, 12345."] * 30, vocab_size=300)
+    other.save(tmp_path / "draft")
+    with pytest.raises(ValueError, match="another tokenizer"):
+        load_chat_model(tmp_path / "target", device="cpu", draft=tmp_path / "draft")
