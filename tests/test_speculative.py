@@ -280,3 +280,15 @@ def test_a_draft_with_another_tokenizer_is_refused(tmp_path):
     other.save(tmp_path / "draft")
     with pytest.raises(ValueError, match="another tokenizer"):
         load_chat_model(tmp_path / "target", device="cpu", draft=tmp_path / "draft")
+
+
+def test_the_web_launcher_passes_the_speed_flags_to_the_app(monkeypatch):
+    import json
+
+    from minimind import web
+
+    calls = []
+    monkeypatch.setattr(web.subprocess, "call", lambda command, env: calls.append(env) or 0)
+    assert web.main(["--model", "a", "--draft", "small", "--draft_tokens", "3", "--quantize", "int8"]) == 0
+    options = json.loads(calls[0][web.OPTIONS_ENV])
+    assert (options["draft"], options["draft_tokens"], options["quantize"]) == ("small", 3, "int8")
