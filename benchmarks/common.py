@@ -13,8 +13,8 @@ from minimind.config import get_config
 from minimind.model import MiniMind
 
 
-def set_threads() -> int:
-    cores = os.cpu_count() or 1
+def set_threads(threads: int | None = None) -> int:
+    cores = threads or os.cpu_count() or 1
     torch.set_num_threads(cores)
     return cores
 

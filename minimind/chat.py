@@ -42,7 +42,7 @@ def trim_history(messages: list[dict], keep: int) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimind chat", description="Chat with a MiniMind checkpoint.")
-    add_model_flags(parser)
+    add_model_flags(parser, speed=True)
     parser.add_argument("--prompt", action="append", default=None,
                         help="non-interactive: send this user message, print the reply, exit (repeat for more turns)")
     parser.add_argument("--system", default=None, help="system prompt (default: the template's)")
@@ -105,7 +105,8 @@ def _print_reply(reply: ReplyStream, out, show_reasoning_header: bool, tools=Non
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        model, tokenizer = load_chat_model(args.model, args.tokenizer, args.lora, args.preset, args.device, args.dtype)
+        model, tokenizer = load_chat_model(args.model, args.tokenizer, args.lora, args.preset, args.device, args.dtype,
+                                           quantize=args.quantize, draft=args.draft, draft_tokens=args.draft_tokens)
         params = SamplingParams.for_tokenizer(
             tokenizer, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
@@ -177,7 +178,11 @@ def main(argv=None) -> int:
                 print("\n(interrupted)", file=sys.stderr)
                 parsed = ParsedReply(reply.content)
             history.append(assistant_message(parsed) if registry else {"role": "assistant", "content": reply.content})
-            print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_second:.1f} tokens/s, "
+            drafting = getattr(model, "last_stats", None)  # a --draft model: how much the draft saved
+            speculation = (f"{drafting.acceptance_rate:.0%} of drafts accepted, "
+                           f"{drafting.tokens_per_target_forward:.2f} tokens per forward, "
+                           if drafting is not None and drafting.rounds else "")
+            print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_second:.1f} tokens/s, {speculation}"
                   f"finish: {reply.finish_reason}]", file=sys.stderr)
             if registry is None or reply.finish_reason != "stop" or not (parsed.calls or parsed.malformed):
                 break

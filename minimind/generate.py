@@ -146,6 +146,14 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int
     from softmax(logits / temperature) after top-k then top-p filtering. Returns (B,) int64."""
     if temperature == 0:
         return logits.argmax(dim=-1)
+    probs = sampling_distribution(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The probabilities (…, V) that `sample_next_token` samples from at temperature > 0:
+    softmax(logits / temperature) after top-k then top-p filtering (speculative decoding
+    compares the draft's and the target's)."""
     logits = logits.float()
     scaled = logits / temperature
     if not bool(torch.isfinite(scaled.amax(dim=-1)).all()):
@@ -155,8 +163,7 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int
     logits = scaled
     logits = top_k_filter(logits, top_k)
     logits = top_p_filter(logits, top_p)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return logits.softmax(dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,12 +307,13 @@ class TokenStream:
     token included; `prompt_tokens` is the prompt's length.
     """
 
-    def __init__(self, model, prompt_ids: Sequence[int], params: SamplingParams):
+    def __init__(self, model, prompt_ids: Sequence[int], params: SamplingParams, steps: Iterator | None = None):
         self.params = params
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
         self.finish_reason: str | None = None
-        self._steps = _decode(model, [prompt_ids], params)
+        # steps: another decoder's [token] per step (speculative decoding), else ours
+        self._steps = steps if steps is not None else _decode(model, [prompt_ids], params)
 
     def __iter__(self) -> "TokenStream":
         return self
@@ -333,8 +341,14 @@ class TokenStream:
 
 
 def stream_generate(model, prompt_ids: Sequence[int], params: SamplingParams | None = None, **overrides) -> TokenStream:
-    """Generate for one prompt, yielding each new token id as soon as it is chosen."""
-    return TokenStream(model, prompt_ids, _resolve_params(params, overrides))
+    """Generate for one prompt, yielding each new token id as soon as it is chosen. A model
+    that brings its own single-prompt decoder (`stream_generate(prompt_ids, params)`, e.g.
+    `minimind.speculative.SpeculativeModel`) decodes with it."""
+    params = _resolve_params(params, overrides)
+    own = getattr(model, "stream_generate", None)
+    if callable(own):
+        return own(prompt_ids, params)
+    return TokenStream(model, prompt_ids, params)
 
 
 def generate(model, prompt_ids: Sequence[int], params: SamplingParams | None = None, **overrides) -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from minimind.generate import IncrementalDecoder, SamplingParams, stream_generate
+from minimind.quantize import QUANTIZE_CHOICES
 from minimind.runtime import DTYPES, resolve_device, resolve_dtype
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 from minimind.zoo import CHAT_MODELS
@@ -24,11 +25,12 @@ from minimind.zoo import CHAT_MODELS
 # Which model, and how: the flags every front end shares.
 
 def add_model_flags(parser: argparse.ArgumentParser, *, several: bool = False, lora: bool = True,
-                    device: bool = True, dtype: str = "auto") -> argparse.ArgumentParser:
+                    device: bool = True, dtype: str = "auto", speed: bool = False) -> argparse.ArgumentParser:
     """Declare the flags that choose the model and how it runs: --model (one, or `several` to
     offer), --tokenizer, --preset, --lora (unless `lora=False`), --device and --dtype (default
-    `dtype`; unless `device=False`). `load_chat_model(args.model, args.tokenizer, args.lora,
-    args.preset, args.device, args.dtype)` takes what they parse to."""
+    `dtype`; unless `device=False`), and with `speed` --quantize, --draft and --draft_tokens.
+    `load_chat_model(args.model, args.tokenizer, args.lora, args.preset, args.device, args.dtype,
+    quantize=args.quantize, draft=args.draft, draft_tokens=args.draft_tokens)` takes what they parse to."""
     what = f"a checkpoint folder, .pth file, transformers folder or zoo name ({', '.join(CHAT_MODELS)})"
     if several:
         parser.add_argument("--model", action="append", default=None,
@@ -45,6 +47,14 @@ def add_model_flags(parser: argparse.ArgumentParser, *, several: bool = False, l
         parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps")
         parser.add_argument("--dtype", default=dtype, choices=["auto", *DTYPES],
                             help=f"the weights' dtype (default {dtype}; auto: bf16 on a GPU, fp16 on MPS, fp32 on the CPU)")
+    if speed:
+        parser.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
+                            help="int8: weight-only int8 for every decoder matrix (minimind.quantize); default none")
+        parser.add_argument("--draft", default=None,
+                            help="a smaller model of the same vocabulary that proposes tokens for the model to "
+                                 "verify (speculative decoding, one prompt at a time; same output distribution)")
+        parser.add_argument("--draft_tokens", type=int, default=4,
+                            help="tokens the draft proposes per verification step (default 4)")
     return parser
 
 
@@ -73,7 +83,8 @@ def model_path(model: str | Path) -> Path:
 
 
 def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora: Sequence[str | Path] = (),
-                    preset: str | None = None, device: str = "auto", dtype: str = "auto"):
+                    preset: str | None = None, device: str = "auto", dtype: str = "auto", *,
+                    quantize: str = "none", draft: str | Path | None = None, draft_tokens: int = 4):
     """Load (model, tokenizer) ready for chat, in eval mode on `device` in `dtype`.
 
     model: a checkpoint folder (ours or a transformers Llama/MiniMind2 folder), an upstream
@@ -83,13 +94,20 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     written by `minimind.lora.save_lora`, applied at load time; a single adapter is merged into
     the weights (no inference cost), several stay switchable with `set_active_adapter` (the last
     one active). device "auto" picks CUDA, MPS or the CPU; dtype "auto" is bf16 on GPUs that
-    support it and fp32 on the CPU.
+    support it and fp32 on the CPU. quantize "int8": weight-only int8 decoder matrices
+    (`minimind.quantize.quantize_int8`, the draft's too). draft: a model (same forms as `model`)
+    of the same vocabulary; the returned model is then a `minimind.speculative.SpeculativeModel`
+    whose single-prompt streams (chat, serve) decode speculatively with `draft_tokens` proposals.
     """
     from minimind.checkpoint import load_model
     from minimind.config import get_config
     from minimind.lora import load_lora, merge_lora
     from minimind.tokenizer import MiniMindTokenizer
 
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
+    if draft is not None and (not isinstance(draft_tokens, int) or draft_tokens < 1):
+        raise ValueError(f"draft_tokens must be an integer >= 1, got {draft_tokens!r}")
     run_device = resolve_device(device)  # before loading: a missing device fails in a second, not after minutes
     path = model_path(model)
     config = get_config(preset) if preset else None
@@ -99,6 +117,10 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     if len(lora) == 1:
         merge_lora(network)
     network = network.to(device=run_device, dtype=resolve_dtype(dtype, run_device)).eval()
+    if quantize == "int8":
+        from minimind.quantize import quantize_int8
+
+        quantize_int8(network)
 
     if tokenizer is not None:
         tok = MiniMindTokenizer.from_pretrained(tokenizer)
@@ -111,6 +133,21 @@ def load_chat_model(model: str | Path, tokenizer: str | Path | None = None, lora
     if tok.vocab_size > network.config.vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model only {network.config.vocab_size}: "
                          "pass the tokenizer the model was trained with (--tokenizer)")
+    if draft is not None:
+        from minimind.speculative import SpeculativeModel
+
+        draft_path = model_path(draft)
+        if draft_path.is_dir() and (draft_path / "tokenizer.json").exists():
+            draft_vocab = MiniMindTokenizer.from_pretrained(draft_path).backend.get_vocab(with_added_tokens=True)
+            if draft_vocab != tok.backend.get_vocab(with_added_tokens=True):
+                raise ValueError(f"the draft {draft} was trained with another tokenizer than the model's: "
+                                 "a draft must share the model's vocabulary token for token")
+        draft_network = load_model(draft_path).to(device=run_device, dtype=resolve_dtype(dtype, run_device))
+        if quantize == "int8":
+            from minimind.quantize import quantize_int8
+
+            quantize_int8(draft_network)
+        network = SpeculativeModel(network, draft_network.eval(), draft_tokens)
     return network, tok
 
 

@@ -769,7 +769,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerLimits()
     parser = argparse.ArgumentParser(prog="minimind serve", description="Serve a MiniMind model over an OpenAI-compatible API.")
-    add_model_flags(parser)
+    add_model_flags(parser, speed=True)
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT)
@@ -816,7 +816,8 @@ def main(argv=None) -> int:
         print(f"minimind serve: {error}", file=sys.stderr)
         return 2
     try:
-        model, tokenizer = load_chat_model(args.model, args.tokenizer, args.lora, args.preset, args.device, args.dtype)
+        model, tokenizer = load_chat_model(args.model, args.tokenizer, args.lora, args.preset, args.device, args.dtype,
+                                           quantize=args.quantize, draft=args.draft, draft_tokens=args.draft_tokens)
     except (ValueError, OSError) as error:
         sock.close()
         print(f"minimind serve: {error}", file=sys.stderr)

@@ -20,7 +20,7 @@ from minimind.commandline import accept_both_spellings
 from minimind.inference import add_model_flags
 
 MODELS_ENV = "MINIMIND_WEB_MODELS"  # JSON list of model specs (paths or zoo names) the app offers
-OPTIONS_ENV = "MINIMIND_WEB_OPTIONS"  # JSON object: tokenizer, preset, lora, device, dtype
+OPTIONS_ENV = "MINIMIND_WEB_OPTIONS"  # JSON object: tokenizer, preset, lora, device, dtype, quantize, draft, …
 MAX_TOOL_ROUNDS = 4  # replies in a row that may call tools before the turn ends
 TEMPLATE_KEYS = ("role", "content", "tool_calls", "tool_call_id")  # what of a shown message the template reads
 
@@ -49,8 +49,9 @@ def app() -> None:
     @st.cache_resource(show_spinner="Loading the model…")
     def load(spec: str, options_json: str):
         options = json.loads(options_json)
+        speed = {key: options[key] for key in ("quantize", "draft", "draft_tokens") if options.get(key) is not None}
         return load_chat_model(spec, options.get("tokenizer"), options.get("lora", ()), options.get("preset"),
-                               options.get("device", "auto"), options.get("dtype", "auto"))
+                               options.get("device", "auto"), options.get("dtype", "auto"), **speed)
 
     st.set_page_config(page_title="MiniMind chat", page_icon="💬")
     st.title("MiniMind chat")
@@ -151,7 +152,7 @@ def app() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimind web", description="Start the Streamlit chat demo.")
-    add_model_flags(parser, several=True)
+    add_model_flags(parser, several=True, speed=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8501)
     return accept_both_spellings(parser)
@@ -171,7 +172,8 @@ def main(argv=None) -> int:
         print("minimind web: Streamlit is not installed; pip install 'minimind[web]'", file=sys.stderr)
         return 2
     options = {"tokenizer": args.tokenizer, "preset": args.preset, "lora": args.lora,
-               "device": args.device, "dtype": args.dtype}
+               "device": args.device, "dtype": args.dtype,
+               "quantize": args.quantize, "draft": args.draft, "draft_tokens": args.draft_tokens}
     env = {**os.environ, MODELS_ENV: json.dumps(args.model or ["sft"]), OPTIONS_ENV: json.dumps(options)}
     print(f"MiniMind web demo on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     return subprocess.call(streamlit_command(args), env=env)

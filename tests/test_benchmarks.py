@@ -53,3 +53,17 @@ def test_sft_benchmark_times_three_contenders_on_half_supervised_batches():
         assert r[name]["tokens_per_s"] > 0
     assert math.isclose(r["ratio"], r["ours"]["tokens_per_s"] / r["transformers"]["tokens_per_s"])
     assert math.isclose(r["ratio_every_logit"], r["ours"]["tokens_per_s"] / r["ours, every logit"]["tokens_per_s"])
+
+
+def test_fast_generation_benchmark_times_int8_and_speculative_against_fp32():
+    from benchmarks.generation import bench_fast_generate
+
+    r = bench_fast_generate("book", "tiny", new_tokens=6, prompt_len=4, batch_size=1, repeats=1, transformers=False)
+    for name in ("fp32", "int8", "speculative", "int8+speculative", "speculative, early exit"):
+        assert r[name]["tokens_per_s"] > 0
+    assert r["fp32"]["vs_fp32"] == 1.0
+    assert 0 <= r["speculative"]["acceptance_rate"] <= 1 and r["speculative"]["tokens_per_target_forward"] >= 1
+    assert 0 <= r["int8_greedy_agreement"] <= 1
+    batched = bench_fast_generate("book", "tiny", new_tokens=4, prompt_len=4, batch_size=3, repeats=1,
+                                  transformers=False)
+    assert "speculative" not in batched and batched["int8"]["tokens_per_s"] > 0

@@ -339,7 +339,7 @@ def scripted_chat(monkeypatch, script):
 
     tokenizer = tiny_tokenizer()
     model = ScriptedModel(tiny_model(tokenizer.vocab_size, max_position_embeddings=4096), tokenizer, script)
-    monkeypatch.setattr(chat, "load_chat_model", lambda *args: (model, tokenizer))
+    monkeypatch.setattr(chat, "load_chat_model", lambda *args, **kwargs: (model, tokenizer))
     return model, tokenizer
 
 

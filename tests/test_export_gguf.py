@@ -29,7 +29,9 @@ def field(reader, key):
 
 
 def read_tensors(reader) -> dict:
-    return {t.name: np.array(t.data) for t in reader.tensors}
+    """name → float array (q8_0 tensors dequantised, as llama.cpp computes with them)."""
+    return {t.name: gguf.quants.dequantize(t.data, t.tensor_type) if t.tensor_type == gguf.GGMLQuantizationType.Q8_0
+            else np.array(t.data) for t in reader.tensors}
 
 
 def test_metadata_and_tokenizer_fields(tokenizer, tmp_path):
@@ -185,6 +187,80 @@ def test_f16_export_halves_matrices_and_keeps_norms_f32(tokenizer, tmp_path):
     ours = model(torch.tensor([ids])).logits[0].detach().double().numpy()
     assert np.abs(ours - llama_cpp_forward(path, ids)).max() < 2e-2
     assert path.stat().st_size < export_gguf(model, tokenizer, tmp_path / "m32.gguf").stat().st_size * 0.6
+
+
+def q8_0_error_bound(weights: np.ndarray) -> np.ndarray:
+    """The most a q8_0 round trip may move each weight: half a step of its block's scale
+    (amax / 127), plus the scale's own f16 rounding (≤ 2⁻¹¹ relative) times the largest |q| = 127."""
+    blocks = np.abs(weights.reshape(*weights.shape[:-1], -1, 32)).max(-1, keepdims=True)
+    bound = blocks / 127 * 0.5 + blocks * 2.0**-11 + 1e-7
+    return np.broadcast_to(bound, (*bound.shape[:-1], 32)).reshape(weights.shape)
+
+
+def test_q8_0_export_dequantises_to_the_weights_within_the_q8_0_bound(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size + 5, std=0.1)
+    reader = GGUFReader(export_gguf(model, tokenizer, tmp_path / "m8.gguf", dtype="q8_0", modelfile=False))
+    exact = read_tensors(GGUFReader(export_gguf(model, tokenizer, tmp_path / "m32.gguf", modelfile=False)))
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0 == 7
+    assert set(types) == set(exact)
+    Q8_0, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F32
+    for name, array in read_tensors(reader).items():
+        assert array.shape == exact[name].shape, name
+        if exact[name].ndim == 1:
+            assert types[name] == F32 and np.array_equal(array, exact[name]), name  # norms stay exact
+            continue
+        assert types[name] == Q8_0, name  # every matrix, the token embedding too (rows of 64)
+        error = np.abs(array - exact[name])
+        assert (error <= q8_0_error_bound(exact[name])).all(), name
+        assert error.max() > 0, name  # it really was quantised
+    # a coarser type would break the bound: 4 bits per weight (15 levels) instead of 8
+    embedding = exact["token_embd.weight"]
+    scale = np.abs(embedding.reshape(-1, 32)).max(-1, keepdims=True) / 7
+    coarse = (np.round(embedding.reshape(-1, 32) / scale) * scale).reshape(embedding.shape)
+    assert not (np.abs(coarse - embedding) <= q8_0_error_bound(embedding)).all()
+    # the file still computes our logits closely, and is about half the size of f16
+    ids = tokenizer.encode("Who are you?")
+    ours = model(torch.tensor([ids])).logits[0].detach().double().numpy()
+    assert np.abs(ours - llama_cpp_forward(tmp_path / "m8.gguf", ids)).max() < 5e-2
+    f16 = export_gguf(model, tokenizer, tmp_path / "m16.gguf", dtype="f16", modelfile=False)
+    assert (tmp_path / "m8.gguf").stat().st_size < f16.stat().st_size * 0.7
+
+
+def test_q8_0_metadata_and_tokenizer_are_those_of_the_f16_export(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size, std=0.1)
+    q8 = GGUFReader(export_gguf(model, tokenizer, tmp_path / "m8.gguf", dtype="q8_0", modelfile=False))
+    f16 = GGUFReader(export_gguf(model, tokenizer, tmp_path / "m16.gguf", dtype="f16", modelfile=False))
+    keys = {k for k in f16.fields if not k.startswith("GGUF.")}
+    assert keys == {k for k in q8.fields if not k.startswith("GGUF.")}
+    assert {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.chat_template"} <= keys
+    for key in keys - {"general.file_type"}:
+        assert field(q8, key) == field(f16, key), key
+    assert (field(f16, "general.file_type"), field(q8, "general.file_type")) == (1, 7)
+
+
+def test_q8_0_keeps_a_matrix_whose_rows_do_not_fill_blocks_in_f16(tokenizer, tmp_path):
+    model = tiny_model(tokenizer.vocab_size, std=0.1, intermediate_size=80)  # ffn_down rows: 80 = 2.5 blocks
+    reader = GGUFReader(export_gguf(model, tokenizer, tmp_path / "m8.gguf", dtype="q8_0", modelfile=False))
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.ffn_down.weight"] == gguf.GGMLQuantizationType.F16
+    assert types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType.Q8_0
+    ids = tokenizer.encode("Who are you?")
+    ours = model(torch.tensor([ids])).logits[0].detach().double().numpy()
+    assert np.abs(ours - llama_cpp_forward(tmp_path / "m8.gguf", ids)).max() < 5e-2
+
+
+def test_outtype_q8_0_from_the_command_line(tmp_path):
+    from inference_helpers import save_tiny_checkpoint
+    from minimind.export.__main__ import main
+
+    save_tiny_checkpoint(tmp_path / "m")
+    assert main(["gguf", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "m.gguf"), "--outtype", "q8_0"]) == 0
+    reader = GGUFReader(tmp_path / "m.gguf")
+    assert field(reader, "general.file_type") == 7
+    assert {t.tensor_type for t in reader.tensors} == {gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F32}
+    with pytest.raises(SystemExit):
+        main(["gguf", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "x.gguf"), "--outtype", "q4_0"])
 
 
 def llama_cpp_pretokenize(text: str, pre: str) -> list[str]:

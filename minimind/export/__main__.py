@@ -1,7 +1,8 @@
 """`python -m minimind.export` / `minimind export`: write a trained model in another format.
 
     minimind export transformers --model sft --out out/minimind-hf      # AutoModelForCausalLM folder (vLLM serves it)
-    minimind export gguf --model sft --out out/minimind.gguf --dtype f16 # llama.cpp / Ollama (+ Modelfile)
+    minimind export gguf --model sft --out out/minimind.gguf --outtype f16 # llama.cpp / Ollama (+ Modelfile)
+    minimind export gguf --model sft --out out/minimind-q8.gguf --outtype q8_0   # 8-bit, about half of f16
     minimind export gguf --model out/sft --lora out/lora_identity --out out/identity.gguf
 
 A LoRA adapter is merged into the weights first, so the exported model needs no adapter support.
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from minimind.commandline import accept_both_spellings
+from minimind.export.gguf import GGUF_DTYPES
 from minimind.inference import add_model_flags, load_chat_model
 
 
@@ -31,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("format", choices=["transformers", "gguf"])
     add_model_flags(parser, device=False)  # exported in fp32 from the CPU; one --lora adapter is merged in
     parser.add_argument("--out", required=True, help="output folder (transformers) or .gguf file")
-    parser.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="GGUF weight type")
+    parser.add_argument("--outtype", "--dtype", dest="dtype", default="f32", choices=list(GGUF_DTYPES),
+                        help="GGUF weight type: f32, f16, or q8_0 (8-bit blocks, as llama.cpp's --outtype)")
     parser.add_argument("--name", default="MiniMind", help="model name stored in the GGUF file")
     return accept_both_spellings(parser)
 

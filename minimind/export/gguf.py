@@ -18,7 +18,13 @@ model, and each has a test:
 - Token types: ids 0–2 are control tokens (never produced from text unless asked), the reasoning
   tags user-defined (always matched whole), unused padding rows up to the model's vocabulary.
 
-    python -m minimind.export gguf --model sft --out out/minimind.gguf [--dtype f16]
+    python -m minimind.export gguf --model sft --out out/minimind.gguf [--outtype f16|q8_0]
+
+q8_0 is llama.cpp's 8-bit type: each block of 32 consecutive weights of a row is stored as 32
+int8 values and one f16 scale (amax / 127), 8.5 bits per weight; every matrix whose rows are a
+multiple of 32 long is written so (the token embedding too, as llama.cpp's converter does), the
+others in f16, the norms in f32. The quantisation is `gguf.quants.quantize`, the reference
+implementation llama.cpp's Python tools use.
     ollama create minimind -f out/Modelfile && ollama run minimind
 """
 import json
@@ -30,7 +36,8 @@ import torch
 from minimind.formats import renormalises_top_k
 from minimind.tokenizer import BOS_ID, CHAT_TEMPLATES, DEFAULT_SYSTEM_PROMPT, EOS_ID, PAD_ID
 
-GGUF_DTYPES = ("f32", "f16")
+GGUF_DTYPES = ("f32", "f16", "q8_0")
+Q8_0_BLOCK = 32  # weights per q8_0 block (one f16 scale each)
 
 # Ollama's template language is Go's text/template; this renders exactly our chat template
 # (default system prompt when none is given) followed by the generation prompt.
@@ -106,7 +113,8 @@ def tokenizer_fields(tokenizer, vocab_size: int) -> dict:
 
 
 def _tensors(model, architecture: str, dtype: str):
-    """(gguf name, numpy array) for every weight, in the layout llama.cpp expects."""
+    """(gguf name, numpy array, raw GGML type or None) for every weight, in the layout llama.cpp
+    expects; with q8_0 the array is the quantised bytes."""
     import gguf
 
     config = model.config
@@ -131,14 +139,18 @@ def _tensors(model, architecture: str, dtype: str):
         name = names.get_name(key, try_suffixes=(".weight",))
         if name is None:
             raise ValueError(f"no GGUF name for {key}")
-        # norms stay f32, as in llama.cpp's own f16 files
-        array = tensor.numpy().astype(np.float16 if dtype == "f16" and tensor.dim() > 1 else np.float32)
-        yield name, array
+        # norms stay f32, as in llama.cpp's own f16 and q8_0 files
+        if dtype == "q8_0" and tensor.dim() > 1 and tensor.shape[-1] % Q8_0_BLOCK == 0:
+            yield name, gguf.quants.quantize(tensor.numpy(), gguf.GGMLQuantizationType.Q8_0), \
+                gguf.GGMLQuantizationType.Q8_0
+            continue
+        half = dtype in ("f16", "q8_0") and tensor.dim() > 1
+        yield name, tensor.numpy().astype(np.float16 if half else np.float32), None
 
 
 def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "MiniMind",
                 modelfile: bool = True) -> Path:
-    """Write `model` + `tokenizer` as a GGUF file (f32 or f16), and an Ollama `Modelfile` beside it.
+    """Write `model` + `tokenizer` as a GGUF file (f32, f16 or q8_0), and an Ollama `Modelfile` beside it.
 
     Returns the GGUF path. minimind-3's MoE is written as `qwen3moe`; other MoE models are refused
     (llama.cpp has no architecture with MiniMind2-MoE's shared experts and gating).
@@ -181,7 +193,8 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
         writer.add_rope_freq_base(config.rope_theta)
         writer.add_layer_norm_rms_eps(config.rms_norm_eps)
         writer.add_vocab_size(config.vocab_size)
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+        writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(pre)
         writer.add_token_list(fields["tokens"])
@@ -193,8 +206,8 @@ def export_gguf(model, tokenizer, out_path, dtype: str = "f32", name: str = "Min
         writer.add_add_bos_token(False)
         writer.add_add_eos_token(False)
         writer.add_chat_template(CHAT_TEMPLATES[tokenizer.chat_template])
-        for tensor_name, array in _tensors(model, architecture, dtype):
-            writer.add_tensor(tensor_name, array)
+        for tensor_name, array, raw_dtype in _tensors(model, architecture, dtype):
+            writer.add_tensor(tensor_name, array, raw_dtype=raw_dtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
