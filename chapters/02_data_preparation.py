@@ -631,7 +631,8 @@ assert sum(len(text) > 200 for text in packed) == sum(len(text) > 200 for text i
 # Applied to our corpus, `--scripts han --min_script_share 0.5` keeps the rows whose letters are at
 # least half Chinese. English rows go, as intended — but look at the Chinese ones: every sentence
 # of a biography repeats an invented *Latin* name ("Fapastu住在Ferrow。"), so the names take up
-# more than half of the letters and the rule drops most Chinese rows too. A share threshold
+# about half of the letters and the rule drops about half of the Chinese rows too, while 0.3 keeps
+# nearly all of them. A share threshold
 # measures letters, not meaning; check it on the data before trusting it.
 
 # %% tags=["nbval-check-output"]
@@ -648,7 +649,7 @@ plt.show()
 print(f"{len(han)} rows with letters, {len(chinese)} of them with Chinese; median Han share of those {np.median(chinese):.2f}")
 for threshold in (0.5, 0.3):
     print(f"Han share >= {threshold}: keeps {(han >= threshold).mean():.1%} of all rows, {(chinese >= threshold).mean():.1%} of the Chinese ones")
-assert (chinese >= 0.5).mean() < 0.5 < (chinese >= 0.3).mean()
+assert (chinese >= 0.5).mean() < 0.6 and (chinese >= 0.3).mean() > 0.95
 
 # %% [markdown]
 # ## 7. At scale

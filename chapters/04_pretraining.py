@@ -373,13 +373,14 @@ for name, model in (("untrained", fresh), ("pretrained", pretrained)):
     for prompt in prompts:
         continuation = tokenizer.decode(generate(model.eval(), [BOS_ID, *tokenizer.encode(prompt)], max_new_tokens=24))
         print(f"  {prompt!r} → {continuation!r}")
-        if name == "pretrained" and prompt == prompts[0]:
-            assert continuation.strip().startswith(person.city)
+        if name == "pretrained" and prompt == prompts[0]:  # a city of the world (which one: section 7 counts)
+            assert continuation.split(".")[0].strip() in {p.city for p in world.people}
 print(f"(truth: {person.name} lives in {person.city}, works as a {person.job})")
 
 # %% [markdown]
 # The untrained model emits noise. The pretrained one writes fluent biography sentences and
-# Q&A lines in the corpus's style, gets the city right, and answers the sum the way the corpus
+# Q&A lines in the corpus's style, names a city of the world (not always the right one: section 7
+# counts how often a fact comes back), and answers the sum the way the corpus
 # answers them: the operands restated, then column by column. Whether it has learnt the procedure
 # or a few examples shows on problems it has never seen — the held-out problems of chapter 8, none
 # of which is in the corpus — asked in the same plain text:
