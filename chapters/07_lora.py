@@ -407,14 +407,15 @@ for axis in axes:
     axis.set_xlabel("rank r")
 plt.tight_layout()
 plt.show()
-assert sweep[4]["identity"] < sweep[16]["identity"] and sweep[64]["loss"] < sweep[4]["loss"]
+assert sweep[64]["loss"] < sweep[16]["loss"] < sweep[4]["loss"] and sweep[16]["identity"] >= 0.8
 
 # %% [markdown]
-# The new answer is about fifty tokens of text the tokenizer barely knows (it was trained on the
-# synthetic corpus, where "MiniMind" and most of these words never occur), so the adapter must
-# memorise an almost character-level string: at rank 4 it cannot within this budget, from rank 16 on
-# it can, and more rank only lowers the loss further. The cost to the fact score is about the same
-# at every rank — it comes from *what* is trained, not from how many parameters train it.
+# More rank lowers the training loss at every step of the sweep; the lenient identity score does
+# not need it — the book's tokenizer was trained on the whole book corpus, the identity answers
+# included (chapter 1), so the new answer is made of tokens the model has embeddings for, and a
+# small adapter can point the replies at it. What more rank buys is a closer fit of the exact
+# wording, and what it may cost is the fact score: a larger update can move more of what the base
+# model did (read the third panel; the bands file records how much this moves between runs).
 
 # %% [markdown]
 # ## 7. Merging, saving, switching

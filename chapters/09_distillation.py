@@ -319,8 +319,7 @@ hard, hard_curve, hard_records = train_student(alpha=1.0, temperature=1.0)
 soft, soft_curve, soft_records = train_student(alpha=0.5, temperature=2.0)
 show("hard labels only (α = 1)", hard, "hard")
 show("distilled (α = 0.5, T = 2)", soft, "soft")
-assert soft["val_loss"] < hard["val_loss"] and soft["unseen_loss"] < hard["unseen_loss"]
-assert soft["unseen_em"] > hard["unseen_em"]
+assert soft["unseen_loss"] < hard["unseen_loss"], "soft labels carry what the teacher knew beyond the transfer set"
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -340,10 +339,12 @@ plt.show()
 
 # %% [markdown]
 # The student trained on hard labels fits its 200 conversations ever better and drifts away from
-# what the teacher knew beyond them: its held-out loss turns up after the first passes, and it
-# forgets facts it was never asked about again. The distilled student is pulled, at every supervised
-# position, towards the teacher's whole distribution — a far richer target than one token — and keeps
-# much more of the teacher's behaviour on questions outside the transfer set. With the full
+# what the teacher knew beyond them: on the questions outside the transfer set its loss ends higher
+# than the distilled student's. The distilled student is pulled, at every supervised position,
+# towards the teacher's whole distribution — a far richer target than one token — and keeps more of
+# the teacher's behaviour there. On `distill_val`, conversations like the transfer set's, the two
+# are close, and which is lower changes from run to run; the exact-match difference on 150 unseen
+# questions is within its interval (a few points), so the loss is the measurement to read here. With the full
 # 1,500-conversation set the two come much closer (see the exercises): soft labels matter most when hard
 # ones are few.
 #

@@ -269,14 +269,17 @@ for name, texts in (("held-out problems with their working", held_out_problems),
                     ("training problems with their working", training_problems),
                     ("held-out biographies (pretrain_val)", biography_sentences)):
     print(f"{name:>38}: {overlap(texts):.1%} flagged")
-assert overlap(held_out_problems) < 0.05
+assert overlap(held_out_problems) < min(0.1, overlap(training_problems)) < overlap(biography_sentences)
 
 # %% [markdown]
-# The held-out problems pass — chapter 8's claim that none of them is in any training text, checked
-# from the outside. The training problems are not in the *pretraining* corpus either (it holds
-# other problems worked the same way), which is why so few are flagged. But the validation
-# biographies are: they are fresh samples of the *same templates and facts* as the training ones,
-# so most of their 8-grams occur in training. That is by design here — they measure how well the
+# Few held-out problems are flagged, and not for being in the corpus (chapter 8's claim that none of
+# them is in any training text holds by construction): the working restates one-digit column sums
+# such as "7+5=12", which recur from problem to problem, so a problem with many common columns shares
+# half its 8-grams with *other* problems. That is the probe's false-positive rate on text written in a
+# fixed format. The training problems are not in the *pretraining* corpus either (it holds other
+# problems worked the same way), and are flagged only a little more often. The validation
+# biographies are flagged far more: they are fresh samples of the *same templates and facts* as the
+# training ones, so many of their 8-grams occur in training. That is by design here — they measure how well the
 # model learnt a distribution it was trained on, not generalisation to new facts — and it is exactly
 # the situation in which a benchmark score overstates what a model can do: overlap measures
 # exposure, and exposure is what a test is meant to exclude.
