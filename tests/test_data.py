@@ -12,7 +12,7 @@ from minimind.data.synthetic import (
     ATTRIBUTES, DATASETS, MINIMIND_IDENTITY, SPLITS, build_world, column_steps, dataset_path, dataset_rows,
     write_datasets,
 )
-from minimind.eval.scoring import is_correct, is_minimind_identity, parse_reasoning, reply_style
+from minimind.scoring import is_correct, is_minimind_identity, parse_reasoning, reply_style
 from minimind.paths import REPO_ROOT
 
 # Lines in the formats of upstream MiniMind's released files (UPSTREAM_SPEC §4), extra keys included.

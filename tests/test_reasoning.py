@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from minimind.losses import masked_cross_entropy, reasoning_weighted_loss
-from minimind.eval.scoring import parse_reasoning, score_answers
+from minimind.scoring import parse_reasoning, score_answers
 
 VOCAB = 29
 TAG_IDS = (3, 4, 5, 6)  # <think> </think> <answer> </answer>

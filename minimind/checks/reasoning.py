@@ -2,7 +2,7 @@
 import torch
 
 from minimind.losses import IGNORE_INDEX, masked_cross_entropy, reasoning_weighted_loss
-from minimind.eval.scoring import parse_reasoning
+from minimind.scoring import parse_reasoning
 
 _TAG_IDS = (3, 4, 5, 6)
 

@@ -12,7 +12,7 @@ lm-eval, which `import minimind.eval` does not load.
 """
 from minimind.eval.bpb import BitsPerByte, bits_per_byte, read_documents, sliding_windows
 from minimind.eval.replies import answer_questions, exact_match, generate_replies, greedy_replies
-from minimind.eval.scoring import (ReasoningScore, is_correct, is_minimind_identity, normalize_answer, normalize_reply,
+from minimind.scoring import (ReasoningScore, is_correct, is_minimind_identity, normalize_answer, normalize_reply,
                                    parse_reasoning, reply_style, score_answers)
 from minimind.eval.suites import SUITES, Score, parse_suites, run_suites, subset, wilson_interval
 

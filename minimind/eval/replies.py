@@ -68,7 +68,7 @@ def generate_replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
 def exact_match(model, tokenizer, items, max_new_tokens: int = 16) -> tuple[float, list[str]]:
     """Share of `items` (objects with `.prompt` and `.answer`, e.g. `World.questions()`) answered
     exactly (up to case, spaces and final punctuation), and the replies."""
-    from minimind.eval.scoring import is_correct
+    from minimind.scoring import is_correct
 
     replies = answer_questions(model, tokenizer, [item.prompt for item in items], max_new_tokens)
     correct = sum(is_correct(reply, item.answer) for reply, item in zip(replies, items))

@@ -91,7 +91,7 @@ def _replies(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> l
 
 def facts_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
     from minimind.data.synthetic import build_world
-    from minimind.eval.scoring import is_correct
+    from minimind.scoring import is_correct
 
     world = build_world(WORLD_SEED)
     groups = {"trained": world.questions("sft", "train"), "reworded": world.questions("sft", "reworded"),
@@ -108,7 +108,7 @@ def facts_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
 def reasoning_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
     from minimind.data.synthetic import PROBLEM_KINDS, build_world
     from minimind.eval import replies
-    from minimind.eval.scoring import score_answers
+    from minimind.scoring import score_answers
 
     problems = build_world(WORLD_SEED).problems("val")
     scores = []
@@ -123,7 +123,7 @@ def reasoning_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score
 
 def preference_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
     from minimind.data.synthetic import dataset_rows
-    from minimind.eval.scoring import reply_style
+    from minimind.scoring import reply_style
 
     rows = subset(dataset_rows("dpo", "val", WORLD_SEED), limit)
     styles = [reply_style(reply) for reply in
@@ -133,7 +133,7 @@ def preference_suite(model, tokenizer, limit: Optional[int] = None) -> list[Scor
 
 def identity_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
     from minimind.data.synthetic import dataset_rows
-    from minimind.eval.scoring import is_minimind_identity
+    from minimind.scoring import is_minimind_identity
 
     rows = subset(dataset_rows("lora_identity", "val", WORLD_SEED), limit)
     replies = _replies(model, tokenizer, [row["conversations"][0]["content"] for row in rows], max_new_tokens=40)

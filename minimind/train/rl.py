@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minimind.eval.scoring import score_answers
+from minimind.scoring import score_answers
 from minimind.runtime import autocast_context, resolve_device, resolve_dtype, seed_everything
 from minimind.tokenizer import EOS_ID, PAD_ID
 from minimind.train.config import TrainConfig, option, parse_config
@@ -137,7 +137,7 @@ class RLConfig(TrainConfig):
 
 def verify(reply: str, problem) -> tuple[bool, bool]:
     """(correct, well_formed) of a reasoning reply, by the evaluation suites' own checker
-    (`minimind.eval.scoring.score_answers`): the answer block must equal `problem.answer`."""
+    (`minimind.scoring.score_answers`): the answer block must equal `problem.answer`."""
     score = score_answers([reply], [problem.answer])
     return bool(score.correct), bool(score.well_formed)
 
