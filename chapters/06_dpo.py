@@ -436,11 +436,11 @@ for row, reply in zip(train_rows[:3], greedy_replies(sft_model, style_prompts["t
     print(f"  {row['chosen'][0]['content']!r} → {reply!r}")
 
 # %% [markdown]
-# The SFT model is at chance on the held-out pairs, and replies curtly to most training prompts —
-# it imitated both styles of its data. On the held-out people it mostly produces replies of no
-# clear style: it cannot describe people it never saw in a "tell me about" answer, so it falls back
-# on a greeting (the CPU notes explain why a small model extracts only part of what pretraining
-# stored).
+# The SFT model is near chance on the held-out pairs, and its replies have mostly no clear style:
+# SFT showed it polite and curt openings alike, and greedy decoding often writes neither — or a
+# garbled one (the share of clean replies says how often), and it often describes another person
+# than the one asked about (chapter 5 measured how much of what pretraining stored the chat model
+# can extract).
 
 # %% [markdown]
 # ## 8. Training
@@ -514,8 +514,11 @@ expect_outside("dpo.dpo.preference_accuracy", before["accuracy"], "the SFT model
 
 # %% [markdown]
 # The preference generalised: on pairs about people the DPO data never mentions, the model now
-# prefers the polite reply almost always, and it stopped answering curtly — on the training prompts
-# *and* on the held-out ones, where it had no polite example to copy. The SFT score barely moved.
+# prefers the polite reply almost always, and polite replies became much more frequent — on the
+# training prompts *and* on the held-out ones, where it had no polite example to copy; curt ones
+# disappeared. The SFT score moved by a few points. The book's targets are not all reached (the
+# line above): many greedy replies still use no style phrase, some are garbled, and describing the
+# wrong person is the SFT model's defect, which DPO on style does not repair.
 #
 # ## 10. Why the SFT term: plain DPO on a small model
 #
@@ -557,9 +560,8 @@ assert after["styles"]["held-out prompts"]["polite"] > plain_after["styles"]["he
 # %% [markdown]
 # Both runs reach the same held-out preference accuracy — by the measure DPO optimises, plain DPO
 # works. But it widens the gap by pushing *both* replies down, the rejected one faster: the held-out
-# chosen replies lose probability too, the tokens the two replies share are pulled both ways, the
-# replies lose their spelling (see the samples above), and to the held-out prompts hardly any comes
-# out polite. With the
+# chosen replies lose probability too, the tokens the two replies share are pulled both ways, and
+# to the held-out prompts far fewer replies come out polite — most fall back on a bare greeting. With the
 # SFT term (as in RPO {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep
 # their probability while the rejected ones fall, and the generations stay usable. On large models with diverse data plain DPO is usually
 # stable enough; on a small model and narrow data the anchor is what makes it work.
@@ -616,12 +618,14 @@ for axis in axes:
     axis.set_xlabel("β")
 plt.tight_layout()
 plt.show()
-assert sweep[betas[0]]["accuracy"] < sweep[betas[-1]]["accuracy"]
-assert sweep[betas[0]]["drift"] > sweep[betas[-1]]["drift"], "with the SFT term, a larger β moves the policy further"
+assert all(sweep[b]["accuracy"] >= 0.75 for b in betas), "one epoch of DPO learns the preference at every β"
 
 # %% [markdown]
-# With the SFT term in the loss, a larger β buys more preference — higher held-out accuracy — by
-# moving the policy further from the SFT model; a small β leaves the anchor in charge. The exercise
+# One epoch learns the preference at every β. Beyond that, with the SFT term in the loss, β's effect
+# on this data is small and not monotone: the three runs differ in held-out accuracy and in how far
+# the rejected replies moved by amounts of the order of the run-to-run spread the bands file records
+# for them, so no ordering of β is claimed here. The anchor, not β, is what keeps the policy near the
+# SFT model. The exercise
 # "β without the SFT term" below repeats the sweep with plain DPO, where the textbook reading of β
 # can be put to the test.
 
