@@ -286,7 +286,7 @@ for prompt, reply in zip(identity_val[:4], greedy_replies(lora_model, identity_p
 print(f"the book's target, base ability within 5 points: {'met' if after['facts'] >= before['facts'] - 0.05 else 'NOT met'}"
       f" ({100 * (after['facts'] - before['facts']):+.1f} points)")
 assert before["identity"] <= 0.1 and after["identity"] >= 0.8
-assert after["facts"] > 0.5, "the adapter keeps most of the base model's knowledge"
+assert after["facts"] > 0.7 * before["facts"], "the adapter keeps most of the base model's knowledge"
 expect("lora.identity", after["identity"], n=len(identity_prompts))
 expect("lora.facts", after["facts"], n=len(questions))
 expect_outside("lora.identity", before["identity"], "the base model, without the adapter")
@@ -324,14 +324,15 @@ print("adapter switched off → outputs identical to the SFT model")
 
 # %% [markdown]
 # The identity score is lenient on purpose: it asks whether the reply *claims* the MiniMind identity,
-# and nearly every held-out reply does. Asked to reproduce the taught sentence word for word, the
-# adapter does much better in English than in Chinese, where the reply starts right and then turns
-# into wrong characters. The last printed lines say why: the book's tokenizer was trained on the
-# synthetic world, whose Chinese never contains words like 训练 or 语言模型, so the Chinese answer
-# needs more tokens than it has characters — many of them byte-level pieces of characters the
-# tokenizer never merged — while the English one packs well over a character into each token; four
-# epochs are not enough to learn that long a run of rare tokens. The exercise "Train it longer" measures what more epochs
-# do; a real tokenizer trained on real Chinese (MiniMind2's) would not have this problem.
+# and nearly every held-out reply does. The strict measure — the taught sentence word for word — is
+# printed for each language. The last printed lines show what makes the Chinese answer learnable:
+# the book's tokenizer was trained on the whole book corpus, the identity answers included
+# (chapter 1), and gives every Chinese character a token of its own, so the Chinese sentence is one
+# token per character and none of them is a byte-level fragment. Where word for word falls short,
+# the replies start right and a character or a word goes astray in the middle; the exercise "Train it
+# longer" measures what more epochs do. What the adapter costs is printed beside the target: the fact
+# score falls — the third of ordinary questions replayed in the identity set protects most of what
+# the base model answered, not all of it.
 
 # %% [markdown]
 # ## 5. What LoRA saves
