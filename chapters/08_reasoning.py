@@ -350,7 +350,15 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ABLATION_PROSE
+# What the weight buys is confidence in the tags: at every measured step the mean probability of the
+# right tag rises with $\lambda$ (asserted), and the content tokens pay for it a little early on.
+# What it does not buy is well-formed replies sooner: the model's own greedy replies become well
+# formed only once the working between the tags has taken shape, and the order of the three weights
+# in format adherence changes from step to step and from seed to seed (the last column); by step 30
+# all three are at or near 100%, and none of them is right yet — answers come later. The book keeps
+# upstream's default, $\lambda = 10$: its reasoning model, trained ten times longer, is well formed on
+# every held-out problem below, so the choice decides how the first tens of steps look, not where
+# training ends.
 #
 # ## 6. The reasoning model
 #
@@ -440,7 +448,15 @@ for problem, reply in wrong[:2]:
     print(f"\n{problem.prompt}  (reference {problem.answer})\n{reply}")
 
 # %% [markdown]
-# REASONER_PROSE
+# The working is a procedure the model learnt, not a table of answers: every problem here is new to
+# it, and two- and three-digit sums come out right almost always. Subtraction, with its borrows, is
+# harder: most wrong replies miscompute a column (the first example: the borrow into the tens is
+# written but not taken from the hundreds), and some answers even differ from the working's own
+# result. The new phrasings are a different story: asked in words that never occur in training, the
+# model is right far less often — it learnt to start its working from the phrasings it saw, and
+# what a question *means* does not yet carry over to others. (The reworded shares are printed with
+# their intervals and asserted against their bands; the book's targets are on the training
+# phrasings.)
 #
 # ## 7. Thinking versus answering directly
 #
@@ -465,7 +481,12 @@ assert gaps["add3"] >= 0.30 and gaps["sub3"] >= 0.30
 expect_outside("reasoning.add3.heldout.accuracy", answering["add3"][0].accuracy, "answering three-digit sums without the working")
 
 # %% [markdown]
-# DIRECT_PROSE
+# Without the working the same network, trained the same way, gets almost nothing right: it writes
+# a number of the right length that is not the sum. The difference is not what the model knows — both
+# start from the same chat model — but how many steps of computation it gets: one forward pass per
+# token, and the working gives the answer one token of computation per column instead of all the
+# columns at once. (Exercise "How long must the direct model train?" asks whether more steps close the
+# gap.)
 #
 # ## 8. A thinking budget
 #
@@ -495,7 +516,13 @@ for budget, score in budget_scores.items():
     expect(f"reasoning.budget_{budget}.accuracy", score.accuracy, n=score.n)
 
 # %% [markdown]
-# BUDGET_PROSE
+# A budget that cuts the working short breaks the answer: at 8 or 16 tokens the forced `</think>`
+# lands in the middle of the operands or the columns and the model stops without an answer block,
+# so almost nothing is right; at 32 tokens most workings fit and about half the replies are right.
+# A budget of 0 is the surprise: the model, shown `<think>` and `</think>` back to back, writes its
+# working *after* the closed block anyway and then the answer — every reply is malformed and most are
+# right. It was never trained on a forced close, so it does what its training made likely: work the
+# sum out first. Budget forcing needs a model trained on truncated thoughts.
 
 # %% [markdown]
 # ## Exercises
@@ -643,15 +670,15 @@ check_parse_reasoning(parse_reasoning)
 # - The tag-weighted loss multiplies the cross-entropy of those targets by $\lambda$. Here it is a
 #   weighted *mean* (divided by the sum of the weights): equal to SFT at $\lambda = 1$, on the same
 #   scale for every $\lambda$. Upstream divided by the token count and weighted sub-words.
-# - Measured on held-out problems: a larger $\lambda$ makes the model sure of the tags sooner and
-#   costs the content a little early on; the format of its *own* replies follows only once the
-#   working has taken shape, fastest with a moderate weight — at $\lambda = 10$ tags intrude into
-#   the working for a while.
-# - Format and correctness are separate: the reasoning model writes well-formed working, still
-#   misreads the operands' digits and does not always copy its own result into the answer; at this
-#   scale and budget its accuracy is near zero.
-# - A thinking budget closes the think block by force; a model never trained on truncated thoughts
-#   carries on thinking after the forced tag and breaks the format.
+# - Measured on held-out problems over three seeds: a larger $\lambda$ makes the model sure of the
+#   tags sooner and costs the content a little early on; the format of its *own* replies follows
+#   only once the working has taken shape, and no weight is reliably fastest.
+# - The reasoning model gets held-out sums right with its working (two- and three-digit sums almost
+#   always, subtraction less often, the miscomputed borrow being the main cause) — and the same
+#   network trained to answer directly gets almost none: the working is computation the answer
+#   needs. Phrasings never seen in training are answered far less well.
+# - A thinking budget closes the think block by force; too small a budget leaves no answer, and a
+#   model never trained on a forced close writes its working after the tag anyway.
 #
 # ## Further reading
 #
