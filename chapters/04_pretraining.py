@@ -379,7 +379,7 @@ print(f"(truth: {person.name} lives in {person.city}, works as a {person.job})")
 
 # %% [markdown]
 # The untrained model emits noise. The pretrained one writes fluent biography sentences and
-# Q&A lines in the corpus's style, names a city of the world (not always the right one: section 7
+# Q&A lines in the corpus's style, names a city of the world (not always the right one: the probe below
 # counts how often a fact comes back), and answers the sum the way the corpus
 # answers them: the operands restated, then column by column. Whether it has learnt the procedure
 # or a few examples shows on problems it has never seen — the held-out problems of chapter 8, none
@@ -481,7 +481,7 @@ for lang in ("en", "zh"):
 # more facts than chance, of people it only ever read about: those facts are *stored* — not all of
 # them, and how many is the figure of this chapter that moves most from one training run to another
 # (`minimind/checks/bands.json` records it for every seed and kernel path measured: from about a
-# third to nearly all of the English facts). Whether a chat model can *answer questions* about them
+# third to two thirds of the English facts, from under half to nearly all of the Chinese ones). Whether a chat model can *answer questions* about them
 # is another matter — chapter 5 measures it.
 #
 # ## 8. Throughput
@@ -654,8 +654,9 @@ print(f"static padding computes {len(padded) * 128:,} positions per epoch, packi
 #   where the context starts to help. The chapter model ends far below both.
 # - A training step is a dozen lines; the engine runs the same computation (checked to 1e-4) and
 #   adds accumulation, precision, DDP, metrics and exact resume.
-# - A cloze probe shows what the loss curve cannot: the model stored the facts of the biographies,
-#   including those of people it was never asked about.
+# - A cloze probe shows what the loss curve cannot: the model stored many of the facts of the
+#   biographies, including those of people it was never asked about — how many varies widely from
+#   one training run to another; and it works held-out sums in the corpus's format.
 #
 # ## Further reading
 #
