@@ -554,17 +554,21 @@ for name, (chosen, rejected) in logps_by_model.items():
     print(f"{name:<15} held-out log π(chosen) {chosen:8.2f}   log π(rejected) {rejected:8.2f}")
     expect(f"dpo.logps.{name.split()[0].lower()}.chosen", chosen)
     expect(f"dpo.logps.{name.split()[0].lower()}.rejected", rejected)
-assert logps_by_model["plain DPO"][0] < logps_by_model["DPO + SFT term"][0]
-assert after["styles"]["held-out prompts"]["polite"] > plain_after["styles"]["held-out prompts"]["polite"]
+assert logps_by_model["plain DPO"][0] < min(logps_by_model["DPO + SFT term"][0], logps_by_model["SFT model"][0])
+assert logps_by_model["DPO + SFT term"][0] > logps_by_model["SFT model"][0] - 2, "the anchor keeps the chosen replies"
 
 # %% [markdown]
 # Both runs reach the same held-out preference accuracy — by the measure DPO optimises, plain DPO
 # works. But it widens the gap by pushing *both* replies down, the rejected one faster: the held-out
-# chosen replies lose probability too, the tokens the two replies share are pulled both ways, and
-# to the held-out prompts far fewer replies come out polite — most fall back on a bare greeting. With the
-# SFT term (as in RPO {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep
-# their probability while the rejected ones fall, and the generations stay usable. On large models with diverse data plain DPO is usually
-# stable enough; on a small model and narrow data the anchor is what makes it work.
+# chosen replies lose probability too — about ten nats each, measured against the SFT model — and
+# the tokens the two replies share are pulled both ways. With the SFT term (as in RPO
+# {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep their probability
+# while the rejected ones fall. What that does to the greedy replies is less regular than the
+# log-probabilities: in the stored run plain DPO's replies are polite far less often; in other runs
+# measured for the bands file, about as often or more. The log-probabilities are the dependable
+# signal: a policy that lowers the probability of the replies it is told to prefer has drifted, and
+# on large models with diverse data plain DPO is usually stable enough, while on a small model and
+# narrow data the anchor is what keeps the preferred replies likely.
 #
 # ## 11. What β does
 #
