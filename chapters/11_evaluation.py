@@ -291,7 +291,8 @@ assert overlap(held_out_problems) < min(0.1, overlap(training_problems)) < overl
 # Where the ground truth is known, a rule-based judge is better: extract each claim the reply makes
 # and check it. The world knows every person's five facts; the judge below finds which values a
 # reply states and scores the reply by the share of the person's facts it states correctly, and
-# counts the facts it states *wrongly* (a value of the attribute that belongs to someone else).
+# counts the facts it states *wrongly* (a value of the attribute that belongs to someone else). The
+# replies judged are those of chapter 6's DPO model, the one trained to describe people.
 
 # %%
 def judge(reply, person, lang):
@@ -299,7 +300,8 @@ def judge(reply, person, lang):
     right = wrong = 0
     for attribute in ATTRIBUTES:
         truth = person.value(attribute, lang)
-        stated = [v for v in values[attribute, lang] if re.search(rf"(?<![\w]){re.escape(v)}(?![\w])", reply)]
+        # a value counts where no Latin letter touches it (\w would also refuse "名水手": CJK is \w)
+        stated = [v for v in values[attribute, lang] if re.search(rf"(?<![A-Za-z]){re.escape(v)}(?![A-Za-z])", reply)]
         if attribute == "age":
             stated = re.findall(r"\d+", reply)[:1]
         right += truth in stated
@@ -308,8 +310,12 @@ def judge(reply, person, lang):
 
 
 people = world.heldout_people[:60]
+for lang in ("en", "zh"):  # the judge itself, on replies whose verdict is known
+    true_description = world.describe(people[0], lang, "polite", random.Random(0))
+    assert judge(true_description, people[0], lang) == (5, 0)
+    assert judge(true_description, people[1], lang)[1] >= 3, "another person's facts are mostly wrong"
 prompts = [DESCRIBE_PROMPTS[lang][0].format(name=p.name) for p in people for lang in ("en", "zh")]
-descriptions = answer_questions(sft, tokenizer, prompts, max_new_tokens=70)
+descriptions = answer_questions(zoo.load("dpo"), tokenizer, prompts, max_new_tokens=70)
 judged = [judge(reply, person, lang) for reply, (person, lang) in
           zip(descriptions, [(p, lang) for p in people for lang in ("en", "zh")])]
 right_share = sum(r for r, _ in judged) / (5 * len(judged))
@@ -318,11 +324,13 @@ print(f"{len(judged)} descriptions of held-out people: {right_share:.0%} of thei
       f"{wrong_share:.0%} stated wrong (the rest not stated)")
 print(f"e.g. {prompts[0]!r} → {descriptions[0]!r}\n     judged {judged[0]} (truth: {people[0]})")
 expect("evaluation.judge.right", right_share, n=5 * len(judged))
-assert right_share > wrong_share
+expect("evaluation.judge.wrong", wrong_share, n=5 * len(judged))
 
 # %% [markdown]
-# Rule-based judges are narrow — this one knows five attributes and nothing else — but they are
-# exact, cheap and free of a grader's taste. Where one can be written, it is the honest choice.
+# The judge says what a glance at fluent replies hides: the DPO model's descriptions of people it
+# never saw in fine-tuning state some facts right and many wrong — often a whole other person's
+# (chapter 6 showed examples). Rule-based judges are narrow — this one knows five attributes and
+# nothing else — but they are exact, cheap and free of a grader's taste. Where one can be written, it is the honest choice.
 #
 # ## 7. The lm-evaluation-harness
 #
