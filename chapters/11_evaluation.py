@@ -378,14 +378,15 @@ results = evaluate_tasks(MiniMindLM(model=pretrained, tokenizer=tokenizer, batch
                          load_tasks(["book_facts_mc"], manager), manager)
 harness_accuracy = results["results"]["book_facts_mc"]["acc,none"]
 print(f"lm-eval, model minimind, pretrained: acc {harness_accuracy:.3f}; section 3's own computation {mc['pretrained']:.3f}")
-# the same sums in other batch shapes: a near-tie between two choices may fall the other way
-# (no item in the stored run, 2 of the 200 under ATEN_CPU_CAPABILITY=default)
-assert abs(harness_accuracy - mc["pretrained"]) * len(mc_subset) <= 4
+# not the same sums to the last digit (the harness tokenizes question and answer apart and batches
+# in its own order): near-ties may fall the other way — 0 to 3 of the 200 items in the measured runs
+print(f"items scored differently: {round(abs(harness_accuracy - mc['pretrained']) * len(mc_subset))} of {len(mc_subset)}")
+assert abs(harness_accuracy - mc["pretrained"]) * len(mc_subset) <= 6
 
 # %% [markdown]
-# The harness and the chapter's twenty lines agree — item for item in the stored run; on other
-# kernels a few near-ties between two choices, whose log-likelihoods differ in the last digits when
-# the harness batches the items differently, can fall the other way. A benchmark score is nothing more
+# The harness and the chapter's twenty lines agree — item for item in the stored run; in other runs
+# a few near-ties between two choices, whose log-likelihoods the harness computes from the question
+# and the answer tokenized apart and in batches of its own, fall the other way. A benchmark score is nothing more
 # than this computation, run on someone else's items. Knowing that is the best defence against
 # reading too much into one. The whole book's held-out suites are one command too:
 # `minimind eval --model sft --suites facts,reasoning,preference,identity --out results.json`
