@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from IPython.display import HTML, display
 
 from minimind import zoo
-from minimind.checks.bands import expect, expect_outside
+from minimind.checks.bands import expect
 from minimind.data.datasets import SFTDataset, collate_causal_lm
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
@@ -320,11 +320,12 @@ for model_name in ("SFT", "all tokens"):
 masked_mean = sum(scores["SFT", g, l] for g in groups for l in ("en", "zh")) / 6
 all_mean = sum(scores["all tokens", g, l] for g in groups for l in ("en", "zh")) / 6
 print(f"mean exact match: {masked_mean:.0%} with the mask, {all_mean:.0%} on every token")
-assert masked_mean > all_mean
+# Within one run — same seed, data and steps, only the mask differs — the mask is worth at least
+# ten points in every run measured. (Across runs the masked score itself moves by more than that,
+# so the comparison is made here, not against the masked score's band.)
+assert masked_mean - all_mean >= 0.1
 expect("sft.mean_exact_match.masked", masked_mean)
 expect("sft.mean_exact_match.all_tokens", all_mean)
-# the masked model's band, measured across seeds and CPUs, excludes the model trained without the mask
-expect_outside("sft.mean_exact_match.masked", all_mean, "SFT without the mask")
 
 labels = [f"{g}\n{l}" for g in groups for l in ("en", "zh")]
 x = torch.arange(len(labels)).float()
