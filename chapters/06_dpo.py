@@ -560,7 +560,7 @@ assert logps_by_model["DPO + SFT term"][0] > logps_by_model["SFT model"][0] - 2,
 # %% [markdown]
 # Both runs reach the same held-out preference accuracy — by the measure DPO optimises, plain DPO
 # works. But it widens the gap by pushing *both* replies down, the rejected one faster: the held-out
-# chosen replies lose probability too — eight to nine nats each in the measured runs, against the SFT model — and
+# chosen replies lose probability too — six to nine nats each in the measured runs, against the SFT model — and
 # the tokens the two replies share are pulled both ways. With the SFT term (as in RPO
 # {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep their probability
 # while the rejected ones fall. What that does to the greedy replies is less regular than the
