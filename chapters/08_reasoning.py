@@ -520,8 +520,8 @@ for budget, score in budget_scores.items():
 # lands in the middle of the operands or the columns and the model stops without an answer block,
 # so almost nothing is right; at 32 tokens most workings fit and about half the replies are right.
 # A budget of 0 is the surprise: the model, shown `<think>` and `</think>` back to back, writes its
-# working *after* the closed block anyway and then the answer — every reply is malformed and most are
-# right. It was never trained on a forced close, so it does what its training made likely: work the
+# working *after* the closed block anyway and then the answer — every reply is malformed and many are
+# right (most in the stored run; a fifth to a third in the other runs measured for the bands file). It was never trained on a forced close, so it does what its training made likely: work the
 # sum out first. Budget forcing needs a model trained on truncated thoughts.
 
 # %% [markdown]
