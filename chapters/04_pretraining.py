@@ -406,7 +406,7 @@ for kind, share in arithmetic.items():
 assert arithmetic["add2"] > 0.5
 
 # %% [markdown]
-# It computes most of them — more often for the kinds that need fewer steps. Chapter 8 turns this
+# It computes most of them — subtraction, with its borrows, least reliably. Chapter 8 turns this
 # into a chat model's reasoning: a think block the model opens and closes itself.
 #
 # A **cloze probe** checks what was stored: take the beginning of a biography sentence whose
