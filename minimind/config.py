@@ -224,29 +224,20 @@ def field_lines(text: str) -> dict:
     return lines
 
 
+# upstream minimind-3 (Qwen3-style q/k norm); its MoE preset adds the experts to the same body
+_MINIMIND3 = dict(hidden_size=768, num_hidden_layers=8, num_key_value_heads=4, qk_norm=True, rms_norm_eps=1e-6,
+                  intermediate_size=v3_intermediate_size(768))
+
 PRESETS: dict[str, dict] = {
     # upstream MiniMind2 family (parameter counts as upstream prints them)
     "minimind2-small": dict(hidden_size=512, num_hidden_layers=8),  # 25.83M
     "minimind2": dict(hidden_size=768, num_hidden_layers=16),  # 104.03M
     "minimind2-moe": dict(hidden_size=640, num_hidden_layers=8, use_moe=True),  # 145.03M
-    # upstream minimind-3 (Qwen3-style q/k norm)
-    "minimind3": dict(
-        hidden_size=768,
-        num_hidden_layers=8,
-        num_key_value_heads=4,
-        qk_norm=True,
-        rms_norm_eps=1e-6,
-        intermediate_size=v3_intermediate_size(768),
-    ),  # 63.91M
+    "minimind3": _MINIMIND3,  # 63.91M
     # minimind-3's MoE: 4 routed experts, top-1 with its weight renormalised to 1, no shared expert,
     # Switch-style load balancing over the whole batch (router_aux_loss_coef 5e-4)
     "minimind3-moe": dict(
-        hidden_size=768,
-        num_hidden_layers=8,
-        num_key_value_heads=4,
-        qk_norm=True,
-        rms_norm_eps=1e-6,
-        intermediate_size=v3_intermediate_size(768),
+        _MINIMIND3,
         use_moe=True,
         n_routed_experts=4,
         num_experts_per_tok=1,
