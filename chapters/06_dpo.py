@@ -83,8 +83,7 @@ print(f"torch {torch.__version__} · minimind {minimind.__version__}")
 # Each row of `dpo_train.jsonl` holds the same conversation twice, ending in a *chosen* and a
 # *rejected* assistant reply. The book's world makes the difference a surface property a tiny model
 # can pick up and generalise — politeness — and keeps the facts identical in both replies, so the
-# preference cannot be learned by memorising facts (the CPU notes record that a preference over
-# *facts* did not generalise at this scale). The training pairs are about the people the SFT data
+# preference cannot be learned by memorising facts. The training pairs are about the people the SFT data
 # covered; the held-out pairs in `dpo_val.jsonl` are about the *other* people, with prompts the
 # model has never been trained to answer politely.
 

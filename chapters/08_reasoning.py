@@ -154,7 +154,7 @@ for problem, reply in zip(probe, generate_replies(sft_model, tokenizer, [p.promp
 # is $\dfrac{\lambda k}{\lambda k + n - k}$: for the example above ($k = 4$) it grows from a few
 # percent at $\lambda = 1$ to about a third at $\lambda = 10$.
 #
-# Two details matter, and upstream MiniMind2 got both wrong (see the project's upstream notes, §8.1 and §8.14):
+# Two details matter, and upstream MiniMind2's `train_reason.py` gets both wrong:
 #
 # 1. **Which positions.** In MiniMind2's vocabulary `<think>` is not one token but `<`, `th`,
 #    `ink`, `>`; upstream weighted every target in the set of those sub-word ids, so every `<`,

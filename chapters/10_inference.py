@@ -73,7 +73,7 @@ print(f"SFT model: {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {m
       f"context {model.config.max_position_embeddings} tokens")
 
 # %% [markdown]
-# ## 9.1 One step of generation: a distribution over the vocabulary
+# ## 10.1 One step of generation: a distribution over the vocabulary
 #
 # Given the prompt so far, the model returns one logit $z_i$ per vocabulary entry; the
 # next-token distribution is their softmax, $p_i = e^{z_i} / \sum_j e^{z_j}$. Generation
@@ -103,7 +103,7 @@ expect("inference.p_right_city", probs[right])
 # need not be the right answer. *How* we pick from this distribution therefore changes what the
 # user reads — sometimes right, sometimes wrong, sometimes nonsense.
 #
-# ## 9.2 Temperature
+# ## 10.2 Temperature
 #
 # Dividing the logits by a temperature $T>0$ before the softmax reshapes the distribution
 # without changing the order of the tokens:
@@ -165,7 +165,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 9.3 Top-k and top-p (nucleus) sampling
+# ## 10.3 Top-k and top-p (nucleus) sampling
 #
 # Even at a moderate temperature, thousands of unlikely tokens share a visible slice of the
 # probability mass, and sampling one of them derails the text. Two filters cut the tail before
@@ -246,7 +246,7 @@ top_p_slider.observe(redraw, names="value")
 display(widgets.VBox([widgets.HBox([temperature_slider, top_p_slider]), chart]))
 
 # %% [markdown]
-# ## 9.4 The KV cache: why decoding does not need to recompute the past
+# ## 10.4 The KV cache: why decoding does not need to recompute the past
 #
 # In a causal transformer, the keys and values of position $t$ depend only on tokens
 # $\le t$. So when we append token $T+1$, the keys and values of positions $1..T$ are exactly
@@ -329,7 +329,7 @@ for q, answer in zip(questions, batched):
     print(f"{q!r:>48} -> {tokenizer.decode(answer)!r}")
 
 # %% [markdown]
-# ## 9.5 Repetition, and the repetition penalty
+# ## 10.5 Repetition, and the repetition penalty
 #
 # Greedy decoding of a small model often ends in a loop. Once a phrase has appeared, attention
 # can copy it ("induction" behaviour: find an earlier occurrence of the current token, predict what
@@ -374,7 +374,7 @@ plt.show()
 # moderate temperature and top-p breaks most loops without that cost; a better-trained model
 # loops less in the first place.
 #
-# ## 9.6 Chatting with the model
+# ## 10.6 Chatting with the model
 #
 # `minimind.inference.stream_reply` renders the conversation with the chat template, decodes token
 # by token, and streams text pieces as soon as they form whole characters (a Chinese character
@@ -421,7 +421,7 @@ for message in conversation:
 print(f"(true: {person.age}, {person.city})")
 
 # %% [markdown]
-# ## 9.7 An OpenAI-compatible server
+# ## 10.7 An OpenAI-compatible server
 #
 # `python -m minimind.serve --model sft` starts a FastAPI app on `127.0.0.1:8998` with OpenAI's
 # `/v1/chat/completions` (streaming as server-sent events or not), `/v1/models` and `/health`.
@@ -466,7 +466,7 @@ finally:
 print("server stopped")
 
 # %% [markdown]
-# ## 9.8 Export: transformers (and vLLM), GGUF (llama.cpp and Ollama)
+# ## 10.8 Export: transformers (and vLLM), GGUF (llama.cpp and Ollama)
 #
 # MiniMind's state-dict names are Llama's, so `minimind.export.transformers` writes a plain
 # `LlamaForCausalLM` folder that `AutoModelForCausalLM` loads without custom code — and that
@@ -502,8 +502,8 @@ for q in questions[:3]:
 # %% [markdown]
 # How fast is our loop compared with transformers' `generate` on the same weights? At this
 # size a decoding step is dominated by per-token Python and dispatch overhead rather than by
-# arithmetic, so a lean loop matters (the numbers depend on the machine; the benchmark of the
-# book's issue tracker records them).
+# arithmetic, so a lean loop matters (the numbers depend on the machine; `make bench`
+# measures them, and `benchmarks/README.md` records a run).
 
 # %%
 bench_prompt = list(range(10, 26))
@@ -583,13 +583,13 @@ check_temperature_softmax(softmax_with_temperature)
 # :label: ex-09-top-p
 # Write `top_p_mask(probs, p)` returning the boolean mask of the nucleus, and check it with
 # `check_top_p`. Then answer: for $p = 0.9$, is the nucleus larger at $T = 0.5$ or at $T = 1.5$
-# for the distribution of section 9.1? Why?
+# for the distribution of section 10.1? Why?
 # ```
 #
 # ```{solution} ex-09-top-p
 # :class: dropdown
-# The mask of section 9.3 passes. A higher temperature flattens the distribution, so more tokens
-# are needed to reach 90% of the mass: the nucleus is larger at $T=1.5$ (the table of section 9.3
+# The mask of section 10.3 passes. A higher temperature flattens the distribution, so more tokens
+# are needed to reach 90% of the mass: the nucleus is larger at $T=1.5$ (the table of section 10.3
 # shows it growing with $T$).
 # ```
 
@@ -657,7 +657,7 @@ check_incremental_decode(stream_pieces, tokenizer)
 # %% [markdown]
 # ```{exercise} Experiment: temperature against correctness
 # :label: ex-09-experiment
-# Answer the 20 reworded questions of section 9.6 with `temperature` 0, 0.7, 1.0 and 1.5
+# Answer the 20 reworded questions of section 10.6 with `temperature` 0, 0.7, 1.0 and 1.5
 # (`top_p=1.0`, five seeds each). Plot exact match against temperature. Then repeat with
 # `top_p=0.9`. Which setting would you use for a factual assistant, and which for story writing?
 # ```
@@ -675,7 +675,7 @@ check_incremental_decode(stream_pieces, tokenizer)
 #   top-k and top-p cut their tails; we built each and checked it against `minimind.generate`,
 #   whose filters equal transformers' logits processors.
 # - The KV cache removes the recomputation of the past; on this model it gave the speed-up
-#   measured in 9.4, and batched, left-padded decoding gives the same tokens as decoding alone.
+#   measured in 10.4, and batched, left-padded decoding gives the same tokens as decoding alone.
 # - Small models loop under greedy decoding; the CTRL penalty reduces repetition, bluntly.
 # - One `stream_reply` serves the chat CLI, the web demo and an OpenAI-compatible server that
 #   the official client talks to.

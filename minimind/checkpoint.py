@@ -98,7 +98,7 @@ def _strip_wrapper_prefixes(state: dict) -> dict:
 
 def load_state_dict_strict(model: MiniMind, state: dict, source: str) -> MiniMind:
     """Load `state` into `model`, failing with the lists of missing and unexpected keys, or of
-    mismatched shapes, instead of silently skipping them (upstream's strict=False, §8.5)."""
+    mismatched shapes, instead of silently skipping them (upstream MiniMind loads with strict=False)."""
     state = _strip_wrapper_prefixes(state)
     expected = model.state_dict()
     tied = model.config.tie_word_embeddings

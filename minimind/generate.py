@@ -7,7 +7,7 @@ One decoding loop serves every caller (the chat CLI, the server, the web demo, t
     new_ids = generate(model, prompt_ids, params)                      # one prompt, all at once
     rows = generate_batch(model, [ids_a, ids_b], params)               # several prompts, left-padded
 
-What upstream got wrong and this module does not (UPSTREAM_SPEC §8.7, 8.9, 8.10):
+What upstream MiniMind's generation got wrong and this module does not:
 - every option is a named field of `SamplingParams`; an unknown one is a TypeError, never
   silently ignored, and `max_new_tokens` is an exact upper bound;
 - temperature 0 means greedy decoding (no division by zero), and top-k / top-p only act when sampling;
@@ -229,10 +229,21 @@ def _model_context_length(model) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own."""
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    while length < shortest - 1 and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
+
+
 @torch.inference_mode()
-def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Iterator[list[int | None]]:
+def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams,
+            share_prefix: bool = False) -> Iterator[list[int | None]]:
     """Yield, step by step, one entry per prompt: the new token id, or None once that row has
-    stopped. A stop token is yielded (so callers see why a row ended) and ends its row."""
+    stopped. A stop token is yielded (so callers see why a row ended) and ends its row.
+    share_prefix: compute the tokens every prompt starts with once, for the whole batch."""
     from minimind.model import KVCache
 
     if len(prompts) == 0:
@@ -251,14 +262,28 @@ def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams) -> 
     weight = next(model.parameters())
     device, dtype = weight.device, weight.dtype
 
+    # A prefix every prompt shares (a long system turn) is computed once, on one row, and its cache
+    # copied to every row; the padding of the rows' own tokens then sits between prefix and suffix.
+    shared = shared_prefix_length(prompts) if share_prefix and batch_size > 1 else 0
+    cache = KVCache(model.config, batch_size=batch_size, max_len=total_len, dtype=dtype, device=device)
+    if shared:
+        prefix = KVCache(model.config, batch_size=1, max_len=shared, dtype=dtype, device=device)
+        model(torch.tensor([prompts[0][:shared]], device=device), cache=prefix, use_cache=True, logits_to_keep=1)
+        for layer in range(prefix.num_layers):  # every row's cache starts as a copy of the prefix's
+            cache.keys[layer][:, :, :shared] = prefix.keys[layer][:, :, :shared]
+            cache.values[layer][:, :, :shared] = prefix.values[layer][:, :, :shared]
+        cache.mask[:, :shared] = True
+        cache.length, cache.next_position[:] = shared, prefix.next_position
     # Left padding: every row ends at the same column, so each step appends one column to all rows.
     # The model derives each row's positions (0, 1, 2, … over its real tokens) from the mask and
     # keeps the mask and the next positions in the cache for the decoding steps.
-    input_ids = torch.full((batch_size, prompt_len), PAD_ID, dtype=torch.long)
-    attention_mask = torch.zeros((batch_size, prompt_len), dtype=torch.long)
+    own_len = prompt_len - shared
+    input_ids = torch.full((batch_size, own_len), PAD_ID, dtype=torch.long)
+    attention_mask = torch.zeros((batch_size, own_len), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        input_ids[row, prompt_len - len(prompt):] = torch.tensor(prompt)
-        attention_mask[row, prompt_len - len(prompt):] = 1
+        own = prompt[shared:]
+        input_ids[row, own_len - len(own):] = torch.tensor(own)
+        attention_mask[row, own_len - len(own):] = 1
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     padded = bool((attention_mask == 0).any())
 
@@ -274,7 +299,6 @@ def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams) -> 
     stop_ids = set(params.stop_token_ids)
     finished = [False] * batch_size
 
-    cache = KVCache(model.config, batch_size=batch_size, max_len=total_len, dtype=dtype, device=device)
     output = model(input_ids, attention_mask=attention_mask if padded else None, cache=cache, use_cache=True,
                    logits_to_keep=1)
     for step in range(params.max_new_tokens):
@@ -357,17 +381,20 @@ def generate(model, prompt_ids: Sequence[int], params: SamplingParams | None = N
 
 
 def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None, *,
-                   stop_when: Callable[[int, list[int]], bool] | None = None, **overrides) -> list[list[int]]:
+                   stop_when: Callable[[int, list[int]], bool] | None = None, share_prefix: bool = False,
+                   **overrides) -> list[list[int]]:
     """Generate for several prompts at once (left-padded, one forward pass per step for the whole
     batch). With greedy decoding each row equals `generate` on that prompt alone.
 
     stop_when(row, new_ids): called after each token a row receives; True ends that row there
     (e.g. once its decoded text holds a stop string), and decoding ends when every row has ended.
+    share_prefix: compute the tokens all prompts start with once (e.g. the system turn that offers
+    tools) and copy its keys and values to every row, instead of computing it once per row.
     """
     params = _resolve_params(params, overrides)
     outputs: list[list[int]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
-    steps = _decode(model, prompts, params)
+    steps = _decode(model, prompts, params, share_prefix=share_prefix)
     for step_tokens in steps:
         for row, token in enumerate(step_tokens):
             if token is None or stopped[row]:

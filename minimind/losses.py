@@ -58,7 +58,7 @@ def reasoning_weighted_loss(
         on the scale of a cross-entropy whatever the weight; with weight 1 it equals
         `masked_cross_entropy` exactly.
     normalize="tokens": sum(w·ce) / (number of supervised tokens) — upstream MiniMind2's
-        choice (UPSTREAM_SPEC §8.14); the loss (and its gradient) grows with the weight and
+        choice; the loss (and its gradient) grows with the weight and
         with the share of tags in the batch.
     logits: (B, T, V); labels: (B, T). Returns a scalar.
     """

@@ -13,7 +13,7 @@ dtype       CUDA: bf16 autocast (fp16 + grad scaler     CUDA: bf16 weights (fp16
 
 Training never picks MPS by itself (`--device mps` asks for it): the book's figures and their
 bands are measured on CPUs, and DDP's gloo backend does not take MPS tensors. Nothing ever runs
-in fp16 on a CPU (upstream does, §8.18: slow there, and precision lost for nothing).
+in fp16 on a CPU (upstream MiniMind's scripts default to it: slow on a CPU, and precision lost for nothing).
 """
 import os
 import random

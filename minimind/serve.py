@@ -19,7 +19,7 @@ A field this server cannot honour (`logprobs`, `functions`, `response_format` ot
 non-zero `presence_penalty`/`frequency_penalty`, `logit_bias`, …) is a 400 naming it, never
 silently ignored.
 
-Unlike upstream's script (UPSTREAM_SPEC §8.11) it binds 127.0.0.1 unless told otherwise, answers
+Unlike upstream MiniMind's server script it binds 127.0.0.1 unless told otherwise, answers
 malformed requests with a 4xx OpenAI-style error object (`{"error": {"message", "type", "param",
 "code"}}`) and keeps serving, and runs all generation on one worker thread: concurrent requests
 wait their turn in a queue (first come, first served) and each gets its own complete answer. What

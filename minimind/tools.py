@@ -11,8 +11,8 @@ A call is written as the chat template writes one (`minimind.tokenizer`):
 A block that is not valid JSON, names no tool or one that is not offered, or has no arguments
 object is a `MalformedToolCall` with the reason; `ToolRegistry.respond` answers it with an error
 message, as it answers a tool that fails. The two tools, both bilingual: `calculator` (arithmetic,
-evaluated on a parsed expression tree, never `eval`: upstream's demo ran `eval` on model output,
-UPSTREAM_SPEC §8.12) and `lookup_person` (the facts of a person of the book's synthetic world).
+evaluated on a parsed expression tree, never `eval`, which upstream MiniMind's web demo
+ran on model output) and `lookup_person` (the facts of a person of the book's synthetic world).
 """
 from __future__ import annotations
 
@@ -426,56 +426,35 @@ def _evaluate(node, expression: str):
     raise ToolError(f"calculator: {expression!r} is not plain arithmetic (numbers, + - * / // % ** and parentheses)")
 
 
+def _signature(name: str) -> dict:
+    """The signature the book's models are trained with (`minimind.data.synthetic.TOOL_SIGNATURES`)."""
+    from minimind.data.synthetic import TOOL_SIGNATURES
+
+    return next(tool["function"] for tool in TOOL_SIGNATURES if tool["function"]["name"] == name)
+
+
 def calculator() -> Tool:
-    return Tool(
-        name="calculator",
-        description="Evaluate an arithmetic expression (+ - * / // % ** and parentheses), e.g. 17*3+4. "
-                    "计算算术表达式，例如 17*3+4。",
-        parameters={"type": "object",
-                    "properties": {"expression": {"type": "string", "description": "the expression / 算式"}},
-                    "required": ["expression"]},
-        function=lambda expression: calculate(expression),
-    )
+    signature = _signature("calculator")
+    return Tool(name="calculator", description=signature["description"], parameters=signature["parameters"],
+                function=lambda expression: calculate(expression))
 
 
 # ---- the directory of the synthetic world ----------------------------------------------------
 
 def lookup_person(seed: int = 0) -> Tool:
-    """The facts of one person of the book's synthetic world (`build_world(seed)`): name, age,
+    """The facts of one person of the book's synthetic world (`build_world(seed).lookup`): name, age,
     city, job, pet, favourite colour, in English or Chinese (`lang`), all or one (`attribute`)."""
-    from minimind.data.synthetic import ATTRIBUTES, LANGS, build_world
+    from minimind.data.synthetic import build_world
 
     def look_up(name: str, attribute: Optional[str] = None, lang: str = "en") -> dict:
-        import difflib
+        try:
+            return build_world(seed).lookup(name, attribute, lang)
+        except LookupError as error:
+            raise ToolError(f"lookup_person: {error}") from None
 
-        world = build_world(seed)
-        wanted = name.strip()
-        by_folded_name = {person.name.casefold(): person for person in world.people}
-        person = by_folded_name.get(wanted.casefold())
-        if person is None:
-            close = difflib.get_close_matches(wanted, [p.name for p in world.people], n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ToolError(f"lookup_person: no person named {wanted!r}{hint}")
-        facts = {"name": person.name}
-        for fact in [attribute] if attribute else ATTRIBUTES:
-            value = person.value(fact, lang)
-            facts[fact] = int(value) if fact == "age" else value
-        return facts
-
-    return Tool(
-        name="lookup_person",
-        description="Look up a person's age, city, job, pet and favourite colour by name. "
-                    "按姓名查询一个人的年龄、城市、职业、宠物和最喜欢的颜色。",
-        parameters={"type": "object",
-                    "properties": {
-                        "name": {"type": "string", "description": "the person's name / 姓名"},
-                        "attribute": {"type": "string", "enum": list(ATTRIBUTES),
-                                      "description": "only this fact (default: all) / 只查这一项"},
-                        "lang": {"type": "string", "enum": list(LANGS),
-                                 "description": "language of the values (default en) / 答案语言"}},
-                    "required": ["name"]},
-        function=look_up,
-    )
+    signature = _signature("lookup_person")
+    return Tool(name="lookup_person", description=signature["description"], parameters=signature["parameters"],
+                function=look_up)
 
 
 def default_registry(seed: int = 0) -> ToolRegistry:

@@ -5,7 +5,7 @@ switch thinking on or off, offer tools (a calculator and a directory of the book
     streamlit run minimind/web.py                     # the same app, models from MINIMIND_WEB_MODELS
 
 Streamlit is an optional extra (`pip install minimind[web]`). The reply is only ever shown as
-text: nothing the model writes is executed (upstream's demo ran `eval` on it, §8.12). With
+text: nothing the model writes is executed (upstream MiniMind's web demo passed model output to Python's `eval`). With
 "Tools" on, the model's tool calls are shown and run by `minimind.tools` (the calculator parses
 arithmetic, it evaluates no code), and each result is fed back for its next reply.
 """

@@ -15,7 +15,7 @@ from minimind.data.synthetic import (
 from minimind.scoring import is_correct, is_minimind_identity, parse_reasoning, reply_style
 from minimind.paths import REPO_ROOT
 
-# Lines in the formats of upstream MiniMind's released files (UPSTREAM_SPEC §4), extra keys included.
+# Lines in the formats of upstream MiniMind's released files, extra keys included.
 UPSTREAM_LINES = {
     "pretrain": ['{"text": "<|im_start|>鉴别一组中文文章的风格和特点<|im_end|> <|im_start|>好的<|im_end|>"}'],
     "sft": ['{"conversations": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}',
@@ -154,7 +154,7 @@ def test_sizes_fit_the_cpu_budget():
     pretrain_characters = sum(len(row["text"]) for row in dataset_rows("pretrain"))
     assert 1_000_000 <= pretrain_characters <= 2_500_000
     total_bytes = sum(dataset_path(name, split).stat().st_size for name in DATASETS for split in SPLITS)
-    assert total_bytes < 7_000_000
+    assert total_bytes < 8_000_000  # the tool conversations carry their signatures in every row, as upstream's do
 
 
 def test_world_is_deterministic_and_splits_people_in_two_halves():

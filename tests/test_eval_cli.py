@@ -86,7 +86,7 @@ def test_nothing_to_evaluate(checkpoint, capsys):
 
 def test_unknown_suite(checkpoint, capsys):
     assert main(["eval", "--model", str(checkpoint), "--suites", "facts,tool_use"]) == 2
-    assert "unknown suite 'tool_use'; choose from facts, reasoning, preference, identity" in error_line(capsys)
+    assert "unknown suite 'tool_use'; choose from facts, reasoning, preference, identity, tools" in error_line(capsys)
 
 
 def test_missing_text_file(checkpoint, tmp_path, capsys):

@@ -69,7 +69,7 @@ def test_subset_is_a_fixed_random_selection_in_order():
 def test_parse_suites():
     assert parse_suites("facts, identity") == ["facts", "identity"]
     assert parse_suites("all") == list(SUITES)
-    with pytest.raises(ValueError, match=r"unknown suite 'tool_use'; choose from facts, reasoning, preference, identity"):
+    with pytest.raises(ValueError, match=r"unknown suite 'tool_use'; choose from facts, reasoning, preference, identity, tools"):
         parse_suites("facts,tool_use")
 
 
@@ -87,14 +87,34 @@ def oracle_replies(style: str):
     return (lambda prompt: right[prompt]) if style == "right" else (lambda prompt: "")
 
 
+def oracle_tool_uses(style: str):
+    """tool_replies stand-in: the right value after one usable call ("right"), or no call and nothing ("empty")."""
+    from minimind.data.synthetic import NOT_IN_DIRECTORY, stranger_questions
+    from minimind.eval.replies import ToolUse
+    from minimind.tools import ToolCall
+
+    world = build_world(0)
+    right = {p.prompt: str(p.answer) for p in world.problems("val")}
+    right.update({item.prompt: item.answer for item in world.questions("heldout", "train")})
+    right.update({item.prompt: NOT_IN_DIRECTORY[item.lang].format(name=item.subject)
+                  for item in stranger_questions(world, "val", 100)})
+
+    def uses(model, tokenizer, prompts, registry, **kw):
+        if style == "empty":
+            return [ToolUse([], [], [], "") for _ in prompts]
+        return [ToolUse([], [ToolCall("calculator", {"expression": "1"})], [], right[p]) for p in prompts]
+    return uses
+
+
 @pytest.fixture
 def replies_from(monkeypatch):
     """Route the suites' generation to a function of the prompt (no model involved)."""
-    def install(reply_of):
+    def install(reply_of, tools="right"):
         monkeypatch.setattr("minimind.eval.replies.answer_questions",
                             lambda model, tokenizer, prompts, max_new_tokens=16, batch_size=64: [reply_of(p) for p in prompts])
         monkeypatch.setattr("minimind.eval.replies.generate_replies",
                             lambda model, tokenizer, prompts, max_new_tokens=96, **kw: [reply_of(p) for p in prompts])
+        monkeypatch.setattr("minimind.eval.replies.tool_replies", oracle_tool_uses(tools))
     return install
 
 
@@ -109,13 +129,15 @@ def test_perfect_replies_score_one_everywhere_but_the_rejected_style(replies_fro
         ("facts", "trained", "accuracy"), ("facts", "reworded", "accuracy"), ("facts", "heldout", "accuracy"),
         ("reasoning", "add2", "accuracy"), ("reasoning", "add2", "format"), ("reasoning", "add3", "accuracy"),
         ("reasoning", "add3", "format"), ("reasoning", "sub3", "accuracy"), ("reasoning", "sub3", "format"),
-        ("preference", "heldout", "polite"), ("preference", "heldout", "curt"), ("identity", "heldout", "minimind")]
+        ("preference", "heldout", "polite"), ("preference", "heldout", "curt"), ("identity", "heldout", "minimind"),
+        *((("tools", group, metric) for group in ("add2", "add3", "sub3", "heldout", "strangers")
+           for metric in ("accuracy", "usable_call")))]
     assert all(s.n == 12 for s in scores)
-    assert [s.rate for s in scores] == [1.0] * 10 + [0.0, 1.0]
+    assert [s.rate for s in scores] == [1.0] * 10 + [0.0, 1.0] + [1.0] * 10
 
 
 def test_empty_replies_score_zero_everywhere(replies_from):
-    replies_from(oracle_replies("empty"))
+    replies_from(oracle_replies("empty"), tools="empty")
     assert all(s.correct == 0 for s in run_suites(NoModel(), None, list(SUITES), limit=5))
 
 
@@ -131,9 +153,9 @@ def test_full_suites_use_every_held_out_item(replies_from):
 
 def test_a_real_model_runs_every_suite(book_like_tokenizer):
     torch.manual_seed(0)
-    model = MiniMind(get_config("tiny", vocab_size=book_like_tokenizer.vocab_size, max_position_embeddings=256))
+    model = MiniMind(get_config("tiny", vocab_size=book_like_tokenizer.vocab_size, max_position_embeddings=2048))
     scores = run_suites(model, book_like_tokenizer, list(SUITES), limit=2)
-    assert len(scores) == 12 and all(s.n == 2 and 0 <= s.correct <= 2 for s in scores)
+    assert len(scores) == 22 and all(s.n == 2 and 0 <= s.correct <= 2 for s in scores)
     assert not model.training
 
 

@@ -10,6 +10,7 @@ from minimind.generate import (
     apply_repetition_penalty,
     generate,
     generate_batch,
+    shared_prefix_length,
     sample_next_token,
     stream_generate,
     top_k_filter,
@@ -56,6 +57,18 @@ def test_left_padded_batch_equals_each_prompt_alone(model):
     batch = generate_batch(model, PROMPTS, max_new_tokens=24, stop_token_ids=())
     alone = [generate(model, p, max_new_tokens=24, stop_token_ids=()) for p in PROMPTS]
     assert batch == alone
+
+
+def test_a_shared_prefix_computed_once_gives_each_prompts_own_tokens(model):
+    prefix = [7, 3, 9, 12, 40, 41, 42, 5, 6, 7, 8]
+    prompts = [prefix + [10, 11], prefix + [1, 2, 3, 4, 5, 6], prefix + [200], prefix]
+    assert shared_prefix_length(prompts) == len(prefix) - 1  # the whole prefix would leave the last prompt nothing
+    alone = [generate(model, p, max_new_tokens=20, stop_token_ids=()) for p in prompts]
+    assert generate_batch(model, prompts, max_new_tokens=20, stop_token_ids=(), share_prefix=True) == alone
+    assert generate_batch(model, PROMPTS, max_new_tokens=20, stop_token_ids=(), share_prefix=True) == \
+        [generate(model, p, max_new_tokens=20, stop_token_ids=()) for p in PROMPTS]  # nothing shared: as before
+    sampled = dict(max_new_tokens=12, stop_token_ids=(), temperature=1.0, seed=3)
+    assert generate_batch(model, prompts[:2], share_prefix=True, **sampled) == generate_batch(model, prompts[:2], **sampled)
 
 
 def test_batch_rows_stop_independently(model):

@@ -72,7 +72,7 @@ def test_weighted_normalisation_is_a_weighted_mean_and_tokens_is_upstreams():
     torch.testing.assert_close(
         reasoning_weighted_loss(logits, labels, TAG_IDS, 10.0, "weighted"), (ce * weight).sum() / weight.sum()
     )
-    # Upstream MiniMind2: weighted sum over the *unweighted* token count (UPSTREAM_SPEC §8.14).
+    # Upstream MiniMind2: weighted sum over the *unweighted* token count.
     torch.testing.assert_close(
         reasoning_weighted_loss(logits, labels, TAG_IDS, 10.0, "tokens"), (ce * weight).sum() / supervised.sum()
     )

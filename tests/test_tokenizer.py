@@ -489,7 +489,7 @@ def test_minimind2_tokenizer_loads_and_encodes_exactly_like_transformers(minimin
         ids = minimind2.encode(text)
         assert ids == minimind2_hf(text, add_special_tokens=False)["input_ids"]
         assert minimind2.decode(ids) == minimind2_hf.decode(ids) == text
-    # MiniMind2 has no reasoning-tag tokens: <think> is four sub-words (spec §8.1)
+    # MiniMind2 has no reasoning-tag tokens: <think> is four sub-words
     assert [minimind2.id_to_token(i) for i in minimind2.encode("<think>")] == ["<", "th", "ink", ">"]
     with pytest.raises(ValueError, match="not single tokens"):
         minimind2.reasoning_tag_ids

@@ -256,3 +256,91 @@ def test_a_whole_round_renders_with_the_minimind2_template(book_tokenizer):
     assert text.endswith('<|im_start|>assistant\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n'
                          "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n"
                          "<|im_start|>assistant\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tool conversations the book trains on, and the loop that answers with tools
+
+def test_the_training_conversations_offer_the_registrys_tools_and_hold_its_answers():
+    """Every tool message of the tools dataset is what the registry answers to the call before it,
+    so a model learns from exactly what the tools will say (errors included)."""
+    from minimind.data.synthetic import dataset_rows
+
+    registry = default_registry()
+    kinds = {"calculator": 0, "lookup_person": 0, "error": 0, "no call": 0, "no tools": 0}
+    for split in ("train", "val"):
+        for row in dataset_rows("tools", split):
+            messages = row["conversations"]
+            if messages[0]["role"] != "system":
+                kinds["no tools"] += 1
+                continue
+            assert messages[0]["tools"] == registry.schemas()
+            calls = [m for m in messages if m.get("tool_calls")]
+            kinds["no call"] += not calls
+            for index, message in enumerate(messages):
+                if message["role"] != TOOL_ROLE:
+                    continue
+                function = messages[index - 1]["tool_calls"][0]["function"]
+                answer = registry.run(ToolCall(function["name"], function["arguments"]))
+                assert answer["content"] == message["content"], (function, message)
+                kinds["error" if message["content"].startswith("error:") else function["name"]] += 1
+    assert all(count > 0 for count in kinds.values()), kinds
+
+
+def test_strangers_name_nobody_in_the_world_and_differ_between_splits():
+    from minimind.data.synthetic import stranger_questions
+
+    world = build_world(0)
+    train, val = world.strangers(50, "train"), world.strangers(20, "val")
+    names = {p.name.casefold() for p in world.people}
+    assert not names & {n.casefold() for n in train + val} and not set(train) & set(val)
+    assert all(item.subject in val for item in stranger_questions(world, "val", 20))
+
+
+class ScriptedModel:
+    """Stands in for a model in `tool_replies`: `generate_batch` is patched to hand out the texts."""
+
+    training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+
+def test_tool_replies_runs_the_calls_and_feeds_the_answers_back(monkeypatch, book_tokenizer):
+    import minimind.generate
+    from minimind.eval.replies import tool_replies
+
+    person = build_world(0).people[0]
+    rounds = {  # per question, what the "model" writes in each round
+        "What is 123 plus 456?": [call_block("calculator", {"expression": "123+456"}), "579"],
+        "Where does X live?": [call_block("lookup_person", {"name": person.name, "attribute": "city"}), person.city],
+        "Hi!": ["Hello!"],
+        "Broken": ["<tool_call>\n{not json}\n</tool_call>", "sorry"],
+        "Loops": [call_block("calculator", {"expression": "1"})] * 5,
+    }
+    seen_prompts = []
+
+    def scripted(model, prompts, params, share_prefix=False):
+        out = []
+        for ids in prompts:
+            seen_prompts.append(book_tokenizer.decode(ids))
+            question = next(q for q in rounds if q in seen_prompts[-1])
+            turn = seen_prompts[-1].count("<|im_start|>assistant") - 1
+            out.append(book_tokenizer.encode(rounds[question][turn]))
+        return out
+
+    monkeypatch.setattr(minimind.generate, "generate_batch", scripted)
+    uses = tool_replies(ScriptedModel(), book_tokenizer, list(rounds), default_registry(), max_rounds=3, batch_size=2)
+    by_question = dict(zip(rounds, uses))
+    assert by_question["What is 123 plus 456?"].reply == "579"
+    assert by_question["What is 123 plus 456?"].messages[2]["content"] == "579"  # the tool's answer went back
+    assert [c.arguments for c in by_question["Where does X live?"].calls] == [{"name": person.name, "attribute": "city"}]
+    assert by_question["Where does X live?"].messages[2]["content"] == json.dumps({"name": person.name, "city": person.city})
+    assert by_question["Hi!"].reply == "Hello!" and not by_question["Hi!"].calls
+    assert len(by_question["Broken"].malformed) == 1 and by_question["Broken"].messages[2]["content"].startswith("error:")
+    assert by_question["Broken"].reply == "sorry"
+    assert by_question["Loops"].reply == "" and len(by_question["Loops"].calls) == 3  # stopped after max_rounds
+    assert all("<tools>" in prompt for prompt in seen_prompts)  # every round offers the tools

@@ -92,7 +92,7 @@ class SFTDataset(Dataset):
     """Chat conversations with the assistant-only loss mask, for supervised fine-tuning.
 
     Each row is rendered with the chat template when it is read (deterministic: no random system
-    prompts, unlike upstream §8.20), cut to `max_seq_len` tokens; a reply cut by truncation is
+    prompts, unlike upstream MiniMind's SFT dataset, which adds one at random), cut to `max_seq_len` tokens; a reply cut by truncation is
     supervised up to the cut. ``labels = ids`` where the mask is 1, else IGNORE_INDEX.
     `supervise_all=True` trains on every token (system and user turns too) — the ablation
     chapter 5 measures; it is never what you want for a chat model.

@@ -24,9 +24,14 @@ reason          arithmetic word problems answered ``<think>…</think><answer>N<
                 (two- and three-digit sums, three-digit differences)
 reason_direct   the same problems answered ``<answer>N</answer>`` alone, without the working
 distill         SFT-schema conversations mixing all of the above, for distillation
+tools           tool use (the world's `TOOL_SIGNATURES` in the system turn): sums and differences
+                worked out by a ``calculator`` call, facts of the SFT half looked up with
+                ``lookup_person``, names the directory does not hold (its error answered as
+                such), greetings that need no tool, and plain questions with no tools offered;
+                val: held-out problems, the held-out people, other unknown names
 ==============  ==========================================================================
 
-Why these choices (measured on a throw-away prototype; see the book's CPU notes): a tiny model
+Why these choices: a tiny model
 can only *extract* facts seen in pretraining when pretraining is augmented and mixes in some
 Q&A, and when SFT answers carry only the value; a tiny model's preferences generalise on
 surface properties (here: politeness), not on facts. Same seed → byte-identical files.
@@ -43,7 +48,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
-DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "reason_direct", "distill")
+DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "reason_direct", "distill",
+            "tools")
 SPLITS = ("train", "val")
 ATTRIBUTES = ("age", "city", "job", "pet", "colour")
 TEA_ATTRIBUTES = ("price", "origin", "flavour", "steep")
@@ -241,6 +247,22 @@ PROBLEM_KINDS = ("add2", "add3", "sub3")  # easy → hard
 PRETRAIN_WORKED_DOCS = {"train": 3000, "val": 40}  # pretraining documents of four worked problems each
 PRETRAIN_BIOS_PER_PERSON = {"train": 32, "val": 2}  # augmented biographies of each person, per language
 
+# The world's two tools as a model is offered them (the chat template writes these signatures into
+# the system turn; `minimind.tools` implements them). Kept short: the book's tokenizer spells JSON
+# nearly a character a token, and the system turn of a tool chat must leave room in the context.
+TOOL_SIGNATURES = (
+    {"type": "function", "function": {
+        "name": "calculator", "description": "Evaluate an arithmetic expression, e.g. 17*3+4. 计算算式。",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                       "required": ["expression"]}}},
+    {"type": "function", "function": {
+        "name": "lookup_person", "description": "A person's age, city, job, pet and colour. 查询一个人。",
+        "parameters": {"type": "object", "properties": {
+            "name": {"type": "string"}, "attribute": {"type": "string", "enum": list(ATTRIBUTES)},
+            "lang": {"type": "string", "enum": list(LANGS)}}, "required": ["name"]}}},
+)
+NOT_IN_DIRECTORY = {"en": "I could not find {name} in the directory.", "zh": "目录里没有找到{name}。"}
+
 
 # ---------------------------------------------------------------------------------------
 # The world
@@ -416,6 +438,7 @@ class World:
                 steep=rng.randint(2, 9))
             for name in TEAS)
         self._by_name = {p.name: p for p in self.people}
+        self._by_folded_name = {p.name.casefold(): p for p in self.people}
 
     def __repr__(self) -> str:
         return (f"World(seed={self.seed}, people={len(self.people)} ({len(self.sft_people)} SFT + "
@@ -423,6 +446,32 @@ class World:
 
     def person(self, name: str) -> Person:
         return self._by_name[name]
+
+    def lookup(self, name: str, attribute: Optional[str] = None, lang: str = "en") -> dict:
+        """The directory's entry for `name` (any case): {"name", and `attribute` or every attribute},
+        the values in `lang` ("en" | "zh"), the age a number. LookupError names a person the world
+        does not have (with the closest names it has)."""
+        import difflib
+
+        wanted = name.strip()
+        person = self._by_folded_name.get(wanted.casefold())
+        if person is None:
+            close = difflib.get_close_matches(wanted, [p.name for p in self.people], n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise LookupError(f"no person named {wanted!r}{hint}")
+        entry: dict = {"name": person.name}
+        for fact in [attribute] if attribute else ATTRIBUTES:
+            value = person.value(fact, lang)
+            entry[fact] = int(value) if fact == "age" else value
+        return entry
+
+    def strangers(self, count: int, split: str) -> List[str]:
+        """Names shaped like the world's that name nobody in it: the directory's misses ("train" and
+        "val" draw different ones)."""
+        taken = [p.name for p in self.people] + list(CITIES + TEAS)
+        if split == "val":
+            taken += self.strangers(count, "train")
+        return _invent_names(_rng(self.seed, f"strangers-{split}"), count, taken=taken)
 
     def _group(self, people: str) -> Tuple[Person, ...]:
         groups = {"sft": self.sft_people, "heldout": self.heldout_people, "all": self.people}
@@ -672,11 +721,95 @@ def _distill_rows(world: World, split: str) -> List[dict]:
     return rows
 
 
+def tool_call_message(name: str, arguments: dict) -> dict:
+    """An assistant turn that makes one tool call and says nothing else (OpenAI's message shape)."""
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+def tool_result_message(name: str, content: str) -> dict:
+    return {"role": "tool", "name": name, "content": content}
+
+
+def directory_answer(world: World, name: str, attribute: str, lang: str) -> str:
+    """What `lookup_person` answers (the tool message's content) for a call with these arguments."""
+    try:
+        return json.dumps(world.lookup(name, attribute, lang), ensure_ascii=False)
+    except LookupError as error:
+        return f"error: lookup_person: {error}"
+
+
+def calculator_turns(problem: Problem) -> List[dict]:
+    """A word problem answered with the calculator: the call, the tool's result, the value."""
+    expression = f"{problem.a}{'-' if problem.kind == 'sub3' else '+'}{problem.b}"
+    return [{"role": "user", "content": problem.prompt},
+            tool_call_message("calculator", {"expression": expression}),
+            tool_result_message("calculator", str(problem.answer)),
+            {"role": "assistant", "content": str(problem.answer)}]
+
+
+def lookup_turns(world: World, item: Item) -> List[dict]:
+    """A question about a person answered from the directory: the call, its answer, the value."""
+    arguments = {"name": item.subject, "attribute": item.attribute, "lang": item.lang}
+    return [{"role": "user", "content": item.prompt},
+            tool_call_message("lookup_person", arguments),
+            tool_result_message("lookup_person", directory_answer(world, **arguments)),
+            {"role": "assistant", "content": item.reply}]
+
+
+def stranger_turns(world: World, item: Item) -> List[dict]:
+    """A question about someone the directory does not hold: the call, its error, and a reply that
+    says so instead of inventing a value."""
+    turns = lookup_turns(world, item)
+    turns[-1] = {"role": "assistant", "content": NOT_IN_DIRECTORY[item.lang].format(name=item.subject)}
+    return turns
+
+
+def stranger_questions(world: World, split: str, count: int) -> List[Item]:
+    """Questions (in the training templates) about names the directory does not hold."""
+    rng = _rng(world.seed, f"stranger-questions-{split}")
+    items = []
+    for name in world.strangers(count, split):
+        lang, attribute = rng.choice(LANGS), rng.choice(ATTRIBUTES)
+        template = rng.choice(QUESTION_TEMPLATES[lang]["train"][attribute])
+        items.append(Item(name, attribute, lang, template.format(name=name), "", "stranger"))
+    return items
+
+
+def with_tools(turns: List[dict], rng: random.Random) -> dict:
+    """A conversation whose system turn offers the world's tools (upstream's SFT layout); half of
+    them with a system prompt before the signatures, half without."""
+    system = rng.choice(SYSTEM_PROMPTS) if rng.random() < 0.5 else ""
+    return {"conversations": [{"role": "system", "content": system, "tools": list(TOOL_SIGNATURES)}, *turns]}
+
+
+def _tools_rows(world: World, split: str) -> List[dict]:
+    rng = _rng(world.seed, f"tools-{split}")
+    train = split == "train"
+    problems = world.problems("train" if train else "val")
+    facts = world.questions("sft" if train else "heldout", "train")
+    counts = {"calculator": 600 if train else 120, "lookup": 600 if train else 120,
+              "strangers": 120 if train else 30, "greetings": 60 if train else 10, "no_tools": 200 if train else 20}
+    rows = [with_tools(calculator_turns(problem), rng) for problem in rng.sample(problems, counts["calculator"])]
+    rows += [with_tools(lookup_turns(world, item), rng) for item in rng.sample(facts, counts["lookup"])]
+    rows += [with_tools(stranger_turns(world, item), rng) for item in stranger_questions(world, split, counts["strangers"])]
+    for _ in range(counts["greetings"]):  # with tools on offer, a greeting still needs none
+        lang = rng.choice(LANGS)
+        greetings, reply = GREETINGS[lang]
+        rows.append(with_tools([{"role": "user", "content": rng.choice(greetings)}, {"role": "assistant", "content": reply}],
+                               rng))
+    # no tools offered: the model answers from what it knows, as the SFT model does
+    rows += [_conversation(rng, [(item.prompt, item.reply)], system_rate=0.0) for item in rng.sample(facts, counts["no_tools"])]
+    rng.shuffle(rows)
+    return rows
+
+
 BUILDERS = {"pretrain": _pretrain_rows, "sft": _sft_rows, "dpo": _dpo_rows, "lora_identity": _lora_identity_rows,
             "lora_domain": _lora_domain_rows, "reason": _reason_rows, "reason_direct": _reason_direct_rows,
-            "distill": _distill_rows}
+            "distill": _distill_rows, "tools": _tools_rows}
 SCHEMA_OF = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "lora_identity": "sft", "lora_domain": "sft",
-             "reason": "sft", "reason_direct": "sft", "distill": "sft"}
+             "reason": "sft", "reason_direct": "sft", "distill": "sft",
+             "tools": "sft"}
 
 
 def dataset_rows(name: str, split: str = "train", seed: int = 0) -> List[dict]:

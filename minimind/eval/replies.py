@@ -4,9 +4,11 @@ One generation loop (`greedy_replies`) and the two reply conventions the book sc
 `answer_questions` (value answers: special tokens dropped, whitespace stripped, as `is_correct`
 compares them) and `generate_replies` (reasoning replies: the tags kept, optionally started inside
 an open `<think>` block). `exact_match` scores value answers against items with `.prompt` and `.answer`.
+`tool_replies` answers questions with tools on offer, running the calls the model makes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from minimind.tokenizer import THINK_START
@@ -73,3 +75,57 @@ def exact_match(model, tokenizer, items, max_new_tokens: int = 16) -> tuple[floa
     replies = answer_questions(model, tokenizer, [item.prompt for item in items], max_new_tokens)
     correct = sum(is_correct(reply, item.answer) for reply, item in zip(replies, items))
     return correct / max(len(items), 1), replies
+
+
+@dataclass
+class ToolUse:
+    """One question answered with tools on offer: the conversation as it went and its outcome."""
+
+    messages: list  # the user's question, then each assistant turn and the tool messages answering it
+    calls: list  # every well-formed `ToolCall` the model made, in order
+    malformed: list  # every `MalformedToolCall` it wrote
+    reply: str  # its final text reply, stripped ("" when it was still calling tools at the last round)
+
+
+def tool_replies(model, tokenizer, questions: Sequence[str], registry, *, max_new_tokens: int = 128,
+                 max_rounds: int = 3, batch_size: int = 32) -> list[ToolUse]:
+    """Greedy answers of `model` to single-turn `questions` with the tools of `registry` on offer.
+
+    Each round generates the next assistant turn of every conversation still going (in batches); a
+    turn with tool calls gets the registry's answers (errors included: `ToolRegistry.respond`) and
+    goes on to the next round, a turn without calls is the reply. A conversation still calling
+    tools after `max_rounds` turns ends with an empty reply.
+    """
+    from minimind.generate import SamplingParams, generate_batch
+    from minimind.tools import assistant_message, parse_tool_calls
+
+    params = SamplingParams.for_tokenizer(tokenizer, temperature=0.0, max_new_tokens=max_new_tokens)
+    schemas = registry.schemas()
+    uses = [ToolUse([{"role": "user", "content": question}], [], [], "") for question in questions]
+    going = list(range(len(uses)))
+    was_training = model.training
+    model.eval()
+    try:
+        for round_ in range(max_rounds):
+            texts = []
+            for start in range(0, len(going), batch_size):
+                prompts = [tokenizer.encode_chat_prompt(uses[i].messages, tools=schemas)
+                           for i in going[start:start + batch_size]]
+                texts += [tokenizer.decode(ids) for ids in generate_batch(model, prompts, params, share_prefix=True)]
+            still_going = []
+            for index, text in zip(going, texts):
+                use, parsed = uses[index], parse_tool_calls(text, registry.names)
+                if parsed.calls or parsed.malformed:
+                    use.calls += parsed.calls
+                    use.malformed += parsed.malformed
+                    use.messages += [assistant_message(parsed), *registry.respond(parsed)]
+                    still_going.append(index)
+                else:
+                    use.messages.append({"role": "assistant", "content": parsed.content})
+                    use.reply = parsed.content.strip()
+            going = still_going
+            if not going:
+                break
+    finally:
+        model.train(was_training)
+    return uses

@@ -10,6 +10,9 @@ each share with its 95% Wilson interval.
                  replies in the polite style DPO prefers, and in the curt one it rejects
     identity     phrasings of "who are you?" never trained (the LoRA identity val prompts):
                  share of replies claiming the MiniMind identity
+    tools        held-out problems by kind and held-out people's facts answered with the
+                 calculator and the directory on offer, and names the directory does not hold
+                 (right: "not found"): right answer, and replies made with a usable call
 
 Replies are greedy, so a suite's score is a fixed number for fixed weights; the interval says
 how far it could move on another draw of items of the same kind, which is what matters when
@@ -140,11 +143,37 @@ def identity_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]
     return [Score("identity", "heldout", "minimind", sum(map(is_minimind_identity, replies)), len(replies))]
 
 
+def tools_suite(model, tokenizer, limit: Optional[int] = None) -> list[Score]:
+    """Held-out problems and held-out people's facts answered with the book's tools on offer
+    (`minimind.tools.default_registry`, calls run by `replies.tool_replies`), the share of replies
+    with a usable call, and unknown names answered as not found."""
+    from minimind.data.synthetic import NOT_IN_DIRECTORY, PROBLEM_KINDS, build_world, stranger_questions
+    from minimind.eval import replies
+    from minimind.scoring import is_correct
+    from minimind.tools import default_registry
+
+    world, registry = build_world(WORLD_SEED), default_registry(WORLD_SEED)
+    problems = world.problems("val")
+    groups = {kind: [(p.prompt, str(p.answer)) for p in problems if p.kind == kind] for kind in PROBLEM_KINDS}
+    groups["heldout"] = [(item.prompt, item.answer) for item in world.questions("heldout", "train")]
+    groups["strangers"] = [(item.prompt, NOT_IN_DIRECTORY[item.lang].format(name=item.subject))
+                           for item in stranger_questions(world, "val", 100)]
+    scores = []
+    for group, items in groups.items():
+        items = subset(items, limit)
+        uses = replies.tool_replies(model, tokenizer, [prompt for prompt, _ in items], registry)
+        correct = sum(is_correct(use.reply, answer) for use, (_, answer) in zip(uses, items))
+        scores.append(Score("tools", group, "accuracy", correct, len(items)))
+        scores.append(Score("tools", group, "usable_call", sum(bool(u.calls) and not u.malformed for u in uses), len(items)))
+    return scores
+
+
 SUITES: dict[str, Callable[..., list[Score]]] = {
     "facts": facts_suite,
     "reasoning": reasoning_suite,
     "preference": preference_suite,
     "identity": identity_suite,
+    "tools": tools_suite,
 }
 
 

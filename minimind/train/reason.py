@@ -8,7 +8,7 @@ which a plain token mean drowns in the content tokens around them.
     python -m minimind.train.reason --init_from out/sft --tag_weight 10 --out_dir out/reason
     torchrun --nproc_per_node 2 -m minimind.train.reason --init_from out/sft
 
-What differs from upstream MiniMind2's `train_reason.py` (UPSTREAM_SPEC §4, §8.1, §8.14): the
+What differs from upstream MiniMind2's `train_reason.py`: the
 tags are single tokens, so only the tags themselves are weighted (not every '<', 'th', 'ink'
 sub-word anywhere in a reply); and the weighted sum is divided by the sum of the weights
 (a weighted mean, on the scale of a cross-entropy whatever the weight) unless

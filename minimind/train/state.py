@@ -42,7 +42,7 @@ class Resume:
     """Everything needed to continue a run exactly: the contents of `resume.pt`."""
 
     state: TrainState
-    model: dict  # fp32 weights on the CPU (upstream saved fp16, §8.4)
+    model: dict  # fp32 weights on the CPU (upstream MiniMind saves fp16 copies, losing precision on resume)
     optimizer: dict
     scaler: Optional[dict]  # None unless fp16 training uses a grad scaler
     rng: list  # every rank's `minimind.runtime.rng_state()`, in rank order
