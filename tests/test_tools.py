@@ -288,13 +288,16 @@ def test_the_training_conversations_offer_the_registrys_tools_and_hold_its_answe
 
 
 def test_strangers_name_nobody_in_the_world_and_differ_between_splits():
-    from minimind.data.synthetic import stranger_questions
+    from minimind.data.synthetic import MAX_STRANGERS, stranger_questions
 
     world = build_world(0)
-    train, val = world.strangers(50, "train"), world.strangers(20, "val")
+    train, val = world.strangers(MAX_STRANGERS, "train"), world.strangers(MAX_STRANGERS, "val")
     names = {p.name.casefold() for p in world.people}
     assert not names & {n.casefold() for n in train + val} and not set(train) & set(val)
-    assert all(item.subject in val for item in stranger_questions(world, "val", 20))
+    assert world.strangers(20, "val") == val[:20]  # fewer names are the first ones
+    assert [item.subject for item in stranger_questions(world, "val", 20)] == val[:20]
+    with pytest.raises(ValueError, match="count must be between 0 and"):
+        world.strangers(MAX_STRANGERS + 1, "train")
 
 
 class ScriptedModel:

@@ -31,10 +31,10 @@ tools           tool use (the world's `TOOL_SIGNATURES` in the system turn): sum
                 val: held-out problems, the held-out people, other unknown names
 ==============  ==========================================================================
 
-Why these choices: a tiny model
-can only *extract* facts seen in pretraining when pretraining is augmented and mixes in some
-Q&A, and when SFT answers carry only the value; a tiny model's preferences generalise on
-surface properties (here: politeness), not on facts. Same seed → byte-identical files.
+Why these choices: a tiny model can only *extract* facts seen in pretraining when pretraining is
+augmented and mixes in some Q&A, and when SFT answers carry only the value; a tiny model's
+preferences generalise on surface properties (here: politeness), not on facts. Same seed →
+byte-identical files.
 
     python -m minimind.data.synthetic --out data --seed 0
 """
@@ -262,6 +262,7 @@ TOOL_SIGNATURES = (
             "lang": {"type": "string", "enum": list(LANGS)}}, "required": ["name"]}}},
 )
 NOT_IN_DIRECTORY = {"en": "I could not find {name} in the directory.", "zh": "目录里没有找到{name}。"}
+MAX_STRANGERS = 200  # unknown names a split may draw
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,11 +467,13 @@ class World:
         return entry
 
     def strangers(self, count: int, split: str) -> List[str]:
-        """Names shaped like the world's that name nobody in it: the directory's misses ("train" and
-        "val" draw different ones)."""
+        """`count` names shaped like the world's that name nobody in it: the directory's misses. The
+        "train" ones are the first of `MAX_STRANGERS`, and no "val" name is among those."""
+        if not 0 <= count <= MAX_STRANGERS:
+            raise ValueError(f"count must be between 0 and {MAX_STRANGERS}, got {count}")
         taken = [p.name for p in self.people] + list(CITIES + TEAS)
         if split == "val":
-            taken += self.strangers(count, "train")
+            taken += self.strangers(MAX_STRANGERS, "train")
         return _invent_names(_rng(self.seed, f"strangers-{split}"), count, taken=taken)
 
     def _group(self, people: str) -> Tuple[Person, ...]:
