@@ -428,9 +428,11 @@ def _evaluate(node, expression: str):
 
 def _signature(name: str) -> dict:
     """The signature the book's models are trained with (`minimind.data.synthetic.TOOL_SIGNATURES`)."""
+    import copy
+
     from minimind.data.synthetic import TOOL_SIGNATURES
 
-    return next(tool["function"] for tool in TOOL_SIGNATURES if tool["function"]["name"] == name)
+    return copy.deepcopy(next(tool["function"] for tool in TOOL_SIGNATURES if tool["function"]["name"] == name))
 
 
 def calculator() -> Tool:

@@ -106,7 +106,7 @@ def tool_replies(model, tokenizer, questions: Sequence[str], registry, *, max_ne
     was_training = model.training
     model.eval()
     try:
-        for round_ in range(max_rounds):
+        for _ in range(max_rounds):
             texts = []
             for start in range(0, len(going), batch_size):
                 prompts = [tokenizer.encode_chat_prompt(uses[i].messages, tools=schemas)
