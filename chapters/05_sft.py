@@ -420,7 +420,8 @@ def multi_turn_accuracy(model, people, lang):
 
 turns = {lang: multi_turn_accuracy(sft_model, world.sft_people, lang) for lang in ("en", "zh")}
 print(f"three questions per conversation: {turns['en']:.0%} (en), {turns['zh']:.0%} (zh) answered exactly")
-assert turns["zh"] > 0.5
+for lang in ("en", "zh"):  # on every run: far above the majority baseline, with its earlier replies in the history
+    assert wilson_interval(round(turns[lang] * 3 * len(world.sft_people)), 3 * len(world.sft_people))[0] > 2 * max(baseline.values()), lang
 for lang in ("en", "zh"):
     expect(f"sft.multi_turn.{lang}", turns[lang], n=3 * len(world.sft_people))
 
