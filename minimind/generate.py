@@ -240,10 +240,11 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
 
 @torch.inference_mode()
 def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams,
-            share_prefix: bool = False) -> Iterator[list[int | None]]:
+            share_prefix: bool = False, row_seeds: Sequence[int] | None = None) -> Iterator[list[int | None]]:
     """Yield, step by step, one entry per prompt: the new token id, or None once that row has
     stopped. A stop token is yielded (so callers see why a row ended) and ends its row.
-    share_prefix: compute the tokens every prompt starts with once, for the whole batch."""
+    share_prefix: compute the tokens every prompt starts with once, for the whole batch.
+    row_seeds: one generator per row (instead of params.seed's one for the batch)."""
     from minimind.model import KVCache
 
     if len(prompts) == 0:
@@ -290,6 +291,11 @@ def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams,
     generator = None
     if params.seed is not None and not params.greedy:
         generator = torch.Generator(device=device).manual_seed(params.seed)
+    row_generators = None
+    if row_seeds is not None:
+        if len(row_seeds) != batch_size:
+            raise ValueError(f"row_seeds has {len(row_seeds)} seeds for {batch_size} prompts")
+        row_generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in row_seeds]
     seen = None
     if params.repetition_penalty != 1.0:
         seen = torch.zeros((batch_size, model.config.vocab_size), dtype=torch.bool, device=device)
@@ -305,7 +311,12 @@ def _decode(model, prompts: Sequence[Sequence[int]], params: SamplingParams,
         logits = output.logits[:, -1, :]
         if seen is not None:
             logits = apply_repetition_penalty(logits.float(), seen, params.repetition_penalty)
-        tokens = sample_next_token(logits, params.temperature, params.top_k, params.top_p, generator)
+        if row_generators is not None and not params.greedy:
+            probs = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
+            tokens = torch.cat([torch.multinomial(probs[row], 1, generator=row_generator)
+                                for row, row_generator in enumerate(row_generators)])
+        else:
+            tokens = sample_next_token(logits, params.temperature, params.top_k, params.top_p, generator)
         if budget is not None:
             tokens = budget.override(tokens)
         token_list = tokens.tolist()
@@ -382,7 +393,7 @@ def generate(model, prompt_ids: Sequence[int], params: SamplingParams | None = N
 
 def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None, *,
                    stop_when: Callable[[int, list[int]], bool] | None = None, share_prefix: bool = False,
-                   **overrides) -> list[list[int]]:
+                   row_seeds: Sequence[int] | None = None, **overrides) -> list[list[int]]:
     """Generate for several prompts at once (left-padded, one forward pass per step for the whole
     batch). With greedy decoding each row equals `generate` on that prompt alone.
 
@@ -390,11 +401,13 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], params: SamplingPara
     (e.g. once its decoded text holds a stop string), and decoding ends when every row has ended.
     share_prefix: compute the tokens all prompts start with once (e.g. the system turn that offers
     tools) and copy its keys and values to every row, instead of computing it once per row.
+    row_seeds: sample each row with a generator of its own, seeded with row_seeds[row], so a row's
+    reply does not depend on which other prompts share its batch (RL split over processes).
     """
     params = _resolve_params(params, overrides)
     outputs: list[list[int]] = [[] for _ in prompts]
     stopped = [False] * len(prompts)
-    steps = _decode(model, prompts, params, share_prefix=share_prefix)
+    steps = _decode(model, prompts, params, share_prefix=share_prefix, row_seeds=row_seeds)
     for step_tokens in steps:
         for row, token in enumerate(step_tokens):
             if token is None or stopped[row]:

@@ -126,6 +126,17 @@ def test_seeded_sampling_is_reproducible(model):
     assert generate(model, PROMPTS[0], params.replace(seed=124)) != first
 
 
+def test_a_row_with_its_own_seed_samples_the_same_in_any_batch(model):
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12, stop_token_ids=())
+    together = generate_batch(model, PROMPTS[:3], params, row_seeds=[7, 8, 9])
+    assert [generate_batch(model, [prompt], params, row_seeds=[seed])[0]
+            for prompt, seed in zip(PROMPTS[:3], (7, 8, 9))] == together
+    assert generate_batch(model, PROMPTS[1:3], params, row_seeds=[8, 9]) == together[1:]
+    assert generate_batch(model, PROMPTS[:1], params, row_seeds=[70])[0] != together[0]
+    with pytest.raises(ValueError, match="row_seeds has 2 seeds for 3 prompts"):
+        generate_batch(model, PROMPTS[:3], params, row_seeds=[1, 2])
+
+
 def test_filters_equal_transformers_logits_warpers():
     from transformers.generation.logits_process import (
         RepetitionPenaltyLogitsProcessor,

@@ -244,7 +244,7 @@ def test_reward_is_the_verifier_plus_format_and_length_terms():
     (dict(kl_coef=-0.1), "kl_coef must not be negative"),
     (dict(gae_lambda=1.5), "gae_lambda must lie in"),
     (dict(ppo_epochs=0), "ppo_epochs must be at least 1"),
-    (dict(resume=True), "no resume.pt"),
+    (dict(resume=True, out_dir=""), "--resume continues the run in --out_dir"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -344,7 +344,7 @@ def test_a_rollout_trains_the_end_token_of_a_finished_reply_and_scores_with_the_
     from minimind.train.rl import sample_rollout
 
     right, cut = tokenizer.encode("<answer>5</answer>"), tokenizer.encode("<answer>5 5 5 5 5 5 5</answer>")[:6]
-    monkeypatch.setattr(minimind.generate, "generate_batch", lambda model, prompts, params: [right, cut])
+    monkeypatch.setattr(minimind.generate, "generate_batch", lambda model, prompts, params, **kw: [right, cut])
     config = RLConfig(group_size=2, max_new_tokens=6, format_reward=-0.5, device="cpu", out_dir="")
     rollout = sample_rollout(tiny_model(tokenizer), tokenizer, PROBLEMS[:1], config, seed=0)
     prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": PROBLEMS[0].prompt}])
@@ -403,3 +403,140 @@ def test_cli_lists_the_rl_stage(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "--group_size" in help_text and "--loss_aggregation" in help_text
+
+
+# ---- resume ----------------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def rl_argv(start, out, *extra):
+    return ["--init_from", str(start), "--out_dir", str(out), "--group_size", "2", "--prompts_per_step", "2",
+            "--max_new_tokens", "6", "--max_steps", "4", "--save_interval", "2", "--length_penalty", "0.5",
+            "--progress", "false", "--device", "cpu", "--lr", "1e-3", *extra]
+
+
+@pytest.fixture(scope="module")
+def start_model(tmp_path_factory, tokenizer):
+    from minimind.checkpoint import save_model
+
+    start = tmp_path_factory.mktemp("rl_start") / "start"
+    save_model(tiny_model(tokenizer), start)
+    tokenizer.save(start)
+    return start
+
+
+def coin_verifier(reply, problem):
+    """A stand-in verifier for an untrained model (which is never right): "correct" when the
+    reply's characters sum to an even number, so the replies of a group get unequal rewards."""
+    return sum(map(ord, reply)) % 2 == 0, True
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, start_model, algorithm, monkeypatch):
+    from minimind.checkpoint import load_model
+    from minimind.train import rl
+
+    monkeypatch.setattr(rl, "verify", coin_verifier)
+    argv = ("--algorithm", algorithm, "--kl_coef", "0.05")
+    whole = rl.run(rl.parse_config(rl.RLConfig, rl_argv(start_model, tmp_path / "whole", *argv)), problems=PROBLEMS)
+
+    def crash_after_step_3(info):
+        if info.step == 3:
+            raise Interrupted("simulated crash")
+
+    with pytest.raises(Interrupted):  # the checkpoint of step 2 survives
+        rl.run(rl.parse_config(rl.RLConfig, rl_argv(start_model, tmp_path / "cut", *argv)), problems=PROBLEMS,
+               callbacks=[crash_after_step_3])
+    resumed = rl.run(rl.parse_config(rl.RLConfig, rl_argv(start_model, tmp_path / "cut", *argv, "--resume")),
+                     problems=PROBLEMS)
+    for a, b in zip(load_model(tmp_path / "whole").state_dict().values(),
+                    load_model(tmp_path / "cut").state_dict().values()):
+        assert torch.equal(a, b)
+    if algorithm == "ppo":
+        from safetensors.torch import load_file
+
+        assert load_file(tmp_path / "whole" / rl.VALUE_HEAD_FILE).keys() == load_file(
+            tmp_path / "cut" / rl.VALUE_HEAD_FILE).keys()
+    assert [r["step"] for r in resumed.records] == [1, 2, 3, 4]  # the lost step 3 is logged once, by the resumed run
+    for key in ("loss", "reward", "kl", "response_len"):
+        assert [r[key] for r in resumed.records] == [r[key] for r in whole.records], key
+    assert whole.records[-1]["loss"] != whole.records[0]["loss"]
+
+
+def test_resume_refuses_another_layout(tmp_path, start_model):
+    from minimind.train import rl
+
+    rl.run(rl.parse_config(rl.RLConfig, rl_argv(start_model, tmp_path / "run")), problems=PROBLEMS)
+    changed = rl_argv(start_model, tmp_path / "run", "--resume")
+    changed[changed.index("--group_size") + 1] = "3"
+    with pytest.raises(ValueError, match="saved with group_size 2, now 3"):
+        rl.run(rl.parse_config(rl.RLConfig, changed), problems=PROBLEMS)
+    ppo = rl_argv(start_model, tmp_path / "run", "--resume", "--algorithm", "ppo")
+    with pytest.raises(ValueError, match="without a value head"):
+        rl.run(rl.parse_config(rl.RLConfig, ppo), problems=PROBLEMS)
+
+
+def test_the_prompt_stream_is_a_fresh_permutation_every_pass():
+    from minimind.train.rl import prompt_indices
+
+    stream = prompt_indices(3, 5, 0, 15)
+    assert [sorted(stream[i:i + 5]) for i in (0, 5, 10)] == [list(range(5))] * 3
+    assert stream[:5] != stream[5:10]
+    assert prompt_indices(3, 5, 7, 4) == stream[7:11]  # any step's prompts, without the steps before
+
+
+# ---- two processes ---------------------------------------------------------------------------------------
+
+
+def test_two_processes_with_half_the_prompts_each_follow_one_process(tmp_path, start_model):
+    """torchrun --nproc_per_node 2: each process samples and trains on 2 of the step's 4 prompts
+    (the world's first 8 training problems); the replies, rewards and the update equal one process's."""
+    import inspect
+    import os
+    import subprocess
+    import sys
+
+    from minimind.checkpoint import load_model
+    from minimind.train import read_metrics
+
+    script = tmp_path / "rl_with_coin_verifier.py"
+    script.write_text(inspect.getsource(coin_verifier) + "\nimport sys\nfrom minimind.train import rl\n"
+                      "rl.verify = coin_verifier\nraise SystemExit(rl.main(sys.argv[1:]))\n")
+    argv = [str(script), *rl_argv(start_model, "OUT", "--max_prompts", "8", "--algorithm", "grpo",
+                                                 "--kl_coef", "0.05")]
+    argv[argv.index("--prompts_per_step") + 1] = "4"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(prefix, out):
+        command = [sys.executable, *prefix, *[str(out) if a == "OUT" else a for a in argv]]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    launch([], tmp_path / "one")
+    done = launch(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], tmp_path / "two")
+    assert done.stdout.count("RL (grpo) done") == 1  # rank 0 reports and writes
+    one, two = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3, 4]
+    for key in ("accuracy", "response_len", "zero_variance_groups", "tokens"):
+        assert [r[key] for r in two] == [r[key] for r in one], key  # the same replies were sampled
+    for key in ("reward", "loss", "kl", "entropy", "clip_fraction", "grad_norm"):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=1e-4, abs=1e-6), key
+    for a, b in zip(load_model(tmp_path / "one").parameters(), load_model(tmp_path / "two").parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
+    from minimind.train.state import load_resume_state
+
+    assert load_resume_state(tmp_path / "two" / "resume.pt")["world_size"] == 2
+
+
+def test_a_step_that_does_not_split_over_the_processes_is_refused(monkeypatch, tokenizer):
+    from minimind import runtime
+    from minimind.train import rl
+
+    monkeypatch.setattr(runtime, "init_distributed", lambda device: runtime.Distributed(rank=0, world_size=2))
+    with pytest.raises(ValueError, match="does not split over 2 processes"):
+        rl.run(RLConfig(out_dir="", prompts_per_step=3, progress=False, device="cpu"),
+               model=tiny_model(tokenizer), tokenizer=tokenizer, problems=PROBLEMS)

@@ -30,8 +30,9 @@ Log-probs are those of the sampling distribution: logits divided by `--temperatu
 truncation is ignored, as TRL does). The loop is written here, not in `minimind.train.loop`: a
 step is a rollout plus several updates on it, which the loop's dataset-and-loss contract cannot
 express. It reuses the loop's optimizer groups, schedule and checkpoint files (weights,
-tokenizer, `train_config.json`, `metrics.jsonl`). Not yet: `--resume` (no `resume.pt` is written)
-and torchrun (one process); both are refused with a message.
+tokenizer, `train_config.json`, `metrics.jsonl`, `resume.pt` for `--resume`). Under torchrun the
+step's prompts are split over the processes and the gradients summed, with the replies and the
+update of one process (each reply has its own sampling seed).
 """
 from __future__ import annotations
 
@@ -49,13 +50,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from minimind.scoring import score_answers
-from minimind.runtime import autocast_context, resolve_device, resolve_dtype, seed_everything
+from minimind.runtime import autocast_context, resolve_device, resolve_dtype, rng_state, seed_everything, set_rng_state
 from minimind.tokenizer import EOS_ID, PAD_ID
 from minimind.train.config import TrainConfig, option, parse_config
 from minimind.train.loop import NonFiniteLossError, StepInfo, TrainResult, learning_rate_at, param_groups
 from minimind.train.metrics import MetricsLog
 from minimind.train.stage import build_model, check_vocabulary, load_tokenizer
-from minimind.train.state import METRICS_FILE, existing_run_problem, write_train_config
+from minimind.train.state import (METRICS_FILE, RESUME_FILE, Resume, TrainState, existing_run_problem,
+                                  write_train_config)
 
 ALGORITHMS = ("grpo", "cispo", "ppo")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -125,8 +127,8 @@ class RLConfig(TrainConfig):
         if self.data_path:
             raise ValueError("--data_path: the RL stage draws its prompts from the synthetic world (--split); "
                              "pass problems to run() to use others")
-        if self.resume:
-            raise ValueError("--resume: the RL stage writes no resume.pt yet; start afresh (--overwrite)")
+        if self.resume and not self.out_dir:
+            raise ValueError("--resume continues the run in --out_dir: give it")
         if self.dtype == "fp16":
             raise ValueError("--dtype fp16: the RL stage has no grad scaler; use bf16 or fp32")
 
@@ -279,11 +281,15 @@ def ppo_value_loss(values, old_values, returns, mask, clip: float = 0.2) -> torc
     return _masked_mean(per_token, mask)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x − mean) / std over the masked entries (PPO's advantage normalisation); 0 off the mask."""
-    mean = _masked_mean(x, mask)
-    var = _masked_mean((x - mean) ** 2, mask)
-    return (x - mean) / torch.sqrt(var + eps) * mask.to(x.dtype)
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, total=None) -> torch.Tensor:
+    """(x − mean) / std over the masked entries (PPO's advantage normalisation); 0 off the mask.
+    total(t): the sum of tensor t over every process (under torchrun the batch is split)."""
+    total = total or (lambda t: t)
+    mask_f = mask.to(x.dtype)
+    count = total(mask_f.sum()).clamp(min=1.0)
+    mean = total((x * mask_f).sum()) / count
+    var = total((((x - mean) ** 2) * mask_f).sum()) / count
+    return (x - mean) / torch.sqrt(var + eps) * mask_f
 
 
 class ValueHead(nn.Module):
@@ -316,18 +322,25 @@ class Rollout:
     replies: list[str]
 
 
-def sample_rollout(model, tokenizer, problems: Sequence, config: RLConfig, seed: int) -> Rollout:
-    """Sample `config.group_size` replies to each problem and score them with `reward`."""
+def sample_rollout(model, tokenizer, problems: Sequence, config: RLConfig, seed: int, first_row: int = 0) -> Rollout:
+    """Sample `config.group_size` replies to each problem and score them with `reward`.
+
+    Row i of the rollout is sampled with a generator of its own, seeded from `seed` and its index
+    `first_row + i` in the step's whole batch, so a reply is the same whichever process samples it
+    (the step's prompts split over torchrun's processes give the replies one process would)."""
     from minimind.generate import SamplingParams, generate_batch
 
     group = config.group_size
     prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": p.prompt}]) for p in problems]
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
-                            max_new_tokens=config.max_new_tokens, seed=seed)
+                            max_new_tokens=config.max_new_tokens)
+    rows_in_rollout = len(prompts) * group
+    row_seeds = [(seed << 20) + first_row + row for row in range(rows_in_rollout)]  # rows < 2**20 a step
     was_training = model.training
     model.eval()
     try:
-        replies_ids = generate_batch(model, [ids for ids in prompts for _ in range(group)], params)
+        replies_ids = generate_batch(model, [ids for ids in prompts for _ in range(group)], params,
+                                     row_seeds=row_seeds)
     finally:
         model.train(was_training)
     rows, texts, rewards, correct, well_formed, finished = [], [], [], [], [], []
@@ -395,12 +408,24 @@ def default_problems(config: RLConfig) -> list:
 
 
 class _Trainer:
-    """A rollout batch in, `ppo_epochs` optimizer updates out, one metrics record."""
+    """A rollout batch in, `ppo_epochs` optimizer updates out, one metrics record. Under torchrun
+    each process holds its share of the step's rollout; losses are weighted by their share of the
+    whole batch and the gradients summed over the processes, so the update is the one-process one."""
 
-    def __init__(self, config: RLConfig, model, reference, value_head, optimizer, device, dtype):
+    def __init__(self, config: RLConfig, model, reference, value_head, optimizer, device, dtype, ddp=None):
+        from minimind.runtime import Distributed
+
         self.config, self.model, self.reference, self.value_head = config, model, reference, value_head
         self.optimizer, self.device, self.dtype = optimizer, device, dtype
+        self.ddp = ddp or Distributed()
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def _total(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of `tensor` over the processes (itself in one process)."""
+        if self.ddp.enabled:
+            tensor = tensor.clone()
+            torch.distributed.all_reduce(tensor)
+        return tensor
 
     def _forward(self, module, rows, rollout, value_head=None):
         ids, mask = rollout.input_ids[rows].to(self.device), rollout.mask[rows].to(self.device)
@@ -436,8 +461,9 @@ class _Trainer:
             token_rewards = torch.zeros(mask.shape, device=self.device)
             token_rewards[torch.arange(n, device=self.device), last] = rewards
             advantages, returns = gae(token_rewards, fixed["old_values"], mask, config.gamma, config.gae_lambda)
-            fixed["advantages"], fixed["returns"] = whiten(advantages, mask), returns
+            fixed["advantages"], fixed["returns"] = whiten(advantages, mask, total=self._total), returns
         else:
+            # a group never spans two processes: each holds whole groups
             fixed["advantages"] = group_advantages(rewards, config.group_size, config.scale_rewards)
         return fixed
 
@@ -447,11 +473,14 @@ class _Trainer:
             group["lr"] = lr
         fixed = self._before_updates(rollout)
         mask_all = rollout.mask.to(self.device)
-        n, tokens = len(rollout.rewards), mask_all.sum().item()
+        n_here = len(rollout.rewards)
+        n = n_here * self.ddp.world_size  # every process holds as many replies
+        tokens = self._total(mask_all.sum().float()).item()
         objective = grpo_token_loss if config.algorithm in ("grpo", "ppo") else cispo_token_loss
         sums: dict[str, float] = {}
         for epoch in range(config.ppo_epochs):
-            for rows in self._chunks(n):
+            loss_check = torch.zeros((), device=self.device)
+            for rows in self._chunks(n_here):
                 rows_d = rows.to(self.device)
                 mask = mask_all[rows_d]
                 # this chunk's share of the batch mean, so chunks add up to the loss of the whole batch
@@ -468,9 +497,9 @@ class _Trainer:
                                                 config.value_clip)
                     total = total + config.value_coef * value_loss * token_share
                     stats["value_loss"] = value_loss.detach()
-                if not math.isfinite(total.item()):
-                    raise NonFiniteLossError(f"loss is {total.item()} at RL step {step + 1}, update {epoch + 1}; "
-                                             "lower --lr or use --dtype fp32")
+                loss_check = loss_check + total.detach().float()
+                if not self.ddp.enabled and not math.isfinite(total.item()):
+                    break  # reported below, before any update
                 total.backward()
                 stats["loss"] = loss.detach()
                 if epoch == 0:
@@ -479,22 +508,72 @@ class _Trainer:
                     weight = share if name == "loss" else token_share
                     passes = 1 if name == "entropy" else config.ppo_epochs  # entropy: of the first pass only
                     sums[name] = sums.get(name, 0.0) + float(value) * weight / passes
+            loss_check = self._total(loss_check).item()  # every process stops, or none
+            if not math.isfinite(loss_check):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(f"loss is {loss_check} at RL step {step + 1}, update {epoch + 1}; "
+                                         "lower --lr or use --dtype fp32")
+            if self.ddp.enabled:
+                for parameter in self.trainable:
+                    if parameter.grad is None:
+                        parameter.grad = torch.zeros_like(parameter)
+                    torch.distributed.all_reduce(parameter.grad)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.trainable, config.grad_clip if config.grad_clip > 0 else math.inf)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+        names = sorted(sums)
+        reduced = self._total(torch.tensor([sums[name] for name in names], dtype=torch.float64)).tolist()
         groups = rollout.rewards.view(-1, config.group_size)
-        record = {
-            "reward": rollout.rewards.mean().item(),
-            "accuracy": rollout.correct.float().mean().item(),
-            "format_rate": rollout.well_formed.float().mean().item(),
-            "finished_rate": rollout.finished.float().mean().item(),
-            "response_len": rollout.mask.sum(-1).float().mean().item(),
-            "zero_variance_groups": (groups.amax(1) == groups.amin(1)).float().mean().item(),
+        rollout_sums = self._total(torch.tensor([
+            rollout.rewards.sum().item(), rollout.correct.sum().item(), rollout.well_formed.sum().item(),
+            rollout.finished.sum().item(), rollout.mask.sum().item(),
+            (groups.amax(1) == groups.amin(1)).sum().item()], dtype=torch.float64)).tolist()
+        reward_sum, correct, formed, finished, reply_tokens, flat = rollout_sums
+        return {
+            "reward": reward_sum / n,
+            "accuracy": correct / n,
+            "format_rate": formed / n,
+            "finished_rate": finished / n,
+            "response_len": reply_tokens / n,
+            "zero_variance_groups": flat / (n // config.group_size),
             "grad_norm": float(grad_norm),
-            **sums,
+            **dict(zip(names, reduced)),
         }
-        return record
+
+
+def prompt_indices(seed: int, n_problems: int, start: int, count: int) -> list[int]:
+    """The problems at positions start … start + count − 1 of the run's prompt stream: pass k over
+    the problems is a permutation seeded by (seed, k), so any step's prompts are known without
+    replaying the steps before it (what resume needs)."""
+    indices, cache = [], {}
+    for position in range(start, start + count):
+        epoch, offset = divmod(position, n_problems)
+        if epoch not in cache:
+            cache[epoch] = random.Random(seed * 1_000_003 + epoch).sample(range(n_problems), n_problems)
+        indices.append(cache[epoch][offset])
+    return indices
+
+
+def _trained_state(model, value_head) -> dict:
+    """The fp32 weights a resume file keeps: the policy's, and the value head's under `value_head.`."""
+    state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    if value_head is not None:
+        state.update({f"value_head.{k}": v.detach().cpu() for k, v in value_head.state_dict().items()})
+    return state
+
+
+def _load_trained_state(state: dict, model, value_head, path: Path) -> None:
+    def part(prefix):
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+    if value_head is None and part("value_head."):
+        raise ValueError(f"{path}: saved by a run with a value head (--algorithm ppo); resume it with ppo")
+    if value_head is not None and not part("value_head."):
+        raise ValueError(f"{path}: saved by a run without a value head; --algorithm ppo cannot resume it")
+    model.load_state_dict(part("model."))
+    if value_head is not None:
+        value_head.load_state_dict(part("value_head."))
 
 
 def _save(model, value_head, out_dir: Path) -> None:
@@ -510,93 +589,158 @@ def _save(model, value_head, out_dir: Path) -> None:
         atomic_write(out_dir / VALUE_HEAD_FILE, lambda temp: save_file(state, temp))
 
 
+def _checkpoint(model, value_head, optimizer, state: TrainState, config: RLConfig, ddp, out_dir: Path) -> None:
+    """The weights, then `resume.pt` (rank 0 writes; every rank contributes its RNG states)."""
+    import torch.distributed as dist
+
+    rng_states = [rng_state()]
+    if ddp.enabled:
+        rng_states = [None] * ddp.world_size
+        dist.all_gather_object(rng_states, rng_state())
+    if not ddp.is_main:
+        return
+    _save(model, value_head, out_dir)
+    Resume(state=state, model=_trained_state(model, value_head), optimizer=optimizer.state_dict(), scaler=None,
+           rng=rng_states, batch_size=config.prompts_per_step, grad_accum=config.group_size,
+           world_size=ddp.world_size, config=config.to_dict()).save(out_dir / RESUME_FILE)
+
+
 def run(config: RLConfig, *, model: Optional[nn.Module] = None, tokenizer=None, problems: Optional[Sequence] = None,
         callbacks=()) -> TrainResult:
     """RL from `config.init_from` (or the given model) on `problems` (objects with .prompt and
-    .answer; default: the synthetic world's `--split`); returns the TrainResult."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise ValueError("the RL stage runs in one process; torchrun is not supported yet")
+    .answer; default: the synthetic world's `--split`); returns the TrainResult.
+
+    Under torchrun each process samples and trains on prompts_per_step / world_size of each
+    step's prompts (whole groups), with the replies and the update one process would compute.
+    `--resume` continues from `out_dir/resume.pt`: the prompts of a step and the seeds of its
+    replies depend only on the step, so the resumed run continues the uninterrupted one."""
+    from minimind.runtime import init_distributed
+
     if model is None and not config.init_from:
         raise ValueError("RL starts from a reasoning model: pass --init_from DIR")
     problems = list(default_problems(config) if problems is None else problems)
     if not problems:
         raise ValueError("no prompts to train on: the problem list is empty")
+    device = resolve_device(config.device, training=True)
+    dtype = resolve_dtype(config.dtype, device, training=True)
+    ddp = init_distributed(device)
+    try:
+        if config.prompts_per_step % ddp.world_size:
+            raise ValueError(f"--prompts_per_step {config.prompts_per_step} does not split over {ddp.world_size} "
+                             "processes: each must hold whole groups of the same number of prompts")
+        return _run(config, model, tokenizer, problems, callbacks, device, dtype, ddp)
+    finally:
+        ddp.close()
+
+
+def _run(config, model, tokenizer, problems, callbacks, device, dtype, ddp) -> TrainResult:
+    import torch.distributed as dist
+
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
     if model is None:
         model = build_model(config)
     check_vocabulary(tokenizer, model)
-    device = resolve_device(config.device, training=True)
-    dtype = resolve_dtype(config.dtype, device, training=True)
     out_dir = Path(config.out_dir) if config.out_dir else None
-    problem = existing_run_problem(out_dir, False, config.overwrite)
+    resume_path = out_dir / RESUME_FILE if out_dir is not None else None
+    problem = existing_run_problem(out_dir, config.resume, config.overwrite) if ddp.is_main else None
+    if ddp.enabled:  # rank 0 decides for everyone, so no rank waits for a refused run
+        decision = [problem]
+        dist.broadcast_object_list(decision, src=0)
+        problem = decision[0]
     if problem is not None:
         raise ValueError(problem)
 
     seed_everything(config.seed)
     model.to(device).train()
-    reference = frozen_copy(model) if config.kl_coef > 0 else None
+    reference = frozen_copy(model) if config.kl_coef > 0 else None  # the starting model, also on resume
     value_head = ValueHead(model.config.hidden_size).to(device) if config.algorithm == "ppo" else None
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if value_head is not None:
         named += [(f"value_head.{n}", p) for n, p in value_head.named_parameters()]
     optimizer = torch.optim.AdamW(param_groups(named, config.weight_decay, config.decay_norms_and_embeddings),
                                   lr=config.lr, betas=(config.beta1, config.beta2))
-    trainer = _Trainer(config, model, reference, value_head, optimizer, device, dtype)
+    state, resumed = TrainState(), None
+    if config.resume and resume_path is not None and resume_path.exists():
+        resumed = Resume.load(resume_path)
+        for name, saved, now in (("prompts_per_step", resumed.batch_size, config.prompts_per_step),
+                                 ("group_size", resumed.grad_accum, config.group_size),
+                                 ("processes (torchrun)", resumed.world_size, ddp.world_size)):
+            if saved != now:
+                raise ValueError(f"{resume_path}: saved with {name} {saved}, now {now}; resume needs the same "
+                                 "layout to continue the same rollouts")
+        _load_trained_state(resumed.model, model, value_head, resume_path)
+        optimizer.load_state_dict(resumed.optimizer)
+        state = resumed.state
+    seed_everything(config.seed + ddp.rank)
+    if resumed is not None:
+        set_rng_state(resumed.rng[ddp.rank])
+    trainer = _Trainer(config, model, reference, value_head, optimizer, device, dtype, ddp)
 
-    if out_dir is not None:
+    if out_dir is not None and ddp.is_main:
         from minimind.files import remove_temp_files
 
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(out_dir)
         write_train_config(out_dir, config.to_dict())
         tokenizer.save(out_dir)
+        if resumed is not None:  # weights and resume file agree even if a crash came between their writes
+            _save(model, value_head, out_dir)
     metrics_path = Path(config.metrics_file) if config.metrics_file else (out_dir / METRICS_FILE if out_dir else None)
-    log = MetricsLog(metrics_path, report_to=config.report_to, run_config=config.to_dict())
+    log = MetricsLog(metrics_path if ddp.is_main else None,
+                     keep_up_to_step=state.step if resumed is not None else None,
+                     report_to=config.report_to if ddp.is_main else "none", run_config=config.to_dict())
     bar = None
-    if config.progress:
+    if config.progress and ddp.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.max_steps, desc=f"rl ({config.algorithm})", dynamic_ncols=True)
+        bar = tqdm(total=config.max_steps, initial=state.step, desc=f"rl ({config.algorithm})", dynamic_ncols=True)
 
-    order, rng = [], random.Random(config.seed)  # prompts in a seeded order, reshuffled each pass
-    total_tokens, start, record = 0, time.perf_counter(), {}
-    for step in range(config.max_steps):
-        while len(order) < config.prompts_per_step:
-            order += rng.sample(range(len(problems)), len(problems))
-        chosen, order = [problems[i] for i in order[:config.prompts_per_step]], order[config.prompts_per_step:]
+    per_rank = config.prompts_per_step // ddp.world_size
+    start, record = time.perf_counter(), {}
+    while state.step < config.max_steps:
+        step = state.step
+        indices = prompt_indices(config.seed, len(problems), step * config.prompts_per_step, config.prompts_per_step)
+        mine = indices[ddp.rank * per_rank:(ddp.rank + 1) * per_rank]
         rollout_start = time.perf_counter()
-        rollout = sample_rollout(model, tokenizer, chosen, config, seed=config.seed * 1_000_003 + step)
+        rollout = sample_rollout(model, tokenizer, [problems[i] for i in mine], config,
+                                 seed=config.seed * 1_000_003 + step, first_row=ddp.rank * per_rank * config.group_size)
         rollout_s = time.perf_counter() - rollout_start
         lr = learning_rate_at(step, config.max_steps, config)
         record = trainer.step(rollout, lr, step)
-        total_tokens += rollout.input_ids.numel()
-        record = {"step": step + 1, "epoch": round((step + 1) * config.prompts_per_step / len(problems), 4),
-                  "loss": record.pop("loss"), "lr": lr, **record, "tokens": total_tokens,
+        state.step += 1
+        real = rollout.mask.long().cumsum(-1).argmax(-1) + 1  # each row's prompt + reply, without padding
+        state.tokens += int(trainer._total(real.sum().double()).item())
+        state.epoch = state.step * config.prompts_per_step // len(problems)
+        record = {"step": state.step, "epoch": round(state.step * config.prompts_per_step / len(problems), 4),
+                  "loss": record.pop("loss"), "lr": lr, **record, "tokens": state.tokens,
                   "rollout_s": rollout_s, "elapsed_s": time.perf_counter() - start}
-        info = StepInfo(step + 1, config.max_steps, record["epoch"], record["loss"], lr, model, record)
+        info = StepInfo(state.step, config.max_steps, record["epoch"], record["loss"], lr, model, record)
         extra = {}
         for callback in callbacks:
             extra.update(callback(info) or {})
-        if (step + 1) % config.log_interval == 0 or step + 1 == config.max_steps or extra:
+        if state.step % config.log_interval == 0 or state.step == config.max_steps or extra:
             log.append({**record, **extra})
         if bar is not None:
             bar.set_postfix(reward=f"{record['reward']:.3f}", acc=f"{record['accuracy']:.2f}", refresh=False)
             bar.update(1)
-        if out_dir is not None and config.save_interval and (step + 1) % config.save_interval == 0:
-            _save(model, value_head, out_dir)
+        if (out_dir is not None and config.save_interval and state.step % config.save_interval == 0
+                and state.step < config.max_steps):
+            _checkpoint(model, value_head, optimizer, state, config, ddp, out_dir)
     if bar is not None:
         bar.close()
     log.close()
     if out_dir is not None:
-        _save(model, value_head, out_dir)
-    return TrainResult(model=model, steps=config.max_steps, final_loss=record.get("loss", float("nan")),
-                       records=log.records, out_dir=out_dir, tokens=total_tokens)
+        _checkpoint(model, value_head, optimizer, state, config, ddp, out_dir)
+    return TrainResult(model=model, steps=state.step, final_loss=record.get("loss", float("nan")),
+                       records=log.records, out_dir=out_dir, tokens=state.tokens)
 
 
 def main(argv=None):
     config = parse_config(RLConfig, argv, prog="python -m minimind.train.rl")
     result = run(config)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun rank 0 reports, as it alone writes
+        return 0
     last = result.records[-1] if result.records else {}
     summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("reward", "accuracy", "format_rate") if k in last)
     print(f"RL ({config.algorithm}) done: {result.steps} steps, {summary}"
