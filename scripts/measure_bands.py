@@ -4,6 +4,7 @@
     python scripts/measure_bands.py chapters/08_reasoning.ipynb --seeds 0 1 2 --kernels native mkl-avx2
     python scripts/measure_bands.py --runs 0:native 1:native 2:native 0:default 1:mkl-avx2 2:threads2
     python scripts/measure_bands.py --aggregate-only         # rebuild bands.json from the records kept
+    python scripts/measure_bands.py --runs 0:native --machine xeon --keep   # add another machine's run
 
 Each run (one seed × one kernel path) executes the chapters in reading order with nbconvert —
 the stored notebooks are left untouched — in a cache of its own, with `MINIMIND_SEED` and the
@@ -48,13 +49,13 @@ KERNELS = {
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MINIMIND_THREADS")
 
 
-def run_label(seed: int, kernel: str) -> str:
-    return f"seed{seed}-{kernel}"
+def run_label(seed: int, kernel: str, machine: str = "") -> str:
+    return f"seed{seed}-{kernel}" + (f"-{machine}" if machine else "")
 
 
-def execute_run(seed: int, kernel: str, chapters: list, work: Path) -> tuple:
+def execute_run(seed: int, kernel: str, chapters: list, work: Path, machine: str = "") -> tuple:
     """Execute `chapters` in order under one seed and kernel path; returns (label, seconds, failures)."""
-    label = run_label(seed, kernel)
+    label = run_label(seed, kernel, machine)
     folder = work / label
     (folder / "notebooks").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
@@ -68,23 +69,55 @@ def execute_run(seed: int, kernel: str, chapters: list, work: Path) -> tuple:
         record.unlink(missing_ok=True)  # a chapter measured again replaces its earlier record
         env["MINIMIND_BANDS_RECORD"] = str(record)
         began = time.time()
+        # every cell runs, also after one that fails (a claim that does not hold in this run), so
+        # the figures of the cells after it are recorded too; the failing cells are reported
         done = subprocess.run(
-            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
              "--ExecutePreprocessor.timeout=1800", "--output-dir", str(folder / "notebooks"), str(notebook)],
             cwd=REPO / "chapters", env=env, capture_output=True, text=True)
-        status = "ok" if done.returncode == 0 else "FAILED"
+        errors = _failed_cells(folder / "notebooks" / notebook.name) if done.returncode == 0 else ["nbconvert"]
+        status = "ok" if not errors else f"FAILED ({', '.join(errors)})"
         print(f"[{label}] {notebook.name}: {status} in {time.time() - began:.0f} s", flush=True)
-        if done.returncode != 0:
+        if errors:
             failures.append(notebook.name)
-            (folder / f"{notebook.stem}.error.txt").write_text(done.stderr[-20000:])
+            (folder / f"{notebook.stem}.error.txt").write_text(done.stderr[-20000:] + _error_text(
+                folder / "notebooks" / notebook.name))
     return label, time.time() - start, failures
 
 
-def aggregate(work: Path, labels: list, chapters: list) -> dict:
-    """Merge the records of `labels` for `chapters` into bands.json (other chapters' bands stay)."""
+def _error_outputs(notebook: Path):
+    if not notebook.exists():
+        return []
+    cells = json.loads(notebook.read_text())["cells"]
+    return [(index, output) for index, cell in enumerate(cells) if cell["cell_type"] == "code"
+            for output in cell.get("outputs", []) if output.get("output_type") == "error"]
+
+
+def _failed_cells(notebook: Path) -> list:
+    return [f"cell {index}: {output['ename']}" for index, output in _error_outputs(notebook)]
+
+
+def _error_text(notebook: Path) -> str:
+    return "".join(f"\n--- cell {index}: {output['ename']}: {output['evalue']}\n" for index, output in
+                   _error_outputs(notebook))
+
+
+def aggregate(work: Path, labels: list, chapters: list, keep: bool = False) -> dict:
+    """Merge the records of `labels` for `chapters` into bands.json (other chapters' bands stay).
+    keep: also keep the values bands.json holds from earlier runs (other machines' runs, whose
+    records are not on this one); a label measured again replaces its kept values."""
     existing = json.loads(BANDS_FILE.read_text()) if BANDS_FILE.exists() else {"bands": {}, "measurements": {}}
     stems = {notebook.stem for notebook in chapters}
     values, sizes, owner = {}, {}, {}
+    kept_runs = {}
+    if keep:
+        for name, band in existing["bands"].items():
+            if band.get("chapter") in stems:
+                values[name] = {run: value for run, value in band["values"].items() if run not in labels}
+                sizes[name], owner[name] = band.get("n"), band["chapter"]
+        for stem in stems:
+            kept_runs[stem] = [run for run in existing.get("measurements", {}).get(stem, {}).get("runs", [])
+                               if run not in labels]
     for label in labels:
         for stem in stems:
             record = work / label / f"{stem}.jsonl"
@@ -103,9 +136,13 @@ def aggregate(work: Path, labels: list, chapters: list) -> dict:
                        "max": derived.high_seen, "n": sizes.get(name), "values": by_run}
     measurements = dict(existing.get("measurements", {}))
     for stem in stems:
+        measured = [label for label in labels if (work / label / f"{stem}.jsonl").exists()]
+        machine = f"{platform.machine()} {_cpu_model()}, {os.cpu_count()} cores"
+        earlier = existing.get("measurements", {}).get(stem, {}).get("machine", "") if keep else ""
+        machines = [m for m in earlier.split("; ") if m] + ([machine] if machine not in earlier.split("; ") else [])
         measurements[stem] = {
-            "runs": sorted(labels), "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()} {_cpu_model()}, {os.cpu_count()} cores",
+            "runs": sorted(set(measured) | set(kept_runs.get(stem, []))), "date": datetime.date.today().isoformat(),
+            "machine": "; ".join(machines),
         }
     result = {
         "rule": "band = [min - pad, max + pad], pad = max(max - min, floor); floor = 2 Agresti-Coull "
@@ -136,6 +173,10 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=str(REPO / ".cache" / "bands"), help="runs' caches, records and notebooks")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild bands.json from kept records")
+    parser.add_argument("--machine", default="", help="a name for this machine, appended to the run labels "
+                        "(e.g. xeon), so runs on several machines are kept apart")
+    parser.add_argument("--keep", action="store_true", help="add these runs to the values bands.json already "
+                        "holds (runs made elsewhere) instead of deriving the bands from these runs alone")
     args = parser.parse_args(argv)
 
     order = chapters_in_reading_order()
@@ -148,16 +189,16 @@ def main(argv=None) -> int:
         unknown = {kernel for _, kernel in runs} - set(KERNELS)
         if unknown:
             parser.error(f"unknown kernel path(s) {sorted(unknown)}; choose from {sorted(KERNELS)}")
-    labels = [run_label(seed, kernel) for seed, kernel in runs]
+    labels = [run_label(seed, kernel, args.machine) for seed, kernel in runs]
     if not args.aggregate_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda run: execute_run(*run, chapters, work), runs))
+            results = list(pool.map(lambda run: execute_run(*run, chapters, work, args.machine), runs))
         for label, seconds, failures in results:
             print(f"{label}: {seconds / 60:.1f} min" + (f", FAILED: {', '.join(failures)}" if failures else ""))
         if any(failures for _, _, failures in results):
             print("some chapters failed; their records are incomplete (see the .error.txt files)")
             return 1
-    result = aggregate(work, labels, chapters)
+    result = aggregate(work, labels, chapters, keep=args.keep)
     stems = {notebook.stem for notebook in chapters}
     for name, entry in result["bands"].items():
         if entry["chapter"] in stems:

@@ -97,6 +97,12 @@ def band(name: str) -> Band:
     return Band(name, entry["lo"], entry["hi"], entry["min"], entry["max"], len(entry["values"]))
 
 
+def recorded_values(name: str) -> dict:
+    """{run label: value} of figure `name` in the runs its band was measured from."""
+    band(name)  # the same error for a figure with no band
+    return dict(_bands()[name]["values"])
+
+
 def expect(name: str, value, n: Optional[int] = None) -> float:
     """Assert that figure `name` lies in its band (`n`: the items a proportion counts). Returns
     the value. Under ``MINIMIND_BANDS_RECORD`` it records the value instead."""
