@@ -8,7 +8,7 @@ time it is asked for and reused afterwards.
 
 `RECIPES` names every artefact: the tokenizer, the pretrained model, the SFT model and its
 every-token ablation, the DPO model, the identity and tea-house LoRA adapters, the reasoning model
-and the distillation teacher. A recipe is a training stage's `run(config)` with the stage's own
+(and its answer-only twin), the RL model and the distillation teacher. A recipe is a training stage's `run(config)` with the stage's own
 defaults (plus the recipe's few settings), on one synthetic dataset, starting from other
 artefacts, whose folders it passes as explicit paths (`init_from`, `tokenizer`): the stages know
 nothing of the zoo. Any chapter can ask for what it needs, whether or not an earlier chapter ran.
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Union
 
 from minimind.paths import cache_dir
+from minimind.runtime import replica_seed
 from minimind.train.tokenizer import BOOK_CORPUS
 
 MARKER_FILE = "artefact.json"
@@ -205,7 +206,7 @@ class Recipe:
 
     stage: str  # the stage module, e.g. "minimind.train.sft"
     config: str  # the stage's config class (or factory) in that module, e.g. "SFTConfig"
-    data: Union[str, tuple]  # the synthetic dataset(s) it trains on (their train splits)
+    data: Union[str, tuple]  # the synthetic dataset(s) it trains on (their train splits; () for none)
     inputs: dict = field(default_factory=dict)  # config field → the artefact whose folder it gets
     settings: dict = field(default_factory=dict)  # the recipe's own settings over the stage's defaults
     code: tuple = ()  # further modules whose code decides the result (the stage's always counts)
@@ -218,6 +219,7 @@ class Recipe:
 
 
 _SILENT = {"progress": False}
+_RL = {**_SILENT, "lr": 2e-4, "warmup_steps": 10, "max_steps": 100, "max_new_tokens": 64, "kl_coef": 0.05}
 RECIPES: dict[str, Recipe] = {
     "tokenizer": Recipe("minimind.train.tokenizer", "book_config", BOOK_CORPUS, kind="tokenizer",
                         code=("minimind.tokenizer", "minimind.data.jsonl")),
@@ -236,10 +238,19 @@ RECIPES: dict[str, Recipe] = {
     "reasoning_direct": Recipe("minimind.train.reason", "ReasonConfig", "reason_direct", {"init_from": "sft"}, _SILENT),
     # the distillation teacher: the SFT chat model fine-tuned a little longer on the distillation
     # conversations, so it knows every kind of reply they hold
+    # chapter 12: RL with a verifier from the reasoning model, on problems given with answers only
+    # (the world's "rl" split, drawn by the stage itself: no data file)
+    "rl": Recipe("minimind.train.rl", "RLConfig", (), {"init_from": "reasoning"}, _RL,
+                 code=("minimind.data.synthetic", "minimind.scoring", "minimind.generate")),
+    # the same run under two more seeds (other prompts order and samples): how far RL's effect moves
+    **{f"rl_seed{seed}": Recipe("minimind.train.rl", "RLConfig", (), {"init_from": "reasoning"},
+                                {**_RL, "seed": replica_seed(seed)},
+                                code=("minimind.data.synthetic", "minimind.scoring", "minimind.generate"))
+       for seed in (43, 44)},
     "distill_teacher": Recipe("minimind.train.sft", "SFTConfig", "distill", {"init_from": "sft"},
                               {**_SILENT, "max_steps": 200}),
 }
-CHAT_MODELS = ("pretrained", "sft", "dpo", "reasoning")  # the artefacts one talks to (`minimind chat --model sft`)
+CHAT_MODELS = ("pretrained", "sft", "dpo", "reasoning", "rl")  # the artefacts one talks to (`minimind chat --model sft`)
 
 
 def recipe(name: str) -> Recipe:
@@ -267,7 +278,8 @@ def path(name: str) -> Path:
     parents = {field_name: path(parent) for field_name, parent in spec.inputs.items()}
 
     def build(out: Path):
-        paths = {"data": tuple(map(str, data))} if spec.kind == "tokenizer" else {"data_path": str(data[0])}
+        paths = ({"data": tuple(map(str, data))} if spec.kind == "tokenizer" else
+                 {"data_path": str(data[0])} if data else {})  # no data file: the stage draws from the world
         run = importlib.import_module(spec.stage).run
         run(dataclasses.replace(stage_config, out_dir=str(out), **paths,
                                 **{key: str(folder) for key, folder in parents.items()}))

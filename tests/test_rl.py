@@ -241,6 +241,7 @@ def test_reward_is_the_verifier_plus_format_and_length_terms():
     (dict(loss_aggregation="batch"), "loss_aggregation must be one of"),
     (dict(temperature=0.0), "temperature must be > 0"),
     (dict(clip_low=1.0), "clip_low < 1"),
+    (dict(clip_low=1.5, algorithm="cispo"), "<= 1 for cispo"),
     (dict(kl_coef=-0.1), "kl_coef must not be negative"),
     (dict(gae_lambda=1.5), "gae_lambda must lie in"),
     (dict(ppo_epochs=0), "ppo_epochs must be at least 1"),
@@ -250,6 +251,10 @@ def test_bad_config_is_refused_with_a_clear_message(changes, message):
     with pytest.raises(ValueError, match=message):
         RLConfig(**changes)
     RLConfig(algorithm="ppo", group_size=1)  # PPO needs no group
+
+
+def test_cispo_may_leave_its_weight_unbounded_below():
+    assert RLConfig(algorithm="cispo", clip_low=1.0, clip_high=4.0, out_dir="").clip_low == 1.0
 
 
 def test_no_prompts_is_refused(tokenizer):

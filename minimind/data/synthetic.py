@@ -243,6 +243,10 @@ REWORDED_PROBLEM_TEMPLATES = {
     "sub": {"en": ("Take {b} away from {a}. What is left?", "{name} had {a} stamps and gave {b} away. How many stamps remain?"),
             "zh": ("{a}去掉{b}还剩多少？", "{name}有{a}张邮票，送出了{b}张。还剩几张？")},
 }
+# Chapter 12's RL problems come with answers only, no working: half in the training phrasings, half
+# in the reworded phrasings that name nobody; the reworded ones with a name stay unseen by every stage.
+RL_PROBLEM_TEMPLATES = {op: {lang: tuple(t for t in templates if "{name}" not in t) for lang, templates in by_lang.items()}
+                        for op, by_lang in REWORDED_PROBLEM_TEMPLATES.items()}
 PROBLEM_KINDS = ("add2", "add3", "sub3")  # easy → hard
 PRETRAIN_WORKED_DOCS = {"train": 3000, "val": 40}  # pretraining documents of four worked problems each
 PRETRAIN_BIOS_PER_PERSON = {"train": 32, "val": 2}  # augmented biographies of each person, per language
@@ -527,14 +531,15 @@ class World:
         return (" " if lang == "en" else "").join(parts)
 
     def problems(self, split: str) -> List[Problem]:
-        """Arithmetic word problems: "train" (3,000), "val" (600, 200 of each kind) and "reworded" (600,
-        in phrasings training never uses). No two splits share a (kind, a, b), nor does pretraining."""
-        counts = {"train": 3000, "val": 600, "reworded": 600}
+        """Arithmetic word problems: "train" (3,000), "val" (600, 200 of each kind), "reworded" (600,
+        in phrasings training never uses) and "rl" (1,200, for chapter 12's RL: alternately in the
+        training phrasings and in `RL_PROBLEM_TEMPLATES`, the reworded ones that name nobody). No
+        two splits share a (kind, a, b), nor do pretraining and the held-out splits."""
+        counts = {"train": 3000, "val": 600, "reworded": 600, "rl": 1200}
         if split not in counts:
             raise ValueError(f"split must be one of {sorted(counts)}, got {split!r}")
-        order = ("val", "reworded", "train")  # each split avoids every problem of the splits before it
+        order = ("val", "reworded", "train", "rl")  # each split avoids every problem of the splits before it
         reserved = {(p.kind, p.a, p.b) for other in order[:order.index(split)] for p in self.problems(other)}
-        templates = REWORDED_PROBLEM_TEMPLATES if split == "reworded" else PROBLEM_TEMPLATES
         rng = _rng(self.seed, f"problems-{split}")
         problems, seen = [], set(reserved)
         while len(problems) < counts[split]:
@@ -545,6 +550,8 @@ class World:
             seen.add((kind, a, b))
             lang = rng.choice(LANGS)
             op = "-" if kind == "sub3" else "+"
+            templates = {"reworded": REWORDED_PROBLEM_TEMPLATES, "train": PROBLEM_TEMPLATES, "val": PROBLEM_TEMPLATES,
+                         "rl": (PROBLEM_TEMPLATES, RL_PROBLEM_TEMPLATES)[len(problems) // 3 % 2]}[split]
             template = rng.choice(templates["sub" if op == "-" else "add"][lang])
             steps, answer = worked_arithmetic(a, b, op, lang)
             name = rng.choice(self.people).name

@@ -5,7 +5,7 @@ generated from it), `stage` (what a stage builds from its config: tokenizer, mod
 language-model losses), `loop` (`train()`: optimizer, schedule, accumulation, precision, DDP,
 logging, checkpoints) and `state` (`TrainState` and the resume file, written and read by one
 class); `metrics` is the JSONL record. The stages — `tokenizer`, `pretrain`, `sft`, `dpo`,
-`lora`, `reason`, `distill`, `rl` (its own rollout loop; one process) — each run as `python -m minimind.train.<stage>` (or
+`lora`, `reason`, `distill`, `rl` (its own rollout loop; resume and torchrun too) — each run as `python -m minimind.train.<stage>` (or
 `minimind train <stage>`), alone or under `torchrun --nproc_per_node N`; `--help` lists every
 option with its default. Each has `run(config, *, model=None, tokenizer=None, callbacks=())`,
 which trains on the paths the config names (`init_from`, `tokenizer`, `data_path`, `out_dir`):

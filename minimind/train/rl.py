@@ -70,8 +70,9 @@ class RLConfig(TrainConfig):
     init_from: str = option("out/reason", "checkpoint to improve, also the frozen reference when --kl_coef > 0 "
                             "(the reasoning model `python -m minimind.train.reason` writes)")
     out_dir: str = option("out/rl", "where weights and metrics go (empty: save nothing)")
-    split: str = option("train", "which problems of the synthetic world to train on",
-                        choices=("train", "val", "reworded"))
+    split: str = option("rl", "which problems of the synthetic world to train on (rl: problems no other stage "
+                        "trains on, half of them in phrasings the reasoning data never uses)",
+                        choices=("rl", "train", "val", "reworded"))
     max_prompts: int = option(0, "use only the first N problems of the split (0: all)")
     algorithm: str = option("grpo", "policy objective: GRPO's clipped surrogate, CISPO's clipped detached "
                             "importance weight, or PPO with a value head and GAE", choices=ALGORITHMS)
@@ -116,8 +117,11 @@ class RLConfig(TrainConfig):
                              f"got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
-        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
-            raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, {self.clip_high}")
+        # cispo's weight may be left unbounded below (clip_low = 1, TRL's form); a ratio clipped at 0 would stop grpo
+        low_limit_ok = self.clip_low <= 1 if self.algorithm == "cispo" else self.clip_low < 1
+        if not (0 <= self.clip_low and low_limit_ok and self.clip_high >= 0):
+            raise ValueError(f"need 0 <= clip_low < 1 (<= 1 for cispo) and clip_high >= 0, got {self.clip_low}, "
+                             f"{self.clip_high}")
         for name in ("kl_coef", "length_penalty", "value_coef", "value_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must not be negative, got {getattr(self, name)}")
