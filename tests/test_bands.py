@@ -54,6 +54,20 @@ def test_expect_outside_fails_when_the_technique_off_lands_in_the_band(monkeypat
     bands._bands.cache_clear()
 
 
+def test_a_proportion_whose_band_is_all_of_zero_to_one_is_reported_not_checked(monkeypatch, tmp_path, capsys):
+    assert derive_band("acc", [0.05, 0.95], n=100).spans_every_proportion
+    assert not derive_band("acc", [0.4, 0.6], n=100).spans_every_proportion
+    assert not derive_band("loss", [-5.0, 5.0]).spans_every_proportion  # not a proportion: a real band
+    _use_bands(monkeypatch, tmp_path, {
+        "dpo.polite": {"lo": 0.0, "hi": 1.0, "min": 0.02, "max": 0.6, "n": 120, "values": {}},
+        "dpo.loss": {"lo": 0.0, "hi": 1.0, "min": 0.02, "max": 0.6, "values": {}}})
+    assert expect("dpo.polite", 0.99, n=120) == 0.99
+    assert "not checked: dpo.polite is not reproducible — the measured runs read 0.02…0.6" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="outside its reproducibility band"):
+        expect("dpo.loss", 1.5)  # a loss's band of [0, 1] still checks
+    bands._bands.cache_clear()
+
+
 def test_record_mode_appends_instead_of_asserting(monkeypatch, tmp_path):
     record = tmp_path / "record.jsonl"
     monkeypatch.setenv("MINIMIND_BANDS_RECORD", str(record))
