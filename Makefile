@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # make test runs one chapter per core: each computes on one thread (a learner's run uses every core)
 TEST_ENV := MINIMIND_THREADS=1
 
-.PHONY: help venv data notebooks sync check-sync layers unit nbval test test-portable bands book vendor bench ci clean
+.PHONY: help venv data notebooks sync check-sync layers unit nbval test test-portable bands rl-ablation book vendor bench ci clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ TEST_WORKERS ?= auto
 test: $(STAMP) check-sync book  ## every test: sync check, book build, unit tests, nbval over every chapter
 	$(TEST_ENV) $(BIN)/pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(NBVAL) \
 	  $(CHAPTERS_NB) tests
+
+rl-ablation: $(STAMP)  ## chapter 12's ablation: GRPO with and without KL, CISPO, PPO, 2 updates, weakest kind only; 3 seeds each (~55 min)
+	$(TEST_ENV) $(PY) scripts/rl_ablation.py
 
 bench: $(STAMP)  ## speed and memory benchmarks (prints tables and ratios)
 	$(PY) -m benchmarks

@@ -306,23 +306,24 @@ for name in groups:
         cells = [paired_gain(run, name, kinds) for run in RUNS]
         label = f"{name.split()[0]}, {'all' if len(kinds) > 1 else kinds[0]}"
         print(f"{label:<20}" + "".join(f"{f'{g:+.1%} ± {h:.1%}':>20}" for g, h in cells))
+# What held on every machine and kernel path the book was tested on (the unseen-phrasing gain did not):
 for run in RUNS:
     rl_gain, rl_half = paired_gain(run, "RL phrasings")
-    assert rl_gain - rl_half > 0.10, run  # far beyond the noise of the problems drawn, on every seed
-    assert paired_gain(run, "unseen phrasings")[0] > 0, run
+    assert rl_gain - rl_half > 0, run  # a gain beyond the noise of the problems drawn, on every seed
     assert paired_gain(run, "original phrasings")[0] > -0.05, run
 weakest = min(KINDS, key=lambda kind: sum(before["original phrasings"][kind]))
 print(f"the book's target, +10 points on the weakest kind ({weakest}) of the original phrasings: "
       + ", ".join(f"{run} {paired_gain(run, 'original phrasings', (weakest,))[0]:+.1%}" for run in RUNS) + " — NOT met")
 
 # %% [markdown]
-# What the three seeds agree on: RL learnt the phrasings it trained on — the pooled accuracy rose
-# by about thirty points on every seed, far outside the interval, from a model that got almost none
-# of those two- and three-digit sums right. Part of that carries over to phrasings no stage ever
-# saw (the pooled gain is positive on every seed), and the original phrasings, where the reasoning
-# model was already right, hardly moved: the KL term holds them. What RL did *not* do is fix the
-# three-digit differences: the borrow the model gets wrong stays wrong, on every phrasing. Section 7
-# shows why.
+# What the three seeds agree on: RL learnt the phrasings it trained on — in this run the pooled
+# accuracy rose by about thirty points on every seed, far outside the interval, from a model that
+# got almost none of those two- and three-digit sums right — and the original phrasings, where the
+# reasoning model was already right, hardly moved: the KL term holds them. Here part of the gain
+# also carries over to phrasings no stage ever saw, but the chapter asserts only the first two
+# claims: on another kernel path (as on another CPU) the reasoning model came out different, and
+# its unseen-phrasing gain was within noise of zero. What RL did *not* do is fix the three-digit
+# differences: the borrow the model gets wrong stays wrong, on every phrasing. Section 7 shows why.
 
 # %% [markdown]
 # ## 7. Where RL cannot help
@@ -352,12 +353,99 @@ for phrasing, keep in (("original", lambda p: not in_rl_phrasing(p)), ("RL", in_
             print(f"{phrasing + ' phrasings, ' + kind + ', ' + label:<34}{wrong:>10.0%}{mixed:>8.0%}{right:>11.0%}")
 
 # %% [markdown]
-# Only the *mixed* groups carry a learning signal. On the original phrasings most groups are all
-# right — there is little left for RL to do, which is why it changes those accuracies little. In
-# the RL phrasings, the groups that are all wrong are the ones RL cannot reach by sampling: the
-# model must first get a problem right sometimes before RL can make it more likely. Curriculum
-# (easier problems first), a denser reward (partial credit for the right operands) or a worked
-# example from SFT are the usual ways in.
+# Only the *mixed* groups carry a learning signal, and on the original phrasings most groups are
+# mixed: at temperature 1 the model that answers nearly every sum right greedily still gets some of
+# its sampled replies wrong. So the signal is there — but on which problems? Greedy accuracy, the
+# number the chapter reports, changes only where the greedy reply is wrong. Split the held-out
+# three-digit differences of the original phrasings by the reasoning model's greedy answer, and
+# count the right replies among 8 samples of each:
+
+# %%
+val_sub3 = [p for p in groups["original phrasings"] if p.kind == "sub3"]
+greedy_right = before["original phrasings"]["sub3"]
+val_rollout = rl.sample_rollout(reasoner, tokenizer, val_sub3, config, seed=0)
+right_counts = val_rollout.correct.view(-1, config.group_size).sum(1).tolist()
+for label, wanted in (("greedy right", True), ("greedy wrong", False)):
+    counts = [k for k, g in zip(right_counts, greedy_right) if g == wanted]
+    histogram = " ".join(f"{k}:{counts.count(k):>3}" for k in range(config.group_size + 1))
+    print(f"{label} ({len(counts):>3} problems), right replies of 8 → problems   {histogram}")
+wrong_counts = [k for k, g in zip(right_counts, greedy_right) if not g]
+print(f"greedy-wrong problems with no right reply: {wrong_counts.count(0) / len(wrong_counts):.0%}, "
+      f"with at most 2 of 8: {sum(k <= 2 for k in wrong_counts) / len(wrong_counts):.0%}")
+
+# %% [markdown]
+# The mixed groups come mostly from problems the greedy model already gets right: RL spends its
+# signal making the sampled replies agree with the greedy one, which does not move greedy accuracy.
+# The problems it gets wrong greedily are mostly wrong in every sample, or right in one or two of
+# eight — a weak signal, and none at all for the first. In the RL phrasings the all-wrong groups
+# dominate, for the same reason: the model must first get a problem right sometimes before RL can
+# make it more likely. Curriculum (easier problems first), a denser reward (partial credit for
+# each right column) or better worked examples in SFT are the usual ways in; section 8 measures
+# whether simply spending all of RL's steps on the weak kind is enough.
+#
+# ## 8. Which objective, and what the KL term buys
+#
+# Is GRPO the right choice, and what does the KL term cost? Answering that takes twelve more RL runs
+# — four variants of the recipe, three seeds each — which do not fit in this chapter's few minutes.
+# `make rl-ablation` (`scripts/rl_ablation.py`) runs them: each variant changes one thing of the
+# zoo's `rl` recipe (same reasoning model, prompts, steps and learning rate), and every model
+# answers the three held-out groups of section 1 greedily. Its results ship with the package; the
+# cell below reads them and pairs each problem's answer with the reasoning model's, as section 6
+# does. The last variant spends twice the steps on three-digit differences alone, the kind RL did
+# not improve.
+
+# %%
+import hashlib
+import importlib.resources
+import json
+from pathlib import Path
+
+ablation = json.loads((importlib.resources.files("minimind.checks") / "rl_ablation.json").read_text())
+same_stage = ablation["rl_code_sha256"] == hashlib.sha256(Path(rl.__file__).read_bytes()).hexdigest()
+print(f"measured {ablation['measured_on']} on {ablation['machine']}"
+      + ("" if same_stage else " — by an older version of the RL stage: run `make rl-ablation` again"))
+stored_before = ablation["reasoning"]
+agree = [a == ("1" if b else "0") for name in groups for kind in KINDS
+         for a, b in zip(stored_before[name][kind], before[name][kind])]
+print(f"the stored reasoning model's greedy outcomes agree with this run's on {sum(agree) / len(agree):.1%} of problems")
+
+
+def stored_gain(run, name, kinds=KINDS):
+    d = torch.tensor([int(new) - int(old) for kind in kinds
+                      for old, new in zip(stored_before[name][kind], run[name][kind])], dtype=torch.float)
+    return d.mean().item(), 1.96 * d.std().item() / len(d) ** 0.5
+
+
+columns = [(name, kinds) for name in groups for kinds in (KINDS, ("sub3",))]
+print("paired change after RL, in points: the mean of the 3 seeds, and below it the lowest…highest seed")
+print(f"{'':<30}" + "".join(f"{name.split()[0]:>13}" for name, _ in columns))
+print(f"{'':<30}" + "".join(f"{'all' if len(kinds) > 1 else kinds[0]:>13}" for _, kinds in columns))
+for variant, entry in ablation["variants"].items():
+    gains = [[100 * stored_gain(run, name, kinds)[0] for run in entry["runs"].values()] for name, kinds in columns]
+    print(f"{variant:<30}" + "".join(f"{sum(g) / len(g):>+13.1f}" for g in gains))
+    print(f"{'':<30}" + "".join(f"{f'{min(g):+.1f}…{max(g):+.1f}':>13}" for g in gains))
+
+# %% [markdown]
+# What the stored table says (each row: three seeds, paired with the reasoning model's answers):
+#
+# - **The KL term protects what the model already does.** Without it the original phrasings lose
+#   more (−2.4 points on average, one seed −15 on the three-digit differences) and the gain on the
+#   RL phrasings spreads across seeds (+17.3 … +34.9 against +30.5 … +32.9 with the term).
+# - **CISPO with one update per rollout is GRPO**: its row equals the recipe's to within a reply or
+#   two. At the only update every ratio is 1, so CISPO's detached weight is 1 and the gradient the
+#   same (exercise {ref}`ex-12-epochs`). With **two updates per rollout** the ratios move, and both
+#   lose more on the original phrasings (GRPO −2.2, CISPO −4.6 on average; CISPO −11 on the
+#   differences): CISPO keeps the gradient of every token GRPO would clip, so it moves further from
+#   the reference — here, the wrong way. Neither gains more on the RL phrasings than one update.
+# - **PPO's learnt baseline is worse than the group's exact one** here: +23.7 points on the RL
+#   phrasings against +31.8, and an unseen-phrasing gain anywhere from −9.5 to +11.1. Its value
+#   head starts at zero and must learn to predict the reward while the policy moves; the group
+#   mean is the right baseline for each prompt from the first step.
+# - **Spending every step on the weak kind does not fix it where it matters.** Twice the steps on
+#   three-digit differences alone move them by +1.2 points on the original phrasings; on the RL
+#   phrasings they gain +12.6 (more than ten points on every seed) — RL learns the new wording of
+#   the problem, not the borrow — and the other kinds give back most of what the recipe gave them.
+#   Section 7's split says why: the borrow errors sit on problems whose samples are almost all wrong.
 #
 # ## Exercises
 #
@@ -417,8 +505,8 @@ check_grpo_loss(my_grpo_loss)
 # $-A \log \pi$ with the same gradient. From the second update on the ratios move away from 1: GRPO
 # drops the gradient of every token whose ratio left the clip range in its advantage's direction
 # (`clip_fraction` counts them), CISPO keeps every token's gradient and only bounds its weight.
-# Compare the two over at least three seeds before reading anything into one run: section 6 shows
-# how far one recipe moves from seed to seed.
+# Compare the two over at least three seeds before reading anything into one run: section 8's
+# "2 updates per rollout" rows do, and section 6 shows how far one recipe moves from seed to seed.
 # ```
 #
 # ```{exercise} Without the leash
@@ -429,12 +517,13 @@ check_grpo_loss(my_grpo_loss)
 #
 # ```{solution} ex-12-kl
 # :class: dropdown
-# `rl.run(zoo.config("rl", init_from=str(zoo.path("reasoning")), out_dir="", kl_coef=0.0, seed=s))`
-# for each seed, then `correctness` and `paired_gain` as in section 6. The penalty pulls every token
-# back towards the reasoning model's distribution: it protects the original phrasings, where the
-# reasoning model is already right (without it, the three-digit differences are the first to
-# drift), and it slows the learning of the new phrasings, where the reasoning model is wrong. Read
-# the trade from the paired gains, seed by seed, not from one run.
+# `rl.run(zoo.config("rl", init_from=str(zoo.path("reasoning")), out_dir="", kl_coef=0.0,
+# seed=replica_seed(s))).model` for s = 42, 43, 44 (`from minimind.runtime import replica_seed`: the
+# zoo's seeds), then `correctness` and the paired gains as in section 6 — this is the "GRPO, no KL"
+# row of section 8. The penalty pulls every token back towards the reasoning model's distribution:
+# it protects the original phrasings, where the reasoning model is already right (without it the
+# three-digit differences are the first to drift), and it keeps the seeds together on the new
+# phrasings. Read the trade from the paired gains, seed by seed, not from one run.
 # ```
 #
 # ## Summary
@@ -445,9 +534,13 @@ check_grpo_loss(my_grpo_loss)
 #   replies all score the same contributes exactly nothing. PPO's clip limits how far several updates
 #   on one batch move each token; the k3 term estimates the KL to a reference.
 # - From the reasoning model, RL on problems given with answers only raised the accuracy on the
-#   phrasings it trained on by about thirty points on each of three seeds, raised it a little on
-#   phrasings no stage saw, and left the original phrasings nearly unchanged (the KL term); it did
-#   not fix the three-digit differences.
+#   phrasings it trained on by about thirty points on each of three seeds and left the original
+#   phrasings nearly unchanged (the KL term); in the stored run it also raised the accuracy on
+#   phrasings no stage saw. It did not fix the three-digit differences, not even with every step
+#   spent on them.
+# - Over three seeds (section 8): without the KL term the original phrasings lose more and the seeds
+#   spread; CISPO with one update per rollout is GRPO; PPO's learnt value baseline gains less than
+#   the group's exact one.
 # - RL cannot create a skill the model never shows: problems it never gets right give all-wrong
 #   groups and no gradient.
 #
