@@ -25,9 +25,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
 
+from measure_bands import _cpu_model  # noqa: E402  (the machine's description the bands use)
 from minimind import zoo  # noqa: E402
 from minimind.data.synthetic import RL_PROBLEM_TEMPLATES, build_world  # noqa: E402
 from minimind.eval import generate_replies, score_answers  # noqa: E402
@@ -115,15 +117,6 @@ def main(argv=None) -> int:
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":
