@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import child_peak_rss_mb, matmul_peak_gflops, set_threads, table
-from benchmarks.generation import bench_fast_generate, bench_generate
+from benchmarks.generation import bench_fast_generate, bench_generate, llama_cpp_available
 from benchmarks.train_step import bench_sft_train, bench_train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,24 +113,36 @@ def main(argv=None):
         [("minimind2-small", "book", 1), ("minimind2-small", "book", 8)]
     rows = []
     results["fast_generate"] = []
+    # llama.cpp's file carries the book tokenizer, so with llama-cpp-python installed every row of
+    # the table uses its vocabulary (one set of weights for all the contenders)
+    fast_vocab = None
+    if fast_cases and llama_cpp_available():
+        from minimind.zoo import tokenizer as book_tokenizer
+
+        fast_vocab = book_tokenizer().vocab_size
     for preset, draft, b in fast_cases:
         r = bench_fast_generate(preset, draft, new_tokens=16 if args.quick else args.fast_tokens, batch_size=b,
-                                repeats=2 if args.quick else 3)
+                                repeats=2 if args.quick else 3, vocab_size=fast_vocab)
         results["fast_generate"].append(r)
-        for name in ("fp32", "int8", "speculative", "int8+speculative", "speculative, early exit", "transformers"):
+        for name in ("fp32", "int8", "speculative", "int8+speculative", "speculative, early exit", "transformers",
+                     "llama.cpp f16", "llama.cpp q8_0"):
             if name not in r:
                 continue
             x = r[name]
             rows.append([preset, b, name, f"{x['tokens_per_s']:.0f}", f"{x['vs_fp32']:.2f}x",
                          f"{x['acceptance_rate']:.0%}" if "acceptance_rate" in x else "",
                          f"{x['tokens_per_target_forward']:.2f}" if "tokens_per_target_forward" in x else "",
-                         f"{r['int8_greedy_agreement']:.0%}" if name == "int8" else ""])
+                         f"{r['int8_greedy_agreement']:.0%}" if name == "int8" else
+                         f"{x['greedy_agreement']:.0%}" if "greedy_agreement" in x else ""])
     if rows:
         print(f"Fast inference, greedy, {16 if args.quick else args.fast_tokens} new tokens from a 16-token prompt; "
               f"draft: a random-init `{fast_cases[0][1]}` with the target's vocabulary (early exit: the target's "
               "first layer), 4 tokens per round")
+        vocab = results["fast_generate"][0]["vocab_size"]
+        print(f"(vocabulary {vocab}; llama.cpp rows: the same weights exported as GGUF, when llama-cpp-python is "
+              "installed)")
         print(table(rows, ["preset", "batch", "impl", "tokens/s", "vs fp32", "accepted", "tokens/fwd",
-                           "int8 = fp32 tokens"]))
+                           "= fp32 tokens"]))
         print()
 
     times_file = ROOT / "book" / "chapter_times.json"  # written by scripts/chapter_times.py

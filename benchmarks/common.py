@@ -19,12 +19,13 @@ def set_threads(threads: int | None = None) -> int:
     return cores
 
 
-def build_pair(preset: str, seed: int = 0):
-    """Our model and transformers' model holding exactly the same weights (fp32, CPU)."""
+def build_pair(preset: str, seed: int = 0, vocab_size: int | None = None):
+    """Our model and transformers' model holding exactly the same weights (fp32, CPU); vocab_size
+    overrides the preset's."""
     from minimind.formats import to_transformers_model
 
     torch.manual_seed(seed)
-    ours = MiniMind(get_config(preset))
+    ours = MiniMind(get_config(preset, **({"vocab_size": vocab_size} if vocab_size else {})))
     theirs = to_transformers_model(ours)
     return ours, theirs
 

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -20,7 +21,8 @@
 # window, the API a program calls, the file someone runs on a laptop — is decided *after*
 # training, by how we turn those distributions into text and where we run it. This chapter
 # builds that last stage: the sampling rules, a cached decoding loop, a chat interface, an
-# OpenAI-compatible server, and exports for transformers, vLLM, llama.cpp and Ollama.
+# OpenAI-compatible server, exports for transformers, vLLM, llama.cpp and Ollama, and two ways to
+# decode faster — int8 weights and speculative decoding — measured for what they buy.
 #
 # **Learning objectives**
 #
@@ -29,6 +31,8 @@
 # - see how and why a small model falls into repetition loops, and what a repetition penalty does about it;
 # - chat with the model trained in chapters 4–5, stream its replies, and serve it over HTTP to the `openai` client;
 # - export the model to a transformers folder and to GGUF, and check that both compute what ours computes.
+# - quantise the weights to int8 per row, bound the error, and measure what it changes in answers, bytes and speed;
+# - build speculative decoding, prove that it leaves the output unchanged, and measure what a distilled draft saves.
 #
 # **Estimated time:** about 60 minutes of reading and exercises. Notebook run time: {chapter-time}`cpu`.
 
@@ -40,6 +44,7 @@ if importlib.util.find_spec("minimind") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
 
 # %% tags=["nbval-check-output"]
+import copy
 import io
 import math
 import socket
@@ -554,6 +559,365 @@ print((export_root / "Modelfile").read_text().splitlines()[0], "…  (then: olla
 # cd out && ollama create minimind -f Modelfile && ollama run minimind
 # ```
 #
+# ## 10.9 Fewer bytes per weight: int8
+#
+# Decoding one token reads every weight of the model once and does two flops with each. On a
+# large model that makes a decoding step memory-bound: its time is the bytes of the weights
+# divided by the memory bandwidth, and storing each weight in one byte instead of four is the
+# obvious lever. **Weight-only int8** keeps the activations and the KV cache in fp32 and stores
+# each matrix $W$ (out × in) as integers with one scale per output row:
+#
+# $$s_o = \frac{\max_i |W_{oi}|}{127}, \qquad Q_{oi} = \operatorname{round}\!\left(\frac{W_{oi}}{s_o}\right) \in [-127, 127], \qquad y_o = s_o \sum_i Q_{oi}\, x_i .$$
+#
+# The scale is symmetric (no zero point: trained weights are centred on zero) and per row, so one
+# large weight coarsens only its own row. Rounding moves each weight by at most half a step,
+# $|W_{oi} - s_o Q_{oi}| \le s_o / 2$, and because the scale factors out of the sum, a kernel can
+# multiply the int8 matrix by the fp32 activations and apply $s_o$ once per output. We build the
+# quantiser, check the bound on every matrix of the SFT model, and check that it is the package's
+# `minimind.quantize`.
+
+# %%
+from minimind.quantize import Int8Linear, greedy_agreement, quantize_int8, quantize_per_channel
+
+
+def quantize_rows(weight):
+    """int8 rows and one fp32 scale per row, symmetric: each row's largest |w| becomes ±127."""
+    weight = weight.detach().float()
+    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    return torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+
+
+matrices = {name: m.weight for name, m in model.model.named_modules() if isinstance(m, torch.nn.Linear)}
+worst_step = 0.0
+for name, weight in matrices.items():
+    q, scales = quantize_rows(weight)
+    q_package, scales_package = quantize_per_channel(weight)
+    assert torch.equal(q, q_package) and torch.equal(scales, scales_package), name
+    error = (q.float() * scales[:, None] - weight.detach()).abs()
+    worst_step = max(worst_step, float((error / scales[:, None]).max()))
+assert worst_step <= 0.5 + 1e-4, worst_step
+decoder = sum(w.numel() for w in matrices.values())
+rows = sum(w.shape[0] for w in matrices.values())
+embedding = model.model.embed_tokens.weight.numel()
+print(f"{len(matrices)} decoder matrices, {decoder:,} weights, quantised exactly as minimind.quantize does; "
+      f"the worst weight is {worst_step:.4f} of its row's step from its original (the bound is 0.5)")
+print(f"bytes: fp32 {4 * (decoder + embedding) / 2**20:.2f} MiB -> int8 {(decoder + 4 * rows + 4 * embedding) / 2**20:.2f} MiB "
+      f"(the tied {embedding:,}-weight embedding / LM head stays fp32: {embedding / (decoder + embedding):.0%} of the weights "
+      "of a model this small)")
+
+# %% [markdown]
+# An int8 linear layer is the same product with the scale applied once per output. Ours
+# converts the integers back to floats to multiply (clear, and no faster than fp32); the
+# package's `Int8Linear` calls torch's int8 weight kernel (`aten._weight_int8pack_mm`), which
+# reads the int8 matrix directly. Both must compute the same function, up to float rounding.
+
+# %%
+class RowInt8Linear(torch.nn.Module):
+    """y = s ⊙ (x Qᵀ): int8 weights, one scale per output applied after the sum."""
+
+    def __init__(self, linear):
+        super().__init__()
+        q, s = quantize_rows(linear.weight)
+        self.register_buffer("q", q)
+        self.register_buffer("s", s)
+
+    def forward(self, x):
+        return (x @ self.q.t().to(x.dtype)) * self.s
+
+
+def int8_from_scratch(model):
+    quantised = copy.deepcopy(model)
+    for module in list(quantised.model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(module, child_name, RowInt8Linear(child))
+    return quantised
+
+
+ours_int8 = int8_from_scratch(model)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    package_int8 = quantize_int8(copy.deepcopy(model))
+held_out = [item for lang in ("en", "zh") for item in world.questions("sft", "reworded", lang)[:60]]
+held_out_prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": item.prompt}]) for item in held_out]
+with torch.no_grad():
+    batch = torch.tensor([p[:12] for p in held_out_prompts[:32]])
+    fp32_logits, scratch_logits, package_logits = (m(batch).logits for m in (model, ours_int8, package_int8))
+kernel = next(m.kernel for m in package_int8.modules() if isinstance(m, Int8Linear))
+print(f"max |ours - package| over {batch.numel()} positions' logits: {(scratch_logits - package_logits).abs().max():.2e} "
+      f"(package kernel: {kernel}; torch's CPU capability here: {torch.backends.cpu.get_cpu_capability()})")
+print(f"max |int8 - fp32|: {(package_logits - fp32_logits).abs().max():.3f} on logits of size up to "
+      f"{fp32_logits.abs().max():.1f}")
+assert (scratch_logits - package_logits).abs().max() < 1e-3
+for warning in caught:
+    print("minimind.quantize warns:", str(warning.message)[:110], "…")
+
+# %% [markdown]
+# What does the rounding cost? Two measures on 120 reworded questions (wordings SFT never saw)
+# (English and Chinese), greedy: the share of the first 24 tokens that stay the same (a strict
+# measure: after the first difference the two continuations usually part), and exact match of
+# the answer, paired question by question.
+
+# %%
+agreement = greedy_agreement(model, package_int8, held_out_prompts, 24)
+answer_params = SamplingParams(temperature=0.0, max_new_tokens=24)
+fp32_right = [is_correct(tokenizer.decode(r), item.answer) for r, item in
+              zip(generate_batch(model, held_out_prompts, answer_params), held_out)]
+int8_right = [is_correct(tokenizer.decode(r), item.answer) for r, item in
+              zip(generate_batch(package_int8, held_out_prompts, answer_params), held_out)]
+differences = torch.tensor([float(a) - float(b) for a, b in zip(int8_right, fp32_right)])
+change, half_width = differences.mean().item(), 1.96 * differences.std().item() / len(differences) ** 0.5
+print(f"greedy tokens equal to fp32's: {agreement:.1%} of {len(held_out_prompts) * 24:,}")
+print(f"exact match on reworded questions: fp32 {sum(fp32_right) / len(held_out):.1%}, int8 {sum(int8_right) / len(held_out):.1%}; "
+      f"int8 - fp32 = {change:+.1%} [{change - half_width:+.1%}, {change + half_width:+.1%}], "
+      f"{int((differences != 0).sum())} of {len(held_out)} answers changed")
+expect("inference.int8.greedy_agreement", agreement, n=len(held_out_prompts) * 24)
+expect("inference.int8.answers_changed", float((differences != 0).float().mean()), n=len(held_out))
+assert abs(change) <= 0.05, "int8 weights should move exact match by a few points at most"
+
+
+# %% [markdown]
+# And the speed? We time 200 greedy tokens with each model, alternating, and then time the
+# matrix products of one token on their own, to see how much of a decoding step they are.
+
+# %%
+speed_prompt = held_out_prompts[0]
+speed = {name: [] for name in ("fp32", "int8 (package)", "int8 (ours)")}
+for _ in range(3):
+    for name, m in zip(speed, (model, package_int8, ours_int8)):
+        speed[name].append(seconds(lambda: generate(m, speed_prompt, max_new_tokens=200, stop_token_ids=()), 1))
+rates = {name: 200 / sorted(ts)[1] for name, ts in speed.items()}
+for name, rate in rates.items():
+    print(f"{name:>15}: {rate:6.0f} tokens/s  ({rate / rates['fp32']:.2f}x fp32)")
+
+# where a token's time goes: the same token's matrix products alone (a 1 × in row times every decoder
+# matrix and the LM head), against the whole decoding step
+rows_in = [(torch.randn(1, w.shape[1]), w.detach()) for w in [*matrices.values(), model.lm_head.weight]]
+
+
+def products_of_one_token():
+    for x, w in rows_in:
+        torch.nn.functional.linear(x, w)
+
+
+products_s = seconds(lambda: [products_of_one_token() for _ in range(200)]) / 200
+step_s = 1 / rates["fp32"]
+print(f"one fp32 decoding step: {step_s * 1e3:.2f} ms; its {len(rows_in)} matrix products alone: "
+      f"{products_s * 1e3:.2f} ms ({products_s / step_s:.0%})")
+
+# %% [markdown]
+# Read together, these say what int8 does and does not do here. It keeps the model's behaviour —
+# 2 of the 120 answers change, and exact match moves by less than the 5 points the cell
+# asserts — and it cuts the decoder's bytes by four. It does not make this model faster: a decoding step of a
+# model this small spends most of its time calling operators, not multiplying (the products are
+# 10% of a step above), so there is little to save per step, and on a CPU without AVX-512
+# torch's int8 kernel is slower than its fp32 one (the package warns). On a model whose weights no longer fit in the
+# processor's caches, reading a quarter of the bytes is the speed-up; `make bench` measures it
+# on the MiniMind2-small shape and against llama.cpp, whose Q8_0 format is the same idea (one
+# scale per block of 32 weights instead of per row). LLM.int8() {cite}`dettmers2022llmint8`
+# describes what goes wrong at billions of parameters, where a few activation channels are
+# large outliers and per-row weight scales are no longer enough.
+#
+# ## 10.10 Speculative decoding: a small model guesses, the large one checks
+#
+# A decoding step of the target model costs about the same whether it reads one new token or
+# five: the weights are read once either way, and at this size the fixed cost of a forward
+# pass (launching dozens of small operators) dominates. **Speculative decoding**
+# {cite}`leviathan2023speculative,chen2023accelerating` exploits this. A cheap draft model
+# proposes $k$ tokens one by one; the target reads all of them in **one** forward pass over its
+# KV cache and gets its own next-token choice after each prefix. Greedily, the proposals are
+# kept up to the first one that differs from the target's choice, and that position gets the
+# target's token instead — so every round emits at least one token and the output is *exactly*
+# the target's greedy output, only computed in fewer target passes.
+#
+# If each proposal is accepted with probability $\alpha$, independently, a round emits
+#
+# $$\mathbb{E}[\text{tokens per round}] = 1 + \alpha + \alpha^2 + \dots + \alpha^k = \frac{1 - \alpha^{k+1}}{1 - \alpha},$$
+#
+# and costs one target pass plus $k$ draft passes. With a draft that costs a fraction $c$ of the
+# target, the speed-up is about $\frac{1 - \alpha^{k+1}}{(1 - \alpha)(1 + kc)}$: a draft pays only if it
+# is both cheap (small $c$) and agrees with the target often (large $\alpha$). The draft needs
+# the target's tokenizer, and every rejected proposal must be forgotten by both KV caches:
+# `minimind.speculative.rewind` moves a cache's length back.
+#
+# First the algorithm from scratch, without caches so that every step is visible, with the
+# simplest draft there is — the target's own first block followed by its final norm and head
+# ("early exit", {cite}`elhoushi2024layerskip`); it must give the target's greedy tokens and the
+# package's counts.
+
+# %%
+from minimind.speculative import SpeculativeStats, accept_or_resample, early_exit_draft, speculative_decode
+from minimind.tokenizer import EOS_ID as STOP  # <|im_end|>: the end of a reply
+reasoner = zoo.load("reasoning")  # chapter 8's model: its replies are worked solutions of 30–60 tokens
+problems = world.problems("val")[::12]  # 50 held-out problems, the three kinds in turn
+problem_prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": p.prompt}]) for p in problems]
+working = SamplingParams(temperature=0.0, max_new_tokens=96)
+
+
+def speculative_greedy(target, draft, prompt, max_new_tokens, k):
+    """Greedy speculative decoding without caches (each forward re-reads the whole sequence:
+    quadratic, but every step is visible). Returns (tokens, target forwards, proposals, accepted)."""
+    sequence, forwards, proposed, accepted = list(prompt), 0, 0, 0
+    with torch.no_grad():
+        while len(sequence) - len(prompt) < max_new_tokens:
+            room = max_new_tokens - (len(sequence) - len(prompt))
+            proposals = []
+            while len(proposals) < min(k, room - 1) and STOP not in proposals:
+                proposals.append(int(draft(torch.tensor([sequence + proposals])).logits[0, -1].argmax()))
+            # one target forward scores every proposal: row i is the target's choice after proposal i - 1
+            choices = target(torch.tensor([sequence + proposals])).logits[0, len(sequence) - 1:].argmax(-1).tolist()
+            kept = 0
+            while kept < len(proposals) and proposals[kept] == choices[kept]:
+                kept += 1
+            new = proposals[:kept] + [choices[kept]]  # the first disagreement is replaced by the target's token
+            forwards, proposed, accepted = forwards + 1, proposed + len(proposals), accepted + kept
+            if STOP in new:
+                sequence += new[:new.index(STOP) + 1]
+                break
+            sequence += new
+    return sequence[len(prompt):], forwards, proposed, accepted
+
+
+exit_draft = early_exit_draft(reasoner, 1)  # the reasoning model's own first block, final norm and head
+for problem, prompt in list(zip(problems, problem_prompts))[:3]:
+    plain = generate(reasoner, prompt, working)
+    ours, forwards, proposed, accepted = speculative_greedy(reasoner, exit_draft, prompt, 96, k=3)
+    stats = SpeculativeStats()
+    package = [t for (t,) in speculative_decode(reasoner, exit_draft, prompt, working, 3, stats)]
+    assert [t for t in ours if t != STOP] == plain and package == ours
+    print(f"{problem.prompt}\n  {len(ours)} tokens in {forwards} target forwards ({accepted} of {proposed} proposals "
+          f"kept; the package: {stats.rounds} forwards, {stats.accepted} of {stats.drafted}) — {tokenizer.decode(plain)!r}")
+
+# %% [markdown]
+# The output is the target's, token for token, and so is the package's. But the first block alone
+# is a poor guesser: the reasoning model was never trained to predict from its first block, so
+# most proposals are thrown away. A draft can be *trained* to agree with its target: chapter 9's
+# distillation with the target as the teacher. `reasoning_draft` in the zoo is that — a two-block
+# model that started as the reasoning model's first two blocks (with its embedding and head) and
+# was then trained on the reasoning data with the KL term alone (α = 0, T = 1), so that its
+# next-token distribution matches the target's. We compare three drafts (the first block, the first
+# two blocks, the distilled two blocks) for k = 1…3 on 50 held-out problems, and measure each
+# draft's cost per token $c$ against the target's.
+
+# %%
+drafts = {"first block": exit_draft, "first two blocks": early_exit_draft(reasoner, 2),
+          "distilled two blocks": zoo.load("reasoning_draft")}
+reference = [generate(reasoner, p, working) for p in problem_prompts]
+reply_tokens = sum(map(len, reference))
+
+
+def seconds_per_token(m):
+    # 48 tokens from each of 5 prompts, no stop: every model decodes the same number of tokens
+    fixed = SamplingParams(temperature=0.0, max_new_tokens=48, stop_token_ids=())
+    return seconds(lambda: [generate(m, p, fixed) for p in problem_prompts[:5]], 1) / (5 * 48)
+
+
+def target_alone():
+    return seconds(lambda: [generate(reasoner, p, working) for p in problem_prompts], 1)
+
+
+# a shared machine's speed drifts: every model is timed in turn, three times, and the medians kept
+per_token = {name: [] for name in ("target", *drafts)}
+for _ in range(3):
+    for name, m in (("target", reasoner), *drafts.items()):
+        per_token[name].append(seconds_per_token(m))
+cost = {name: sorted(ts)[1] / sorted(per_token["target"])[1] for name, ts in per_token.items()}
+target_runs = [target_alone()]  # timed again halfway through and at the end
+rows, acceptance = [], {}
+for name, draft in drafts.items():
+    for k in (1, 2, 3):
+        stats = SpeculativeStats()
+        start = time.perf_counter()
+        replies = [[t for (t,) in speculative_decode(reasoner, draft, p, working, k, stats) if t != STOP]
+                   for p in problem_prompts]
+        spent = time.perf_counter() - start
+        assert replies == reference, f"{name}, k={k}: the output must be the target's greedy output"
+        alpha = stats.acceptance_rate
+        acceptance[name, k] = (alpha, stats.drafted)
+        rows.append([name, cost[name], k, alpha, stats.tokens_per_target_forward,
+                     (1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1, spent])
+    if len(target_runs) < 3:
+        target_runs.append(target_alone())
+target_s = sorted(target_runs)[1]
+for row in rows:
+    row[-1] = target_s / row[-1]  # seconds -> speed-up over the target alone
+print(f"target alone: {reply_tokens / target_s:.0f} tokens/s over {len(problem_prompts)} problems "
+      f"({reply_tokens / len(problem_prompts):.0f} tokens per reply); every reply below is the target's own")
+print(f"{'draft':>20} {'cost c':>6} {'k':>2} {'accepted':>9} {'tokens/forward':>15} {'(1-a^(k+1))/(1-a)':>18} {'speed-up':>9}")
+for name, c, k, alpha, per_forward, predicted, speedup in rows:
+    print(f"{name:>20} {c:6.2f} {k:2d} {alpha:9.1%} {per_forward:15.2f} {predicted:18.2f} {speedup:8.2f}x")
+for name in drafts:
+    alpha, drafted = acceptance[name, 2]
+    expect(f"inference.speculative.acceptance.{name.replace(' ', '_')}.k2", alpha, n=drafted)
+assert acceptance["distilled two blocks", 2][0] > acceptance["first block", 2][0] + 0.15, \
+    "distillation should make the one-block draft agree with its target far more often"
+
+# %% [markdown]
+# The table is the cost model at work. The target's own blocks cost nothing to build but guess
+# poorly — a quarter to a third of their proposals are kept at k = 1 (25.8% and 32.8% in the stored
+# run) — so each round pays for draft passes that bring almost nothing, and decoding is slower than
+# the target alone. Distillation changes the guesser, not its size: the same two blocks, trained to
+# match the target, are kept 76.0% of the time at k = 1 and give 2.80 tokens per target forward at
+# k = 3. Yet the wall clock shows no gain (0.80× at best in the stored run; rerun the cell and the
+# speed-ups move by tens of percent on a shared machine, while the acceptance counts do not move at
+# all), because the draft is not cheap: two blocks of a four-block model cost $c \approx 0.44$ of it
+# per token — on a model this small a forward pass costs roughly its number of blocks in operator
+# calls, whatever their width — and each round adds the verification of $k + 1$ tokens and the
+# bookkeeping of two caches, which the formula leaves out. Speculative decoding is made for the
+# opposite case: a target whose every forward reads gigabytes of weights, and a draft tens of
+# times smaller that agrees with it on most tokens. In this run the measured tokens per forward
+# also lie above the formula at k ≥ 2: acceptances come in runs (a draft that knows the working's
+# template gets whole stretches of it right and misses a digit), which the formula's
+# independent-acceptance assumption leaves out.
+#
+# With sampling, keeping a proposal only when it equals the target's choice would change the
+# distribution. The rule that keeps it exactly {cite}`leviathan2023speculative`: a proposal $x$
+# drawn from the draft's $q$ is kept with probability $\min(1, p(x)/q(x))$; if it is rejected, the
+# replacement is drawn from the normalised residual $\max(0, p - q)$. Then
+# $P(\text{emit } x) = q(x)\min\!\left(1, \tfrac{p(x)}{q(x)}\right) + \left(1 - \sum_y \min(p(y), q(y))\right)\frac{\max(0, p(x) - q(x))}{\sum_y \max(0, p(y) - q(y))} = \min(p(x), q(x)) + \max(0, p(x) - q(x)) = p(x),$
+# because the chance of a rejection and the residual's mass are the same number,
+# $1 - \sum_y \min(p, q) = \sum_y \max(0, p - q)$. We check it by drawing: on a six-token
+# vocabulary, 20,000 first tokens from our rule and from the package's `accept_or_resample`.
+
+# %%
+def accept_or_resample_once(p, q, generator):
+    """One proposal x ~ q, kept with probability min(1, p(x)/q(x)), else a draw of norm(max(0, p - q))."""
+    x = int(torch.multinomial(q, 1, generator=generator))
+    if float(torch.rand((), generator=generator)) < min(1.0, float(p[x] / q[x])):
+        return x
+    residual = (p - q).clamp(min=0)
+    return int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+
+
+g = torch.Generator().manual_seed(0)
+p = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.07, 0.03])   # the target
+q = torch.tensor([0.10, 0.10, 0.30, 0.30, 0.10, 0.10])   # a poor draft
+draws = 20_000
+ours = torch.bincount(torch.tensor([accept_or_resample_once(p, q, g) for _ in range(draws)]), minlength=6) / draws
+package = torch.zeros(6)
+for _ in range(draws):
+    x = int(torch.multinomial(q, 1, generator=g))
+    kept, following = accept_or_resample(torch.stack([p, p]), q[None], [x], g)
+    package[x if kept else following] += 1 / draws
+for name, freq in (("the draft's q", q), ("our rule", ours), ("the package", package)):
+    print(f"{name:>14}: {[round(v, 3) for v in freq.tolist()]}   total variation from p: {0.5 * (freq - p).abs().sum():.4f}")
+assert 0.5 * (ours - p).abs().sum() < 0.02 and 0.5 * (package - p).abs().sum() < 0.02
+
+# %% [markdown]
+# Both options are flags of the chat, server and web commands; the draft is any model of the same
+# tokenizer, e.g. the zoo's:
+#
+# ```bash
+# python -m minimind.chat --model sft --quantize int8                                 # weight-only int8
+# python -m minimind.chat --model reasoning --draft reasoning_draft --draft_tokens 3   # speculative decoding
+# python -m minimind.serve --model reasoning --draft reasoning_draft                  # the same behind the API
+# ```
+#
+# `make bench` measures both on the MiniMind2-small shape against transformers' `generate` and,
+# when `llama-cpp-python` is installed (`pip install -e '.[llama]'`, which compiles llama.cpp),
+# against llama.cpp running this chapter's own f16 and Q8_0 GGUF exports; `benchmarks/README.md`
+# records a run.
+#
 # ## Exercises
 #
 # ```{exercise} Why temperature 0 must be special
@@ -669,6 +1033,35 @@ check_incremental_decode(stream_pieces, tokenizer)
 # temperature; open-ended writing trades some accuracy for variety (T≈0.7–1.0 with top-p≈0.9).
 # ```
 #
+# ```{exercise} How many tokens should the draft propose?
+# :label: ex-10-draft-tokens
+# With acceptance $\alpha$ and a draft that costs $c$ of the target per token, section 10.10 gives
+# the speed-up $\frac{1 - \alpha^{k+1}}{(1 - \alpha)(1 + kc)}$ (verifying $k + 1$ tokens counted as one
+# target forward). Take $\alpha$ and $c$ of the distilled draft from the table of 10.10, predict the
+# speed-up for $k = 1 \dots 8$, and say which $k$ the formula picks. Does the measured table pick the
+# same $k$? Why does a larger $k$ eventually lose even though tokens per forward keep rising?
+# ```
+#
+# ```{solution} ex-10-draft-tokens
+# :class: dropdown
+# The cell below evaluates the formula with the distilled draft's measured $\alpha$ (at $k = 2$)
+# and $c$. Each extra proposal costs $c$ for certain but is emitted only if all the proposals before
+# it were kept, which happens with probability $\alpha^k$: once $\alpha^k < c$ roughly, proposing
+# more costs more than it brings. Acceptance also falls with $k$ in the table (later positions are
+# harder to guess), which moves the best $k$ lower still.
+# ```
+
+# %%
+distilled = [(k, alpha, c, speedup) for name, c, k, alpha, _, _, speedup in rows if name == "distilled two blocks"]
+alpha_2, c_draft = next((alpha, c) for k, alpha, c, _ in distilled if k == 2)
+predicted = {k: (1 - alpha_2 ** (k + 1)) / ((1 - alpha_2) * (1 + k * c_draft)) for k in range(1, 9)}
+print("predicted speed-up with alpha = {:.2f}, c = {:.2f}:".format(alpha_2, c_draft),
+      ", ".join(f"k={k}: {v:.2f}x" for k, v in predicted.items()))
+print("measured:", ", ".join(f"k={k}: {speedup:.2f}x" for k, _, _, speedup in distilled))
+print(f"the formula picks k = {max(predicted, key=predicted.get)}; the measurement picks "
+      f"k = {max(distilled, key=lambda row: row[3])[0]}")
+
+# %% [markdown]
 # ## Summary
 #
 # - Generation is a loop over next-token distributions. Temperature reshapes them (0 = greedy),
@@ -681,6 +1074,14 @@ check_incremental_decode(stream_pieces, tokenizer)
 #   the official client talks to.
 # - The transformers export reproduces our greedy tokens exactly; the GGUF export carries the
 #   permuted rotary weights and the matching pre-tokenizer for llama.cpp and Ollama.
+# - Weight-only int8 (one scale per row) moves each weight by at most half a step, keeps the
+#   answers, and quarters the decoder's bytes; at this size it does not decode faster, because a
+#   step is mostly the fixed cost of calling operators, not the products (10.9).
+# - Speculative decoding leaves the output exactly the target's (greedy: by construction; sampling:
+#   by the accept/resample rule, checked by drawing). It pays only when the draft is both cheap
+#   and agrees with the target; a draft distilled from the target is accepted far more often than
+#   the target's own first blocks, but on the book's four-block model no draft is cheap enough for
+#   a wall-clock gain (10.10).
 #
 # ## Further reading
 #
@@ -691,4 +1092,11 @@ check_incremental_decode(stream_pieces, tokenizer)
 #   {cite}`pope2023inference`.
 # - Kwon et al., *Efficient Memory Management for Large Language Model Serving with PagedAttention*
 #   (vLLM) {cite}`kwon2023vllm`.
+# - Leviathan et al., *Fast Inference from Transformers via Speculative Decoding*, and Chen et al.,
+#   *Accelerating Large Language Model Decoding with Speculative Sampling* — the algorithm and its
+#   sampling rule {cite}`leviathan2023speculative,chen2023accelerating`.
+# - Elhoushi et al., *LayerSkip* — early-exit drafts from the target's own first layers, trained for
+#   it {cite}`elhoushi2024layerskip`.
+# - Dettmers et al., *LLM.int8()* — int8 inference at scale and its outlier features
+#   {cite}`dettmers2022llmint8`.
 # - MiniMind, the project this book re-creates {cite}`gong2024minimind`.

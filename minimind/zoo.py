@@ -249,6 +249,13 @@ RECIPES: dict[str, Recipe] = {
        for seed in (43, 44)},
     "distill_teacher": Recipe("minimind.train.sft", "SFTConfig", "distill", {"init_from": "sft"},
                               {**_SILENT, "max_steps": 200}),
+    # chapter 10's speculative decoding: a two-block draft for the reasoning model (`--draft
+    # reasoning_draft`), started from its first two blocks, embedding and head, then distilled on
+    # the reasoning data to match its next-token distribution (KL only, T = 1: a proposal is kept
+    # where the draft's choice is the target's)
+    "reasoning_draft": Recipe("minimind.train.distill", "DistillConfig", "reason", {"teacher": "reasoning"},
+                              {**_SILENT, "student_layers": "0,1", "alpha": 0.0, "temperature": 1.0,
+                               "max_steps": 300}),
 }
 CHAT_MODELS = ("pretrained", "sft", "dpo", "reasoning", "rl")  # the artefacts one talks to (`minimind chat --model sft`)
 

@@ -131,6 +131,8 @@ def aggregate(work: Path, labels: list, chapters: list, keep: bool = False) -> d
                 owner[entry["name"]] = stem
     bands = {name: band for name, band in existing["bands"].items() if band.get("chapter") not in stems}
     for name, by_run in sorted(values.items()):
+        if not by_run:  # only the runs measured again held it, and the chapter no longer records it
+            continue
         derived = derive_band(name, by_run.values(), sizes.get(name))
         bands[name] = {"chapter": owner[name], "lo": derived.lo, "hi": derived.hi, "min": derived.low_seen,
                        "max": derived.high_seen, "n": sizes.get(name), "values": by_run}

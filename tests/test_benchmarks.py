@@ -1,6 +1,8 @@
 """The benchmarks run and report what they claim (tiny sizes; no timing is asserted)."""
 import math
 
+import pytest
+
 from benchmarks.common import child_peak_rss_mb, table, training_flops_per_token
 from benchmarks.generation import bench_generate
 from benchmarks.train_step import bench_train
@@ -67,3 +69,16 @@ def test_fast_generation_benchmark_times_int8_and_speculative_against_fp32():
     batched = bench_fast_generate("book", "tiny", new_tokens=4, prompt_len=4, batch_size=3, repeats=1,
                                   transformers=False)
     assert "speculative" not in batched and batched["int8"]["tokens_per_s"] > 0
+
+
+def test_fast_generation_benchmark_runs_llama_cpp_on_the_models_own_gguf_exports():
+    """Where the optional `llama` extra is installed: llama.cpp decodes our f16 and Q8_0 exports of
+    the same random weights, and its f16 greedy tokens are ours."""
+    pytest.importorskip("llama_cpp")
+    from benchmarks.generation import bench_fast_generate
+
+    r = bench_fast_generate("book", "tiny", new_tokens=8, prompt_len=4, batch_size=1, repeats=1, transformers=False,
+                            llama_cpp=True)
+    for name in ("llama.cpp f16", "llama.cpp q8_0"):
+        assert r[name]["tokens_per_s"] > 0 and 0 <= r[name]["greedy_agreement"] <= 1
+    assert r["llama.cpp f16"]["greedy_agreement"] >= 0.75  # f16 rounding may move a near-tie of random logits
