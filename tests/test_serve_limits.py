@@ -77,7 +77,10 @@ def test_a_client_that_hangs_up_stops_its_generation(model_and_tokenizer):
 def test_a_full_queue_answers_429_with_retry_after(model_and_tokenizer):
     app = serve.create_app(*model_and_tokenizer, limits=serve.ServerLimits(max_queue=1))
     with running(app) as (base, _):
-        body = {"model": "minimind", "messages": MESSAGES, "max_tokens": 200, "stream": True}
+        # 900 tokens (18 s at least): the first request is still generating when the third arrives,
+        # even on a loaded machine (200 tokens once finished first under a full CI run, and the
+        # waiting one moved up); leaving the block disconnects both, which cancels them
+        body = {"model": "minimind", "messages": MESSAGES, "max_tokens": 900, "stream": True}
         with httpx.Client(timeout=30) as first, httpx.Client(timeout=30) as second:
             with first.stream("POST", f"{base}/v1/chat/completions", json=body) as running_one:
                 lines = running_one.iter_lines()  # kept: a dropped iterator closes the response
