@@ -446,7 +446,7 @@ for row, reply in zip(train_rows[:3], greedy_replies(sft_model, style_prompts["t
 #
 # `python -m minimind.train.dpo` with its defaults is exactly this cell: the SFT model as the
 # starting point and the reference, β = 0.1, summed log-probs, precomputed reference log-probs,
-# learning rate 3·10⁻⁵ for two epochs, and an SFT term of weight 1 on the chosen replies (section 10
+# learning rate 10⁻⁴ for two epochs, and an SFT term of weight 1 on the chosen replies (section 10
 # shows why). The engine logs the loss, reward margin, preference accuracy and the chosen/rejected
 # log-probabilities every few steps.
 
@@ -728,8 +728,9 @@ check_dpo_loss(dpo_loss_scratch)
 # - On the synthetic pairs the held-out preference accuracy went from chance to nearly 1 and the model
 #   stopped replying curtly, also to prompts about people absent from the DPO data; the SFT score held.
 # - Plain DPO lowers the chosen replies too and damages a small model; an SFT term on the chosen
-#   replies prevents it. With that term, β sets the balance between preference and anchor: larger β,
-#   higher held-out accuracy, further from the SFT model.
+#   replies prevents it. With that term, β is the exchange rate between preference and anchor; on
+#   this data its effect is within the run-to-run spread, and the anchor, not β, keeps the policy
+#   near the SFT model.
 #
 # ## Further reading
 #

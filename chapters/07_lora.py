@@ -254,8 +254,9 @@ for prompt, reply in zip(identity_val[:2], greedy_replies(sft_model, identity_pr
 
 # %% [markdown]
 # `python -m minimind.train.lora` with its defaults is this cell: rank 16, α = 32, dropout 0.1 on
-# the adapter's input, all seven projections, four epochs at learning rate 2·10⁻³ — twice what full
-# fine-tuning of this model uses, since the adapter starts at zero and has few parameters to move. The rank comes from measurements on this model: section 6's sweep
+# the adapter's input, all seven projections, four epochs at learning rate 2·10⁻³ — about three
+# times the rate of chapter 5's full fine-tuning (7·10⁻⁴), since the adapter starts at zero and has
+# few parameters to move. The rank comes from measurements on this model: section 6's sweep
 # shows how much lower ranks learn in the same steps; and dropout on the adapter's input is the usual
 # guard against an adapter that memorises its few hundred examples.
 

@@ -248,7 +248,7 @@ RECIPES: dict[str, Recipe] = {
                                 code=("minimind.data.synthetic", "minimind.scoring", "minimind.generate"))
        for seed in (43, 44)},
     "distill_teacher": Recipe("minimind.train.sft", "SFTConfig", "distill", {"init_from": "sft"},
-                              {**_SILENT, "max_steps": 200}),
+                              {**_SILENT, "max_steps": 200, "lr": 3e-4}),
     # chapter 10's speculative decoding: a two-block draft for the reasoning model (`--draft
     # reasoning_draft`), started from its first two blocks, embedding and head, then distilled on
     # the reasoning data to match its next-token distribution (KL only, T = 1: a proposal is kept

@@ -56,7 +56,7 @@ class DPOConfig(TrainConfig):
     max_seq_len: int = option(160, "tokens per conversation (prompt + reply; longer ones are truncated)")
     batch_size: int = option(16, "preference pairs per micro-batch (each pair is two sequences)")
     epochs: int = option(2, "passes over the pairs (ignored when --max_steps > 0)")
-    lr: float = option(3e-5, "peak learning rate (DPO moves a trained model: far below SFT's)")
+    lr: float = option(1e-4, "peak learning rate (DPO moves a trained model: below SFT's)")
     warmup_steps: int = option(5, "linear warm-up steps")
     weight_decay: float = option(0.0, "AdamW weight decay (the reference, not decay, keeps the policy close)")
     beta: float = option(0.1, "β: reward scale; small β lets the policy drift further from the reference")

@@ -39,7 +39,7 @@ class PretrainConfig(TrainConfig):
     out_dir: str = option("out/pretrain", "where weights, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(128, "tokens per training sequence")
     packing: bool = option(True, "pack documents into full chunks (false: one padded document per example, as upstream)")
-    max_steps: int = option(2500, "optimizer steps to run (0: as many as --epochs take)")
+    max_steps: int = option(4000, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(8, "sequences per micro-batch, per process")
     lr: float = option(3e-3, "peak learning rate")
     warmup_steps: int = option(30, "linear warm-up steps (cosine schedule)")

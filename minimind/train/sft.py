@@ -34,7 +34,7 @@ class SFTConfig(TrainConfig):
     supervise_all: bool = option(False, "train on every token, prompts included (the ablation of chapter 5)")
     max_steps: int = option(250, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(32, "conversations per micro-batch, per process")
-    lr: float = option(3e-4, "peak learning rate")
+    lr: float = option(7e-4, "peak learning rate")
     warmup_steps: int = option(20, "linear warm-up steps (cosine schedule)")
     log_interval: int = option(10, "log a metrics record every N optimizer steps")
 
