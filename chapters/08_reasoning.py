@@ -363,7 +363,7 @@ plt.show()
 # ## 6. The reasoning model
 #
 # The book's reasoning model is the same run carried on for longer: `python -m
-# minimind.train.reason` with its defaults (300 steps of 16 problems), built once and cached by
+# minimind.train.reason` with its defaults (450 steps of 16 problems), built once and cached by
 # `zoo.path("reasoning")`. Its loss curves — the plain cross-entropy and the tag cross-entropy
 # the stage logs:
 
@@ -461,7 +461,7 @@ for problem, reply in wrong[:2]:
 # ## 7. Thinking versus answering directly
 #
 # Is the working worth its tokens? The comparison that answers it: the same chat model, the same
-# problems, the same 300 steps — but replies that hold only the answer block, `<answer>532</answer>`
+# problems, the same 450 steps — but replies that hold only the answer block, `<answer>532</answer>`
 # (the dataset `reason_direct`, cached as `zoo.path("reasoning_direct")`). Everything but the working
 # is equal, so the difference is what writing it out does.
 
@@ -645,11 +645,11 @@ check_parse_reasoning(parse_reasoning)
 #
 # ```{exercise} How long must the direct model train?
 # :label: ex-07-direct
-# Section 7 gave both models the same 300 steps. Give the answer-only model more:
+# Section 7 gave both models the same 450 steps. Give the answer-only model more:
 # `train_reasoning(zoo.config("reasoning_direct", init_from=str(zoo.path("sft")), out_dir="",
-# max_steps=900), callbacks=[...])` with a callback that scores 60 held-out problems of each kind
+# max_steps=1350), callbacks=[...])` with a callback that scores 60 held-out problems of each kind
 # every 150 steps (`score_by_kind` on a subset, `require_think=False`). Plot accuracy per kind
-# against the steps, next to the reasoning model's at 300. What does the curve say about where the
+# against the steps, next to the reasoning model's at 450. What does the curve say about where the
 # difference between the two models comes from?
 # ```
 #

@@ -36,7 +36,7 @@ class ReasonConfig(TrainConfig):
     data_path: str = option("", "reasoning jsonl in the SFT schema (empty: the book's synthetic reason data)")
     out_dir: str = option("out/reason", "where weights, metrics and the resume file go (empty: save nothing)")
     max_seq_len: int = option(192, "tokens per training sequence (longer ones are truncated)")
-    max_steps: int = option(300, "optimizer steps to run (0: as many as --epochs take)")
+    max_steps: int = option(450, "optimizer steps to run (0: as many as --epochs take)")
     batch_size: int = option(16, "sequences per micro-batch, per process")
     lr: float = option(2e-3, "peak learning rate")
     warmup_steps: int = option(10, "linear warm-up steps (cosine schedule)")
