@@ -351,8 +351,8 @@ plt.show()
 # %% [markdown]
 # The mask wins in every run measured, and the interval says the win is not an accident of the
 # questions drawn. Its *size* is another matter: the last line lists it for each run of the bands
-# file (other seeds, kernel paths and CPUs), and it moves by tens of points from run to run, as the
-# scores of this short recipe do.
+# file (other seeds and kernel paths), and it moves by several points from run to run, as the
+# scores themselves do.
 #
 # Where does the difference come from? Training on every token spends most of the gradient on
 # predicting the *prompt* — about three of every four tokens — which the model never has to write.

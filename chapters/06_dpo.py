@@ -435,11 +435,11 @@ for row, reply in zip(train_rows[:3], greedy_replies(sft_model, style_prompts["t
     print(f"  {row['chosen'][0]['content']!r} → {reply!r}")
 
 # %% [markdown]
-# The SFT model is near chance on the held-out pairs, and its replies have mostly no clear style:
-# SFT showed it polite and curt openings alike, and greedy decoding often writes neither — or a
-# garbled one (the share of clean replies says how often), and it often describes another person
-# than the one asked about (chapter 5 measured how much of what pretraining stored the chat model
-# can extract).
+# The SFT model has no reliable preference: SFT showed it polite and curt openings alike, so which
+# reply of a held-out pair it finds more likely is close to an accident of the run — from below
+# chance to about three in four across the runs of the bands file. Its greedy replies are polite,
+# curt, or neither (no style phrase at all, or a garbled one: the share of clean replies says how
+# often).
 
 # %% [markdown]
 # ## 8. Training
@@ -504,7 +504,8 @@ print("the book's targets on held-out prompts: " + ", ".join(
     f"{key} ≥ {target:.0%} {'met' if after['styles']['held-out prompts'][key] >= target else 'NOT met'}"
     for key, target in DPO_TARGETS.items()) + f"; SFT score within 2 points "
     f"{'met' if after['sft'] >= before['sft'] - 0.02 else 'NOT met'}")
-assert after["accuracy"] >= 0.9 and after["accuracy"] >= before["accuracy"] + 0.3
+# held-out pairs: at least 0.9, and at least half of the way from where SFT left it to 1
+assert after["accuracy"] >= 0.9 and after["accuracy"] - before["accuracy"] >= 0.5 * (1 - before["accuracy"])
 for prompt_set in style_prompts:
     assert after["styles"][prompt_set]["curt"] <= min(0.05, before["styles"][prompt_set]["curt"])
     assert after["styles"][prompt_set]["polite"] >= before["styles"][prompt_set]["polite"] + 0.15
@@ -514,11 +515,10 @@ expect_outside("dpo.dpo.preference_accuracy", before["accuracy"], "the SFT model
 # The preference generalised: on pairs about people the DPO data never mentions, the model now
 # prefers the polite reply almost always, and polite replies became much more frequent — on the
 # training prompts *and* on the held-out ones, where it had no polite example to copy; curt ones
-# disappeared. The SFT score moved by a few points here; across the measured runs DPO cost it between
-# nothing and ten points (the band of `dpo.dpo.sft_score`), so the chapter asserts no bound on it.
-# The book's targets are not all reached (the line above): many greedy replies still use no style
-# phrase, some are garbled, and describing the wrong person is the SFT model's defect, which DPO on
-# style does not repair.
+# disappeared. The facts survived: the SFT score moved by at most a point in the runs measured for
+# the bands file. The book's targets (the line above) are not reached on every run: on the prompts
+# about people the DPO data never mentions, some greedy replies still open with no style phrase —
+# how many moves a lot from run to run — and a few are garbled.
 #
 # ## 10. Why the SFT term: plain DPO on a small model
 #
@@ -556,17 +556,20 @@ for name, (chosen, rejected) in logps_by_model.items():
     expect(f"dpo.logps.{name.split()[0].lower()}.rejected", rejected)
 assert logps_by_model["plain DPO"][0] < min(logps_by_model["DPO + SFT term"][0], logps_by_model["SFT model"][0])
 assert logps_by_model["DPO + SFT term"][0] > logps_by_model["SFT model"][0] - 2, "the anchor keeps the chosen replies"
+for prompt_set in style_prompts:  # the damage shows in the words: plain DPO garbles more replies
+    assert plain_after["styles"][prompt_set]["clean"] < after["styles"][prompt_set]["clean"], prompt_set
 
 # %% [markdown]
 # Both runs reach the same held-out preference accuracy — by the measure DPO optimises, plain DPO
 # works. But it widens the gap by pushing *both* replies down, the rejected one faster: the held-out
-# chosen replies lose probability too — six to nine nats each in the measured runs, against the SFT model — and
+# chosen replies lose probability too — about thirteen nats each in the measured runs, against the SFT model — and
 # the tokens the two replies share are pulled both ways. With the SFT term (as in RPO
 # {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep their probability
 # while the rejected ones fall. What that does to the greedy replies is less regular than the
 # log-probabilities: in the stored run plain DPO's replies are polite far less often; in other runs
-# measured for the bands file, about as often or more. The log-probabilities are the dependable
-# signal: a policy that lowers the probability of the replies it is told to prefer has drifted, and
+# measured for the bands file, about as often or more. What every run shows is the damage: plain
+# DPO's replies are garbled far more often (the clean shares above). The log-probabilities are the
+# dependable signal: a policy that lowers the probability of the replies it is told to prefer has drifted, and
 # on large models with diverse data plain DPO is usually stable enough, while on a small model and
 # narrow data the anchor is what keeps the preferred replies likely.
 #
@@ -623,15 +626,16 @@ for axis in axes:
 plt.tight_layout()
 plt.show()
 assert all(sweep[b]["accuracy"] >= 0.75 for b in betas), "one epoch of DPO learns the preference at every β"
+assert sweep[betas[0]]["drift"] < sweep[betas[1]]["drift"] < sweep[betas[2]]["drift"], "a larger β moves the policy less"
 
 # %% [markdown]
-# One epoch learns the preference at every β. Beyond that, with the SFT term in the loss, β's effect
-# on this data is small and not monotone: the three runs differ in held-out accuracy and in how far
-# the rejected replies moved by amounts of the order of the run-to-run spread the bands file records
-# for them, so no ordering of β is claimed here. The anchor, not β, is what keeps the policy near the
-# SFT model. The exercise
-# "β without the SFT term" below repeats the sweep with plain DPO, where the textbook reading of β
-# can be put to the test.
+# One epoch learns the preference at every β, to about the same held-out accuracy. What β changes
+# is how far the policy goes to get there: the larger β, the less the rejected replies' probability
+# falls (asserted: in every run measured the drift shrinks as β grows), while the training margin —
+# measured in reward units, β times the log-ratio — grows. That is the derivation's reading: β is the
+# strength of the pull towards the reference, and a small β buys the same preference with a larger
+# move. The exercise "β without the SFT term" below repeats the sweep with plain DPO, where Adam's
+# normalisation of the gradient can be put to the test.
 
 # %% [markdown]
 # ## Exercises
@@ -725,12 +729,11 @@ check_dpo_loss(dpo_loss_scratch)
 #   a logistic loss on the difference of two log-ratios against a frozen reference.
 # - Sequence log-probabilities need the one-token shift and the reply-only mask; `minimind` sums them
 #   by default and computes the reference's once, before training.
-# - On the synthetic pairs the held-out preference accuracy went from chance to nearly 1 and the model
-#   stopped replying curtly, also to prompts about people absent from the DPO data; the SFT score held.
+# - On the synthetic pairs the held-out preference accuracy went to nearly 1 and the model stopped
+#   replying curtly, also to prompts about people absent from the DPO data; the SFT score held.
 # - Plain DPO lowers the chosen replies too and damages a small model; an SFT term on the chosen
-#   replies prevents it. With that term, β is the exchange rate between preference and anchor; on
-#   this data its effect is within the run-to-run spread, and the anchor, not β, keeps the policy
-#   near the SFT model.
+#   replies prevents it, and plain DPO's replies are garbled more often. With that term, β sets how
+#   far the policy moves for the same held-out accuracy: the larger β, the smaller the move.
 #
 # ## Further reading
 #

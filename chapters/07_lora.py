@@ -328,11 +328,12 @@ print("adapter switched off → outputs identical to the SFT model")
 # printed for each language. The last printed lines show what makes the Chinese answer learnable:
 # the book's tokenizer was trained on the whole book corpus, the identity answers included
 # (chapter 1), and gives every Chinese character a token of its own, so the Chinese sentence is one
-# token per character and none of them is a byte-level fragment. Where word for word falls short,
-# the replies start right and a character or a word goes astray in the middle; the exercise "Train it
-# longer" measures what more epochs do. What the adapter costs is printed beside the target: the fact
-# score falls — the third of ordinary questions replayed in the identity set protects most of what
-# the base model answered, not all of it.
+# token per character and none of them is a byte-level fragment. Where word for word falls short —
+# in one run of the bands file an English reply reads "a tiny language model Fine from scratch" —
+# the reply starts right and a word goes astray in the middle; the exercise "How long to train?"
+# measures what the number of epochs does. What the adapter costs is printed beside the target: the
+# fact score falls by a point or two — the third of ordinary questions replayed in the identity set
+# protects most of what the base model answered, not all of it.
 
 # %% [markdown]
 # ## 5. What LoRA saves
@@ -523,26 +524,25 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 # typically learns the new answer more slowly for the same number of steps.
 # ```
 #
-# ```{exercise} Train it longer
+# ```{exercise} How long to train?
 # :label: ex-06-longer
-# The identity adapter claims the MiniMind identity on nearly every held-out phrasing, but repeats the
-# Chinese sentence wrongly. Train it for 8 and 16 epochs instead of 4 and measure `identity_score`,
-# `word_for_word` and `fact_score` each time. Does the Chinese answer come right, and what does the
-# longer training cost the fact score? Predict first, then run it (each epoch is about 40 optimizer
-# steps).
+# The identity adapter learns the taught sentence in four epochs. Train it for 1, 2 and 8 epochs
+# instead and measure `identity_score`, `word_for_word` and `fact_score` each time. How few epochs
+# give the lenient score, how many the exact wording, and what does longer training cost the fact
+# score? Predict first, then run it (each epoch is about 40 optimizer steps).
 # ```
 #
 # ````{solution} ex-06-longer
 # :class: dropdown
 # ```python
-# for epochs in (8, 16):
+# for epochs in (1, 2, 8):
 #     longer = run(dataclasses.replace(config, epochs=epochs), model=zoo.sft(), tokenizer=tokenizer).model.eval()
 #     print(epochs, identity_score(longer), word_for_word(longer), fact_score(longer))
 # ```
-# The loss keeps falling after four epochs, and the long run of rare byte-level tokens in the Chinese
-# answer is exactly what extra steps buy: expect the Chinese word-for-word share to climb from zero.
-# The fact score does not have to fall further — the replayed SFT rows in the adapter's data keep
-# reminding it of ordinary questions — so measure it rather than assume it.
+# Claiming the identity needs only that the replies be pointed at the new answer, which the first
+# steps do; the exact wording of a fourteen-word sentence needs its every token to win, which takes more.
+# The fact score does not have to fall further with more epochs — the replayed SFT rows in the
+# adapter's data keep reminding it of ordinary questions — so measure it rather than assume it.
 # ````
 #
 # ## Summary
@@ -555,9 +555,8 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 #   with no extra cost at inference; adapters save as a few hundred kB, carry a base fingerprint,
 #   and switch by name.
 # - The identity adapter changed the answer to unseen phrasings of "who are you?" from none to nearly
-#   all, while the fact score fell by only a few points; switched off, the model is the SFT model
-#   again, bit for bit. Word for word, the taught sentence came out right in English far more often
-#   than in Chinese, whose characters the book's small tokenizer never learned as tokens.
+#   all, while the fact score fell by a point or two; switched off, the model is the SFT model
+#   again, bit for bit. Word for word, the taught sentence came out right in both languages.
 #
 # ## Further reading
 #

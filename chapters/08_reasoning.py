@@ -355,8 +355,8 @@ plt.show()
 # What it does not buy is well-formed replies sooner: the model's own greedy replies become well
 # formed only once the working between the tags has taken shape, and the order of the three weights
 # in format adherence changes from step to step and from seed to seed (the last column); by step 30
-# all three are at or near 100%, and none of them is right yet — answers come later. The book keeps
-# upstream's default, $\lambda = 10$: its reasoning model, trained ten times longer, is well formed on
+# all three are at or near 100%, and few of the replies are right yet — answers come later. The book keeps
+# upstream's default, $\lambda = 10$: its reasoning model, trained fifteen times longer, is well formed on
 # every held-out problem below, so the choice decides how the first tens of steps look, not where
 # training ends.
 #
@@ -450,9 +450,8 @@ for problem, reply in wrong[:2]:
 # %% [markdown]
 # The working is a procedure the model learnt, not a table of answers: every problem here is new to
 # it, and two- and three-digit sums come out right almost always. Subtraction, with its borrows, is
-# harder: most wrong replies miscompute a column (the first example: the borrow into the tens is
-# written but not taken from the hundreds), and some answers even differ from the working's own
-# result. The new phrasings are a different story: asked in words that never occur in training, the
+# harder: most wrong replies miscompute a column — a borrow not taken where it is due (the second
+# example) — and some answers do not follow from the working's own digits (the first). The new phrasings are a different story: asked in words that never occur in training, the
 # model is right far less often — it learnt to start its working from the phrasings it saw, and
 # what a question *means* does not yet carry over to others. (The reworded shares are printed with
 # their intervals and asserted against their bands; the book's targets are on the training
@@ -521,7 +520,8 @@ for budget, score in budget_scores.items():
 # so almost nothing is right; at 32 tokens most workings fit and about half the replies are right.
 # A budget of 0 is the surprise: the model, shown `<think>` and `</think>` back to back, writes its
 # working *after* the closed block anyway and then the answer — every reply is malformed and many are
-# right (most in the stored run; a fifth to a third in the other runs measured for the bands file). It was never trained on a forced close, so it does what its training made likely: work the
+# right (a sixth in the stored run, two fifths to a half in the other runs measured for the bands
+# file). It was never trained on a forced close, so it does what its training made likely: work the
 # sum out first. Budget forcing needs a model trained on truncated thoughts.
 
 # %% [markdown]

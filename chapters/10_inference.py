@@ -707,10 +707,10 @@ print(f"one fp32 decoding step: {step_s * 1e3:.2f} ms; its {len(rows_in)} matrix
 
 # %% [markdown]
 # Read together, these say what int8 does and does not do here. It keeps the model's behaviour —
-# 2 of the 120 answers change, and exact match moves by less than the 5 points the cell
-# asserts — and it cuts the decoder's bytes by four. It does not make this model faster: a decoding step of a
+# none of the 120 answers changes in the stored run, and exact match moves by less than the 5 points
+# the cell asserts — and it cuts the decoder's bytes by four. It does not make this model faster: a decoding step of a
 # model this small spends most of its time calling operators, not multiplying (the products are
-# 10% of a step above), so there is little to save per step, and on a CPU without AVX-512
+# 11% of a step above), so there is little to save per step, and on a CPU without AVX-512
 # torch's int8 kernel is slower than its fp32 one (the package warns). On a model whose weights no longer fit in the
 # processor's caches, reading a quarter of the bytes is the speed-up; `make bench` measures it
 # on the MiniMind2-small shape and against llama.cpp, whose Q8_0 format is the same idea (one
@@ -854,14 +854,14 @@ assert acceptance["distilled two blocks", 2][0] > acceptance["first block", 2][0
 
 # %% [markdown]
 # The table is the cost model at work. The target's own blocks cost nothing to build but guess
-# poorly — a quarter to a third of their proposals are kept at k = 1 (25.8% and 32.8% in the stored
-# run) — so each round pays for draft passes that bring almost nothing, and decoding is slower than
-# the target alone. Distillation changes the guesser, not its size: the same two blocks, trained to
-# match the target, are kept 76.0% of the time at k = 1 and give 2.80 tokens per target forward at
-# k = 3. Yet the wall clock shows no gain (0.80× at best in the stored run; rerun the cell and the
+# poorly — a quarter to a third of their proposals are kept at k = 1 (25.6% and 32.8% in the stored
+# run) — so each round pays for draft passes that bring almost nothing, and decoding is slower
+# than the target alone. Distillation changes the guesser, not its size: the same two blocks,
+# trained to match the target, are kept 84.8% of the time at k = 1 and give 3.22 tokens per target
+# forward at k = 3. Yet the wall clock shows no gain (0.96× for it at best in the stored run; rerun the cell and the
 # speed-ups move by tens of percent on a shared machine, while the acceptance counts do not move at
-# all), because the draft is not cheap: two blocks of a four-block model cost $c \approx 0.44$ of it
-# per token — on a model this small a forward pass costs roughly its number of blocks in operator
+# all), because the draft is not cheap: two blocks of a four-block model cost about half of it
+# ($c$ = 0.53 in the stored run) per token — on a model this small a forward pass costs roughly its number of blocks in operator
 # calls, whatever their width — and each round adds the verification of $k + 1$ tokens and the
 # bookkeeping of two caches, which the formula leaves out. Speculative decoding is made for the
 # opposite case: a target whose every forward reads gigabytes of weights, and a draft tens of

@@ -384,9 +384,9 @@ print(f"items scored differently: {round(abs(harness_accuracy - mc['pretrained']
 assert abs(harness_accuracy - mc["pretrained"]) * len(mc_subset) <= 6
 
 # %% [markdown]
-# The harness and the chapter's twenty lines agree — item for item in the stored run; in other runs
-# a few near-ties between two choices, whose log-likelihoods the harness computes from the question
-# and the answer tokenized apart and in batches of its own, fall the other way. A benchmark score is nothing more
+# The harness and the chapter's twenty lines agree to within a few items (3 of 200 in the stored
+# run): near-ties between two choices, whose log-likelihoods the harness computes from the question
+# and the answer tokenized apart and in batches of its own, can fall the other way. A benchmark score is nothing more
 # than this computation, run on someone else's items. Knowing that is the best defence against
 # reading too much into one. The whole book's held-out suites are one command too:
 # `minimind eval --model sft --suites facts,reasoning,preference,identity --out results.json`

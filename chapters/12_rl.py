@@ -306,23 +306,31 @@ for name in groups:
         cells = [paired_gain(run, name, kinds) for run in RUNS]
         label = f"{name.split()[0]}, {'all' if len(kinds) > 1 else kinds[0]}"
         print(f"{label:<20}" + "".join(f"{f'{g:+.1%} ± {h:.1%}':>20}" for g, h in cells))
-# What held on every machine and kernel path the book was tested on (the unseen-phrasing gain did not):
+# What held in every run measured: the original phrasings keep what they had; and where the reasoning
+# model answers at least one RL-phrased problem in ten, RL gains on those phrasings beyond the noise of
+# the problems drawn, on every seed. A model that answers almost none gives RL groups that are all
+# wrong: no signal (section 7).
+start_rl = sum(sum(before["RL phrasings"][kind]) for kind in KINDS) / sum(len(before["RL phrasings"][kind]) for kind in KINDS)
+print(f"the reasoning model answers {start_rl:.1%} of the RL-phrased problems before RL")
 for run in RUNS:
-    rl_gain, rl_half = paired_gain(run, "RL phrasings")
-    assert rl_gain - rl_half > 0, run  # a gain beyond the noise of the problems drawn, on every seed
     assert paired_gain(run, "original phrasings")[0] > -0.05, run
+    if start_rl >= 0.1:
+        rl_gain, rl_half = paired_gain(run, "RL phrasings")
+        assert rl_gain - rl_half > 0, run
 weakest = min(KINDS, key=lambda kind: sum(before["original phrasings"][kind]))
 print(f"the book's target, +10 points on the weakest kind ({weakest}) of the original phrasings: "
       + ", ".join(f"{run} {paired_gain(run, 'original phrasings', (weakest,))[0]:+.1%}" for run in RUNS) + " — NOT met")
 
 # %% [markdown]
-# What the three seeds agree on: RL learnt the phrasings it trained on — in this run the pooled
-# accuracy rose by about thirty points on every seed, far outside the interval, from a model that
-# got almost none of those two- and three-digit sums right — and the original phrasings, where the
-# reasoning model was already right, hardly moved: the KL term holds them. Here part of the gain
-# also carries over to phrasings no stage ever saw, but the chapter asserts only the first two
-# claims: on another kernel path (as on another CPU) the reasoning model came out different, and
-# its unseen-phrasing gain was within noise of zero. What RL did *not* do is fix the three-digit
+# What RL does here depends on where the reasoning model starts. In the stored run it answers almost
+# none of the RL-phrased problems (the line above the table), and sampling does not help: nearly
+# every group of eight replies is all wrong (section 7), every advantage is zero, and RL changes
+# those phrasings by a few points at most. In the other two runs of the bands file the reasoning
+# model started with about a quarter of them right, and the same recipe added eleven to twenty-eight
+# points on every seed, far outside the interval. The second lesson holds in every run: the original
+# phrasings, where the reasoning model was already right, hardly moved — the KL term holds them.
+# Whether any gain carries over to phrasings no stage ever saw changes from run to run, so the
+# chapter asserts only the two claims in the cell. And RL did *not* fix the three-digit
 # differences: the borrow the model gets wrong stays wrong, on every phrasing. Section 7 shows why.
 
 # %% [markdown]
@@ -353,9 +361,9 @@ for phrasing, keep in (("original", lambda p: not in_rl_phrasing(p)), ("RL", in_
             print(f"{phrasing + ' phrasings, ' + kind + ', ' + label:<34}{wrong:>10.0%}{mixed:>8.0%}{right:>11.0%}")
 
 # %% [markdown]
-# Only the *mixed* groups carry a learning signal, and on the original phrasings most groups are
-# mixed: at temperature 1 the model that answers nearly every sum right greedily still gets some of
-# its sampled replies wrong. So the signal is there — but on which problems? Greedy accuracy, the
+# Only the *mixed* groups carry a learning signal. On the original phrasings the sums give mostly
+# all-right groups, and the differences many mixed ones: at temperature 1 the model that answers
+# most differences right greedily still gets some of its sampled replies wrong. So the signal is there — but on which problems? Greedy accuracy, the
 # number the chapter reports, changes only where the greedy reply is wrong. Split the held-out
 # three-digit differences of the original phrasings by the reasoning model's greedy answer, and
 # count the right replies among 8 samples of each:
@@ -407,7 +415,9 @@ print(f"measured {ablation['measured_on']} on {ablation['machine']}"
 stored_before = ablation["reasoning"]
 agree = [a == ("1" if b else "0") for name in groups for kind in KINDS
          for a, b in zip(stored_before[name][kind], before[name][kind])]
-print(f"the stored reasoning model's greedy outcomes agree with this run's on {sum(agree) / len(agree):.1%} of problems")
+print(f"the stored reasoning model's greedy outcomes agree with this run's on {sum(agree) / len(agree):.1%} of problems"
+      + ("" if sum(agree) / len(agree) >= 0.95 else
+         " — the table below comes from another reasoning model: run `make rl-ablation` to measure it from this one"))
 
 
 def stored_gain(run, name, kinds=KINDS):
@@ -426,7 +436,11 @@ for variant, entry in ablation["variants"].items():
     print(f"{'':<30}" + "".join(f"{f'{min(g):+.1f}…{max(g):+.1f}':>13}" for g in gains))
 
 # %% [markdown]
-# What the stored table says (each row: three seeds, paired with the reasoning model's answers):
+# What the stored table says (each row: three seeds, paired with the answers of the reasoning model
+# they started from). It was measured from the reasoning model of the book's previous recipes
+# (pretraining 2,500 steps, SFT at 3·10⁻⁴, chapter 8's 300 steps), so its rows compare the variants
+# with one another, not with this chapter's runs; the line above the table says how far the two
+# reasoning models agree.
 #
 # - **The KL term protects what the model already does.** Without it the original phrasings lose
 #   more (−2.4 points on average, one seed −15 on the three-digit differences) and the gain on the
@@ -533,11 +547,11 @@ check_grpo_loss(my_grpo_loss)
 # - GRPO's advantage is the reward relative to the other replies to the same prompt; a group whose
 #   replies all score the same contributes exactly nothing. PPO's clip limits how far several updates
 #   on one batch move each token; the k3 term estimates the KL to a reference.
-# - From the reasoning model, RL on problems given with answers only raised the accuracy on the
-#   phrasings it trained on by about thirty points on each of three seeds and left the original
-#   phrasings nearly unchanged (the KL term); in the stored run it also raised the accuracy on
-#   phrasings no stage saw. It did not fix the three-digit differences, not even with every step
-#   spent on them.
+# - From the reasoning model, RL on problems given with answers only raises the accuracy on the
+#   phrasings it trains on only where the model already gets some of them right: by eleven to
+#   twenty-eight points on every seed in two runs of the bands file, and hardly at all in the stored
+#   run, whose reasoning model answers almost none of them. The original phrasings stay nearly
+#   unchanged (the KL term). It did not fix the three-digit differences.
 # - Over three seeds (section 8): without the KL term the original phrasings lose more and the seeds
 #   spread; CISPO with one update per rollout is GRPO; PPO's learnt value baseline gains less than
 #   the group's exact one.
