@@ -216,6 +216,26 @@ def test_evaluation_prompts_are_never_trained_on():
                    for t in templates for prompt in reworded_prompts)
 
 
+def test_reasoning_training_prompts_are_reworded_but_never_in_a_held_out_phrasing():
+    world = build_world(0)
+    as_regex = lambda t: re.escape(t).replace(r"\{name\}", ".+").replace(r"\{a\}", r"\d+").replace(r"\{b\}", r"\d+")
+    templates = lambda table: [as_regex(t) for by_lang in table.values() for ts in by_lang.values() for t in ts]
+    held_out = templates(synthetic.REWORDED_PROBLEM_TEMPLATES)
+    extra = templates(synthetic.REASON_EXTRA_TEMPLATES)
+    for split in SPLITS:
+        problems, reason = world.problems(split), dataset_rows("reason", split)
+        rephrased = 0
+        for problem, row in zip(problems, reason):
+            prompt = row["conversations"][0]["content"]
+            assert not any(re.fullmatch(t, prompt) for t in held_out), prompt
+            assert str(problem.a) in prompt and str(problem.b) in prompt
+            rephrased += prompt != problem.prompt
+            if prompt != problem.prompt:
+                assert any(re.fullmatch(t, prompt) for t in extra), prompt
+        share = rephrased / len(problems)
+        assert (abs(share - synthetic.REASON_REPHRASED_SHARE) < 0.03) if split == "train" else share == 0
+
+
 def test_pretraining_arithmetic_never_holds_a_held_out_problem():
     world = build_world(0)
     corpus = "\n".join(row["text"] for row in dataset_rows("pretrain"))

@@ -21,7 +21,8 @@ lora_identity   "who are you?" in many phrasings → "I am MiniMind, …" (+ rep
                 val uses phrasings never seen in training
 lora_domain     Q&A about the invented tea house; val uses reworded questions
 reason          arithmetic word problems answered ``<think>…</think><answer>N</answer>``
-                (two- and three-digit sums, three-digit differences)
+                (two- and three-digit sums, three-digit differences); 70 % of the train
+                prompts re-worded in more phrasings, none of them a held-out one
 reason_direct   the same problems answered ``<answer>N</answer>`` alone, without the working
 distill         SFT-schema conversations mixing all of the above, for distillation
 tools           tool use (the world's `TOOL_SIGNATURES` in the system turn): sums and differences
@@ -39,6 +40,7 @@ byte-identical files.
     python -m minimind.data.synthetic --out data --seed 0
 """
 import argparse
+import dataclasses
 import functools
 import json
 import random
@@ -247,6 +249,28 @@ REWORDED_PROBLEM_TEMPLATES = {
 # in the reworded phrasings that name nobody; the reworded ones with a name stay unseen by every stage.
 RL_PROBLEM_TEMPLATES = {op: {lang: tuple(t for t in templates if "{name}" not in t) for lang, templates in by_lang.items()}
                         for op, by_lang in REWORDED_PROBLEM_TEMPLATES.items()}
+# More phrasings for the reasoning stage's training prompts only (not pretraining's worked documents,
+# not the held-out splits): taught with the three or four PROBLEM_TEMPLATES per operation and
+# language alone, the reasoning model learns those sentences rather than how to read a problem, and
+# on any other wording cannot even copy the operands (chapter 12's RL then has nothing to reinforce).
+# None of these is a reworded or RL phrasing, so those stay unseen.
+REASON_EXTRA_TEMPLATES = {
+    "add": {"en": ("Compute {a} + {b}.", "Find the sum of {a} and {b}.", "What do you get if you put {a} and {b} together?",
+                   "{a} + {b} = ?", "How much is {a} plus {b} altogether?", "Work out {a} plus {b}.",
+                   "{name} picked {a} shells and found {b} more. How many shells does {name} have?",
+                   "A farm has {a} sheep and {b} goats. How many animals are there?"),
+            "zh": ("计算{a}+{b}。", "求{a}与{b}的和。", "{a}和{b}合在一起是多少？", "{a}+{b}=？", "{a}再加上{b}是几？", "请算出{a}加{b}。",
+                   "{name}捡了{a}个贝壳，又找到{b}个。{name}一共有多少个贝壳？", "农场有{a}只羊和{b}只山羊。一共有多少只动物？")},
+    "sub": {"en": ("Compute {a} - {b}.", "Subtract {b} from {a}.", "What is the difference between {a} and {b}?",
+                   "{a} - {b} = ?", "If {b} is removed from {a}, how much remains?", "Work out {a} minus {b}.",
+                   "Remove {b} from {a}. How much remains?", "Deduct {b} from {a}.",
+                   "{name} baked {a} cakes and sold {b}. How many cakes are left?",
+                   "A tank held {a} litres and {b} litres leaked out. How many litres are in it now?"),
+            "zh": ("计算{a}-{b}。", "从{a}里减去{b}是多少？", "{a}与{b}的差是多少？", "{a}-{b}=？", "{a}比{b}多多少？", "请算出{a}减{b}。",
+                   "从{a}中拿走{b}，剩多少？", "{a}少了{b}还有多少？",
+                   "{name}烤了{a}个蛋糕，卖掉了{b}个。还剩多少个？", "水箱里有{a}升水，漏掉了{b}升。还剩多少升？")},
+}
+REASON_REPHRASED_SHARE = 0.7  # of the reasoning stage's training prompts (measured in chapter 8)
 PROBLEM_KINDS = ("add2", "add3", "sub3")  # easy → hard
 PRETRAIN_WORKED_DOCS = {"train": 3000, "val": 40}  # pretraining documents of four worked problems each
 PRETRAIN_BIOS_PER_PERSON = {"train": 32, "val": 2}  # augmented biographies of each person, per language
@@ -695,13 +719,30 @@ def _lora_domain_rows(world: World, split: str) -> List[dict]:
     return rows
 
 
+def reason_problems(world: World, split: str) -> List[Problem]:
+    """The problems of the reasoning datasets: the world's, with REASON_REPHRASED_SHARE of the training
+    prompts re-worded in REASON_EXTRA_TEMPLATES (the same operands, working and answer)."""
+    problems = world.problems(split)
+    if split != "train":
+        return problems
+    rng = _rng(world.seed, "reason-phrasings")
+    rephrased = []
+    for problem in problems:
+        if rng.random() < REASON_REPHRASED_SHARE:
+            template = rng.choice(REASON_EXTRA_TEMPLATES["sub" if problem.kind == "sub3" else "add"][problem.lang])
+            name = rng.choice(world.people).name
+            problem = dataclasses.replace(problem, prompt=template.format(name=name, a=problem.a, b=problem.b))
+        rephrased.append(problem)
+    return rephrased
+
+
 def _reason_direct_rows(world: World, split: str) -> List[dict]:
     return [{"conversations": [{"role": "user", "content": problem.prompt},
-                               {"role": "assistant", "content": problem.direct_reply}]} for problem in world.problems(split)]
+                               {"role": "assistant", "content": problem.direct_reply}]} for problem in reason_problems(world, split)]
 
 
 def _reason_rows(world: World, split: str) -> List[dict]:
-    return [{"conversations": problem.conversation()} for problem in world.problems(split)]
+    return [{"conversations": problem.conversation()} for problem in reason_problems(world, split)]
 
 
 def _distill_rows(world: World, split: str) -> List[dict]:
