@@ -96,6 +96,16 @@ print(f"{len(rows)} training problems; {len(world.problems('val'))} held-out pro
 # procedure, as large models learn arithmetic from the worked solutions in their corpora; this
 # chapter teaches the chat model *when* to use it and in what frame.
 #
+# The questions, though, come in more wordings than pretraining's. Seven in ten training prompts
+# are re-worded in one of eight to ten further phrasings per operation and language
+# (`REASON_EXTRA_TEMPLATES` in `minimind.data.synthetic`: "Compute 23 + 45.", "Subtract 45 from
+# 302.", "求23与45的和。", word problems about shells or cakes), with the same numbers, working and
+# answer. Taught with the three or four phrasings of the worked documents alone, a model learns
+# those sentences rather than how to find the two numbers in a question: asked in other words, its
+# working starts from the wrong numbers, and chapter 12's RL, which trains on such questions, has
+# nothing right to reinforce. None of the extra phrasings is one this chapter scores as new
+# (section 6) or one chapter 12 trains on — exercise {ref}`ex-07-phrasings` measures what they buy.
+#
 # In the book's tokenizer the four tags are single tokens with ids 3–6 (chapter 1), so "the
 # positions where the model writes a tag" is a well-defined set. Below is one training example as
 # the model sees it: every token, whether the loss supervises it (the assistant reply and its
@@ -661,6 +671,27 @@ check_parse_reasoning(parse_reasoning)
 # digits — every carry at once — in one forward pass at this size: the working bought *capacity*,
 # serial steps the network does not have. The units digit (no carry needed) and the leading digit
 # (every carry needed) of its answers, scored separately, tell the two apart.
+# ```
+#
+# ```{exercise} What the extra phrasings buy
+# :label: ex-07-phrasings
+# Write the world's training problems as they are, without the re-wording of section 1
+# (`{"conversations": p.conversation()}` for each `p` in `world.problems("train")`, one JSON line
+# each), train a reasoning model on them with `train_reasoning(zoo.config("reasoning",
+# init_from=str(zoo.path("sft")), out_dir="", data_path=...))`, and score it with `score_by_kind`
+# on the held-out problems and on the reworded ones, beside the book's reasoning model. Which
+# column moves, and by how much? Then look at the working of a few wrong replies in new phrasings:
+# which step of the working fails first?
+# ```
+#
+# ```{solution} ex-07-phrasings
+# :class: dropdown
+# Compare the two columns separately. If the held-out column (the training phrasings) is about the
+# same for both models, both learnt the procedure; whatever difference there is then sits in the
+# reworded column, and `diagnose` tells what kind it is. Wrong replies counted as "copied wrong
+# operands" (or with no working at all) mean the model did not find the numbers in a sentence it
+# had not seen: reading a question is learnt from varied questions, like any other skill, while
+# the column procedure after the restatement is the same in every phrasing.
 # ```
 #
 # ## Summary
