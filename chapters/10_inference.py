@@ -854,14 +854,14 @@ assert acceptance["distilled two blocks", 2][0] > acceptance["first block", 2][0
 
 # %% [markdown]
 # The table is the cost model at work. The target's own blocks cost nothing to build but guess
-# poorly — a quarter to a third of their proposals are kept at k = 1 (25.6% and 32.8% in the stored
+# poorly — a quarter to a third of their proposals are kept at k = 1 (24.2% and 34.7% in the stored
 # run) — so each round pays for draft passes that bring almost nothing, and decoding is slower
 # than the target alone. Distillation changes the guesser, not its size: the same two blocks,
-# trained to match the target, are kept 84.8% of the time at k = 1 and give 3.22 tokens per target
-# forward at k = 3. Yet the wall clock shows no gain (0.96× for it at best in the stored run; rerun the cell and the
+# trained to match the target, are kept 80.1% of the time at k = 1 and give 3.00 tokens per target
+# forward at k = 3. Yet the wall clock shows no gain (0.93× for it at best in the stored run; rerun the cell and the
 # speed-ups move by tens of percent on a shared machine, while the acceptance counts do not move at
 # all), because the draft is not cheap: two blocks of a four-block model cost about half of it
-# ($c$ = 0.53 in the stored run) per token — on a model this small a forward pass costs roughly its number of blocks in operator
+# ($c$ = 0.48 in the stored run) per token — on a model this small a forward pass costs roughly its number of blocks in operator
 # calls, whatever their width — and each round adds the verification of $k + 1$ tokens and the
 # bookkeeping of two caches, which the formula leaves out. Speculative decoding is made for the
 # opposite case: a target whose every forward reads gigabytes of weights, and a draft tens of

@@ -333,16 +333,26 @@ for name in groups:
     print(target(name))
 
 # %% [markdown]
-# What RL does here depends on where the reasoning model starts. In the stored run it answers almost
-# none of the RL-phrased problems (the line above the table), and sampling does not help: nearly
-# every group of eight replies is all wrong (section 7), every advantage is zero, and RL changes
-# those phrasings by a few points at most. In the other two runs of the bands file the reasoning
-# model started with about a quarter of them right, and the same recipe added eleven to twenty-eight
-# points on every seed, far outside the interval. The second lesson holds in every run: the original
-# phrasings, where the reasoning model was already right, hardly moved — the KL term holds them.
-# Whether any gain carries over to phrasings no stage ever saw changes from run to run, so the
-# chapter asserts only the two claims in the cell. And RL did *not* fix the three-digit
-# differences: the borrow the model gets wrong stays wrong, on every phrasing. Section 7 shows why.
+# RL gains where the reasoning model gets a problem right *some* of the time. In the stored run
+# it starts with about a quarter of the RL-phrased problems right (the line above the table), and
+# every seed adds thirteen to fifteen points on those phrasings, far outside the interval — almost all
+# of it on the three-digit sums (+35 to +38 points), which the reasoning model answered in one case
+# of five. The three-digit differences in the RL phrasings, which it answers in fewer than one case
+# in ten, do not move at all; section 7 shows why. The original phrasings, where it was already
+# right, hardly moved (the KL term holds them), and their differences gained five to ten points.
+# The phrasings no stage trains on gained one to three points, inside the noise. So the book's target,
+# ten points on the weakest kind, is not met in the stored run: the weakest kind of each group is
+# exactly the kind RL cannot reach.
+#
+# The other two runs measured for the bands file (other seeds for every stage, one under scalar
+# kernels) started from reasoning models that answered about four in five of the RL-phrased
+# problems, and there the weakest kind moved: in one the RL-phrased differences gained sixteen to
+# fifty points on the three seeds, in the other the RL-phrased three-digit sums about forty-five.
+# That second run also shows the cost of training on some phrasings only: its differences in the
+# *unseen* phrasings fell from about half right to between none and a fifth, on every seed. Nothing in the
+# reward asks the model to keep what it does on a wording it never samples, and the KL term, an
+# average over the wordings RL does sample, does not protect it. The chapter asserts only what held
+# in every run: the original phrasings keep what they had, and the RL phrasings gain.
 
 # %% [markdown]
 # ## 7. Where RL cannot help
@@ -396,9 +406,10 @@ print(f"greedy-wrong problems with no right reply: {wrong_counts.count(0) / len(
 # The mixed groups come mostly from problems the greedy model already gets right: RL spends its
 # signal making the sampled replies agree with the greedy one, which does not move greedy accuracy.
 # The problems it gets wrong greedily are mostly wrong in every sample, or right in one or two of
-# eight — a weak signal, and none at all for the first. In the RL phrasings the all-wrong groups
-# dominate, for the same reason: the model must first get a problem right sometimes before RL can
-# make it more likely. Curriculum (easier problems first), a denser reward (partial credit for
+# eight — a weak signal, and none at all for the first. The RL phrasings show both ends in one
+# table: their three-digit differences give mostly all-wrong groups, and RL left them where they
+# were; their three-digit sums give about half mixed groups, and RL moved them most (section 6).
+# The model must first get a problem right sometimes before RL can make it more likely. Curriculum (easier problems first), a denser reward (partial credit for
 # each right column) or better worked examples in SFT are the usual ways in; section 8 measures
 # whether simply spending all of RL's steps on the weak kind is enough.
 #
@@ -449,8 +460,8 @@ for variant, entry in ablation["variants"].items():
 # %% [markdown]
 # What the stored table says (each row: three seeds, paired with the answers of the reasoning model
 # they started from). It was measured from the reasoning model of the book's previous recipes
-# (pretraining 2,500 steps, SFT at 3·10⁻⁴, chapter 8's 300 steps), so its rows compare the variants
-# with one another, not with this chapter's runs; the line above the table says how far the two
+# (pretraining 2,500 steps, SFT at 3·10⁻⁴, chapter 8's 300 steps without its extra phrasings), so
+# its rows compare the variants with one another, not with this chapter's runs; the line above the table says how far the two
 # reasoning models agree.
 #
 # - **The KL term protects what the model already does.** Without it the original phrasings lose
@@ -559,10 +570,11 @@ check_grpo_loss(my_grpo_loss)
 #   replies all score the same contributes exactly nothing. PPO's clip limits how far several updates
 #   on one batch move each token; the k3 term estimates the KL to a reference.
 # - From the reasoning model, RL on problems given with answers only raises the accuracy on the
-#   phrasings it trains on only where the model already gets some of them right: by eleven to
-#   twenty-eight points on every seed in two runs of the bands file, and hardly at all in the stored
-#   run, whose reasoning model answers almost none of them. The original phrasings stay nearly
-#   unchanged (the KL term). It did not fix the three-digit differences.
+#   phrasings it trains on, where the model already gets some of them right: thirteen to fifteen
+#   points on every seed in the stored run, almost all on the kind whose sampled groups were mixed.
+#   A kind it almost never gets right does not move, and a phrasing RL never samples can lose what
+#   it had (one of the runs of the bands file). The original phrasings stay nearly unchanged (the KL
+#   term).
 # - Over three seeds (section 8): without the KL term the original phrasings lose more and the seeds
 #   spread; CISPO with one update per rollout is GRPO; PPO's learnt value baseline gains less than
 #   the group's exact one.
