@@ -334,23 +334,23 @@ for name in groups:
 
 # %% [markdown]
 # RL gains where the reasoning model gets a problem right *some* of the time. In the stored run
-# it starts with about a quarter of the RL-phrased problems right (the line above the table), and
+# it starts with about a quarter of the RL-phrased problems right (the line under the table), and
 # every seed adds thirteen to fifteen points on those phrasings, far outside the interval — almost all
 # of it on the three-digit sums (+35 to +38 points), which the reasoning model answered in one case
 # of five. The three-digit differences in the RL phrasings, which it answers in fewer than one case
-# in ten, do not move at all; section 7 shows why. The original phrasings, where it was already
-# right, hardly moved (the KL term holds them), and their differences gained five to ten points.
+# in ten, do not move at all; section 7 shows why. The original phrasings lost nothing (the KL term
+# holds what the model already does well), and their differences gained five to ten points.
 # The phrasings no stage trains on gained one to three points, inside the noise. So the book's target,
 # ten points on the weakest kind, is not met in the stored run: the weakest kind of each group is
-# exactly the kind RL cannot reach.
+# the one whose sampled replies are most often all wrong, the kind RL reaches least.
 #
 # The other two runs measured for the bands file (other seeds for every stage, one under scalar
 # kernels) started from reasoning models that answered about four in five of the RL-phrased
 # problems, and there the weakest kind moved: in one the RL-phrased differences gained sixteen to
 # fifty points on the three seeds, in the other the RL-phrased three-digit sums about forty-five.
 # That second run also shows the cost of training on some phrasings only: its differences in the
-# *unseen* phrasings fell from about half right to between none and a fifth, on every seed. Nothing in the
-# reward asks the model to keep what it does on a wording it never samples, and the KL term, an
+# *unseen* phrasings fell from about half right to between none and a fifth, on every seed.
+# Nothing in the reward asks the model to keep what it does on a wording it never samples, and the KL term, an
 # average over the wordings RL does sample, does not protect it. The chapter asserts only what held
 # in every run: the original phrasings keep what they had, and the RL phrasings gain.
 
