@@ -562,8 +562,8 @@ DATA_DIGESTS = {
         "lora_domain_train.jsonl": "7a45ca41d6d36e3f", "lora_domain_val.jsonl": "f9fb4937d4cd99f7",
         "lora_identity_train.jsonl": "52c37611e7e3e9f9", "lora_identity_val.jsonl": "d07353f135b5f1f4",
         "pretrain_train.jsonl": "e84e5fb6fd9fef42", "pretrain_val.jsonl": "9171378563a9e5c3",
-        "reason_direct_train.jsonl": "6402f65ed441dfa6", "reason_direct_val.jsonl": "91b7e0b4fccec6c4",
-        "reason_train.jsonl": "f053ec71292720cd", "reason_val.jsonl": "492f6c2597587914",
+        "reason_direct_train.jsonl": "ff718fa3bbde44b1", "reason_direct_val.jsonl": "91b7e0b4fccec6c4",
+        "reason_train.jsonl": "9980e3e0b46715f4", "reason_val.jsonl": "492f6c2597587914",
         "sft_train.jsonl": "e47829f90e9f3a3c", "sft_val.jsonl": "6d289d9c45e3aa0a",
     },
     "minimind2": {
@@ -572,8 +572,8 @@ DATA_DIGESTS = {
         "lora_domain_train.jsonl": "aae651349aa8839b", "lora_domain_val.jsonl": "06198edd08280d0e",
         "lora_identity_train.jsonl": "fe245b2e111e7438", "lora_identity_val.jsonl": "dfae5f7f21528120",
         "pretrain_train.jsonl": "0102549dc6a4d4c9", "pretrain_val.jsonl": "e95f75d44dcd3b6d",
-        "reason_direct_train.jsonl": "b39b6ed70ee8a657", "reason_direct_val.jsonl": "3e9898fdcaf530dc",
-        "reason_train.jsonl": "e063e52ef28d5549", "reason_val.jsonl": "48e846546902cb46",
+        "reason_direct_train.jsonl": "2345807cef8435b5", "reason_direct_val.jsonl": "3e9898fdcaf530dc",
+        "reason_train.jsonl": "066345e8195ce5c0", "reason_val.jsonl": "48e846546902cb46",
         "sft_train.jsonl": "5c2b752157f1dfba", "sft_val.jsonl": "9e178630bf11ac0c",
     },
 }
