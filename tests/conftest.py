@@ -6,6 +6,17 @@ import pytest
 
 from minimind.paths import REPO_ROOT
 
+
+def pytest_configure(config):
+    """Unit tests compute on the threads `make test` gives each worker (MINIMIND_THREADS=1: one
+    pytest worker per core). Without this torch starts every core in each worker, and two workers
+    oversubscribe the two cores of a CI machine: a test that trains took several times longer."""
+    threads = int(os.environ.get("MINIMIND_THREADS", "0"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
 # MiniMind2's real tokenizer files live beside the repository in the project's shared reference
 # folder (CI has it; a reader's clone may not). MINIMIND2_TOKENIZER points elsewhere.
 MINIMIND2_TOKENIZER_DIR = Path(os.environ.get(
