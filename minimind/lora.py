@@ -6,6 +6,12 @@ number of named adapters; the output is W·x + (alpha / rank)·B·A·dropout(x) 
 but the new adapter; `save_lora`/`load_lora` move one adapter (weights alone, safetensors, plus
 a small JSON) and refuse to load it onto a different base model; `merge_lora` folds B·A into W
 for inference at the base model's speed, `unmerge_lora` takes it out again.
+
+An adapter may also train a few rows of the token embedding (`trainable_tokens`, PEFT's
+"trainable tokens"): words the base model never saw have embeddings that are still near their
+random initialisation, and a low-rank update of the projections cannot give them an identity of
+their own. `TokenRowsEmbedding` adds a trained delta to those rows only; with tied weights the
+output head (`TiedTokenRowsHead`) reads the same adapted rows, so the new words can be written too.
 """
 import hashlib
 import json
@@ -22,7 +28,58 @@ ADAPTER_CONFIG = "adapter_config.json"
 FORMAT_VERSION = 1
 
 
-class LoRALinear(nn.Linear):
+class AdaptedLayer:
+    """What every adapted layer does alike: named adapters, at most one active, merged exactly.
+
+    A subclass is an nn.Module with a `weight`; it says which adapters it holds (`has_adapter`),
+    what `weight` becomes with one folded in (`merged_weight`) and which tensors an adapter saves
+    (`adapter_state`)."""
+
+    def _init_adapters(self) -> None:
+        self.active_adapter: str | None = None
+        self.merged_adapter: str | None = None  # the adapter currently folded into `weight`
+        self._weight_before_merge: torch.Tensor | None = None  # so that unmerging restores W exactly
+
+    def adapter_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def has_adapter(self, name: str) -> bool:
+        return name in self.adapter_names()
+
+    def merged_weight(self, name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        """{attribute: tensor}: the ParameterDict attributes holding adapter `name`'s weights."""
+        raise NotImplementedError
+
+    def merge(self) -> None:
+        """Fold the active adapter into `weight`. A copy of the unmerged weight is kept (outside the
+        state dict) so that `unmerge` gives back W bit for bit: W + ΔW − ΔW is not W in floating point."""
+        if self.active_adapter is None or self.merged_adapter is not None:
+            return
+        with torch.no_grad():
+            self._weight_before_merge = self.weight.detach().clone()
+            self.weight.copy_(self.merged_weight(self.active_adapter))
+        self.merged_adapter = self.active_adapter
+
+    def unmerge(self) -> None:
+        if self.merged_adapter is None:
+            return
+        with torch.no_grad():
+            self.weight.copy_(self._weight_before_merge)
+        self._weight_before_merge = None
+        self.merged_adapter = None
+
+    def set_active(self, name: str | None) -> None:
+        if name is not None and not self.has_adapter(name):
+            raise KeyError(f"no adapter named {name!r}; this layer has {sorted(self.adapter_names())}")
+        if name != self.merged_adapter:
+            self.unmerge()
+        self.active_adapter = name
+
+
+class LoRALinear(AdaptedLayer, nn.Linear):
     """nn.Linear with named low-rank adapters; at most one is active (or merged) at a time."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
@@ -31,9 +88,7 @@ class LoRALinear(nn.Linear):
         self.lora_B = nn.ParameterDict()  # name -> (out_features, rank)
         self.lora_dropout = nn.ModuleDict()
         self.lora_scaling: dict[str, float] = {}
-        self.active_adapter: str | None = None
-        self.merged_adapter: str | None = None  # the adapter whose B·A is currently inside `weight`
-        self._weight_before_merge: torch.Tensor | None = None  # so that unmerging restores W exactly
+        self._init_adapters()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "LoRALinear":
@@ -64,30 +119,14 @@ class LoRALinear(nn.Linear):
         """The update the adapter adds to W: (alpha / rank)·B·A, shape (out_features, in_features)."""
         return (self.lora_B[name] @ self.lora_A[name]) * self.lora_scaling[name]
 
-    def merge(self) -> None:
-        """Fold the active adapter into `weight`. A copy of the unmerged weight is kept (outside the
-        state dict) so that `unmerge` gives back W bit for bit: W + ΔW − ΔW is not W in floating point."""
-        if self.active_adapter is None or self.merged_adapter is not None:
-            return
-        with torch.no_grad():
-            self._weight_before_merge = self.weight.detach().clone()
-            self.weight += self.delta_weight(self.active_adapter).to(self.weight.dtype)
-        self.merged_adapter = self.active_adapter
+    def adapter_names(self) -> list[str]:
+        return list(self.lora_A)
 
-    def unmerge(self) -> None:
-        if self.merged_adapter is None:
-            return
-        with torch.no_grad():
-            self.weight.copy_(self._weight_before_merge)
-        self._weight_before_merge = None
-        self.merged_adapter = None
+    def merged_weight(self, name: str) -> torch.Tensor:
+        return self.weight + self.delta_weight(name).to(self.weight.dtype)
 
-    def set_active(self, name: str | None) -> None:
-        if name is not None and name not in self.lora_A:
-            raise KeyError(f"no adapter named {name!r}; this layer has {sorted(self.lora_A)}")
-        if name != self.merged_adapter:
-            self.unmerge()
-        self.active_adapter = name
+    def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        return {"lora_A": self.lora_A[name], "lora_B": self.lora_B[name]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)
@@ -103,9 +142,97 @@ class LoRALinear(nn.Linear):
         return f"{super().extra_repr()}, adapters=[{adapters}], active={self.active_adapter}"
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """Every LoRALinear of the model, by module name."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+class TokenRowsEmbedding(AdaptedLayer, nn.Embedding):
+    """nn.Embedding whose adapters train chosen rows: row t reads W[t] + delta[t] for t in the
+    adapter's token ids, every other row reads W. Deltas start at zero (the adapted model starts as
+    the base model) and weight decay pulls them back towards the base, as it does LoRA's B·A."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, device=None, dtype=None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, device=device, dtype=dtype)
+        self.lora_token_delta = nn.ParameterDict()  # name -> (len(ids), embedding_dim)
+        self.lora_token_ids: dict[str, torch.Tensor] = {}  # name -> sorted distinct row indices (in the adapter's JSON)
+        self._init_adapters()
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> "TokenRowsEmbedding":
+        """Wrap an existing embedding, sharing (not copying) its weight."""
+        layer = cls(embedding.num_embeddings, embedding.embedding_dim, padding_idx=embedding.padding_idx, device="meta")
+        layer.weight = embedding.weight
+        return layer.train(embedding.training)
+
+    def add_adapter(self, name: str, token_ids) -> None:
+        if name in self.lora_token_delta:
+            raise ValueError(f"adapter {name!r} already exists on this layer")
+        ids = sorted({int(t) for t in token_ids})
+        if not ids:
+            raise ValueError("trainable_tokens is empty: name at least one token id")
+        if ids[0] < 0 or ids[-1] >= self.num_embeddings:
+            raise ValueError(f"trainable token ids must lie in [0, {self.num_embeddings}), got {ids[0]}..{ids[-1]}")
+        self.lora_token_ids[name] = torch.tensor(ids, dtype=torch.long, device=self.weight.device)
+        self.lora_token_delta[name] = nn.Parameter(torch.zeros(len(ids), self.embedding_dim,
+                                                               device=self.weight.device, dtype=self.weight.dtype))
+
+    def adapter_names(self) -> list[str]:
+        return list(self.lora_token_delta)
+
+    def merged_weight(self, name: str) -> torch.Tensor:
+        ids = self.lora_token_ids[name].to(self.weight.device)
+        return self.weight.index_add(0, ids, self.lora_token_delta[name].to(self.weight.dtype))
+
+    def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        return {"lora_token_delta": self.lora_token_delta[name]}
+
+    def adapted_weight(self) -> torch.Tensor:
+        """The weight this layer computes with now: W, W with the active adapter's rows, or the merged W."""
+        if self.active_adapter is None or self.merged_adapter is not None:
+            return self.weight
+        return self.merged_weight(self.active_adapter)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.adapted_weight(), self.padding_idx, self.max_norm,
+                           self.norm_type, self.scale_grad_by_freq, self.sparse)
+
+
+class TiedTokenRowsHead(nn.Linear):
+    """The output head of a model whose head and embedding share one weight: it computes with the
+    embedding's adapted rows, so a trained row changes both how a token is read and how it is
+    written. It holds no adapter of its own (merging the embedding's adapter changes the shared
+    weight once)."""
+
+    @classmethod
+    def tied_to(cls, head: nn.Linear, embedding: TokenRowsEmbedding) -> "TiedTokenRowsHead":
+        layer = cls(head.in_features, head.out_features, bias=head.bias is not None, device="meta")
+        layer.weight, layer.bias = head.weight, head.bias
+        layer._embedding = [embedding]  # a list: not a submodule, so the state dict holds the rows once
+        return layer.train(head.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self._embedding[0].adapted_weight(), self.bias)
+
+
+def lora_layers(model: nn.Module) -> dict[str, AdaptedLayer]:
+    """Every adapted layer of the model (LoRALinear, TokenRowsEmbedding), by module name."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, AdaptedLayer)}
+
+
+def _add_token_rows(model: nn.Module, name: str, token_ids) -> None:
+    """Adapter `name` trains the embedding rows `token_ids` (and, through them, a tied head's)."""
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    if len(embeddings) != 1:
+        raise ValueError(f"trainable_tokens needs exactly one nn.Embedding in the model, found {len(embeddings)}")
+    embedding_name, embedding = embeddings[0]
+    if not isinstance(embedding, TokenRowsEmbedding):
+        embedding = TokenRowsEmbedding.from_embedding(embedding)
+        _replace_module(model, embedding_name, embedding)
+    embedding.add_adapter(name, token_ids)
+    for module_name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and module.weight is embedding.weight and not isinstance(module, TiedTokenRowsHead):
+            _replace_module(model, module_name, TiedTokenRowsHead.tied_to(module, embedding))
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child_name = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child_name, new)
 
 
 def apply_lora(
@@ -115,13 +242,15 @@ def apply_lora(
     dropout: float = 0.0,
     targets=DEFAULT_TARGETS,
     name: str = "default",
+    trainable_tokens=(),
 ) -> nn.Module:
     """Add adapter `name` to every nn.Linear whose attribute name is in `targets`; train only it.
 
     Layers become `LoRALinear` in place (their weights and state-dict keys are unchanged). Every
     parameter of the model is frozen except the new adapter's A and B, and `name` becomes the
     active adapter. Calling it again with another name adds a second adapter to the same layers.
-    Returns the model.
+    `trainable_tokens` (token ids) also gives the adapter a trained delta on those rows of the
+    token embedding, which a tied output head shares. Returns the model.
     """
     targets = tuple(targets)
     if not targets:
@@ -140,12 +269,14 @@ def apply_lora(
     if missing:
         linear_names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ValueError(f"no nn.Linear named {sorted(missing)} in the model; its linear layers are {linear_names}")
+    if len(trainable_tokens):
+        _add_token_rows(model, name, trainable_tokens)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     for layer in lora_layers(model).values():
-        if name in layer.lora_A:
-            layer.lora_A[name].requires_grad_(True)
-            layer.lora_B[name].requires_grad_(True)
+        if layer.has_adapter(name):
+            for parameter in layer.adapter_state(name).values():
+                parameter.requires_grad_(True)
     set_active_adapter(model, name)
     return model
 
@@ -155,12 +286,12 @@ def set_active_adapter(model: nn.Module, name: str | None) -> None:
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers: call apply_lora or load_lora first")
-    if name is not None and not any(name in layer.lora_A for layer in layers.values()):
-        known = sorted({n for layer in layers.values() for n in layer.lora_A})
+    if name is not None and not any(layer.has_adapter(name) for layer in layers.values()):
+        known = sorted({n for layer in layers.values() for n in layer.adapter_names()})
         raise KeyError(f"no adapter named {name!r}; the model has {known}")
     for layer in layers.values():
         # An adapter that targets fewer layers leaves the others running the base weights.
-        layer.set_active(name if name is None or name in layer.lora_A else None)
+        layer.set_active(name if name is None or layer.has_adapter(name) else None)
 
 
 def merge_lora(model: nn.Module) -> None:
@@ -179,13 +310,18 @@ def unmerge_lora(model: nn.Module) -> None:
 
 
 def unload_lora(model: nn.Module) -> nn.Module:
-    """Replace every LoRALinear by a plain nn.Linear holding its current weight (merge first to keep an
-    adapter's effect); the result has exactly the base model's state-dict keys, ready to save or export."""
+    """Replace every adapted layer by a plain nn.Linear / nn.Embedding holding its current weight (merge
+    first to keep an adapter's effect); the result has exactly the base model's state-dict keys, ready
+    to save or export."""
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, LoRALinear):
+            if isinstance(child, (LoRALinear, TiedTokenRowsHead)):
                 plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None, device="meta")
                 plain.weight, plain.bias = child.weight, child.bias
+                setattr(module, child_name, plain)
+            elif isinstance(child, TokenRowsEmbedding):
+                plain = nn.Embedding(child.num_embeddings, child.embedding_dim, padding_idx=child.padding_idx, device="meta")
+                plain.weight = child.weight
                 setattr(module, child_name, plain)
     return model
 
@@ -208,26 +344,30 @@ def base_fingerprint(model: nn.Module) -> str:
 
 
 def lora_state_dict(model: nn.Module, name: str = "default") -> dict[str, torch.Tensor]:
-    """Adapter `name`'s weights alone: {'<module>.lora_A': (r, in), '<module>.lora_B': (out, r)}."""
+    """Adapter `name`'s weights alone: {'<module>.lora_A': (r, in), '<module>.lora_B': (out, r)}, and
+    '<embedding>.lora_token_delta': (tokens, hidden) when it trains token rows."""
     state = {}
     for module_name, layer in lora_layers(model).items():
-        if name in layer.lora_A:
-            state[f"{module_name}.lora_A"] = layer.lora_A[name].detach()
-            state[f"{module_name}.lora_B"] = layer.lora_B[name].detach()
+        if layer.has_adapter(name):
+            for attribute, tensor in layer.adapter_state(name).items():
+                state[f"{module_name}.{attribute}"] = tensor.detach()
     if not state:
         raise KeyError(f"the model has no adapter named {name!r}")
     return state
 
 
 def _adapter_hyperparameters(model: nn.Module, name: str) -> dict:
-    layers = {n: layer for n, layer in lora_layers(model).items() if name in layer.lora_A}
-    first = next(iter(layers.values()))
+    layers = {n: layer for n, layer in lora_layers(model).items() if layer.has_adapter(name)}
+    linear = {n: layer for n, layer in layers.items() if isinstance(layer, LoRALinear)}
+    first = next(iter(linear.values()))
     dropout = first.lora_dropout[name]
+    rows = [layer.lora_token_ids[name].tolist() for layer in layers.values() if isinstance(layer, TokenRowsEmbedding)]
     return {
         "rank": int(first.lora_A[name].shape[0]),
         "alpha": first.lora_scaling[name] * first.lora_A[name].shape[0],
         "dropout": dropout.p if isinstance(dropout, nn.Dropout) else 0.0,
-        "targets": sorted({n.rsplit(".", 1)[-1] for n in layers}),
+        "targets": sorted({n.rsplit(".", 1)[-1] for n in linear}),
+        "trainable_tokens": rows[0] if rows else [],
     }
 
 
@@ -283,10 +423,12 @@ def load_lora(model: nn.Module, directory, name: str | None = None, check_base: 
                 "was trained from, or pass check_base=False if you changed the base on purpose"
             )
     name = config["name"] if name is None else name
-    if any(name in layer.lora_A for layer in lora_layers(model).values()):
+    if any(layer.has_adapter(name) for layer in lora_layers(model).values()):
         raise ValueError(f"the model already has an adapter named {name!r}; pass another name")
     trainable = {id(p): p.requires_grad for p in model.parameters()}
-    apply_lora(model, config["rank"], config["alpha"], config["dropout"], config["targets"], name)
+    # `trainable_tokens` arrived after format 1's first adapters; those train no rows.
+    apply_lora(model, config["rank"], config["alpha"], config["dropout"], config["targets"], name,
+               trainable_tokens=config.get("trainable_tokens", []))
     state = load_file(str(weights_path))
     expected = lora_state_dict(model, name)
     if set(state) != set(expected):

@@ -9,6 +9,8 @@ import torch.nn as nn
 from minimind.config import get_config
 from minimind.lora import (
     LoRALinear,
+    TiedTokenRowsHead,
+    TokenRowsEmbedding,
     apply_lora,
     base_fingerprint,
     load_lora,
@@ -34,7 +36,7 @@ def randomise_adapters(model: nn.Module, name: str = "default", seed: int = 1) -
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in lora_layers(model).values():
-            if name in layer.lora_B:
+            if isinstance(layer, LoRALinear) and name in layer.lora_B:
                 b = layer.lora_B[name]
                 b.copy_(torch.randn(b.shape, generator=generator) * 0.05)
 
@@ -277,3 +279,129 @@ def test_chapter_checks_accept_the_reference_and_reject_common_mistakes():
     ):
         with pytest.raises(AssertionError, match=hint):
             check(wrong)
+
+
+# --- trainable token rows --------------------------------------------------------------------------
+
+TEA_ROWS = (7, 42, 200)
+
+
+def randomise_token_rows(model: nn.Module, name: str = "default", seed: int = 3) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            if isinstance(layer, TokenRowsEmbedding) and layer.has_adapter(name):
+                delta = layer.lora_token_delta[name]
+                delta.copy_(torch.randn(delta.shape, generator=generator))
+
+
+def test_trainable_token_rows_start_as_the_base_and_change_only_their_rows_in_and_out():
+    model = tiny_model()
+    assert model.config.tie_word_embeddings
+    ids = token_batch()
+    before = model(ids).logits
+    apply_lora(model, rank=4, alpha=8, trainable_tokens=TEA_ROWS)
+    assert torch.equal(model(ids).logits, before)  # deltas start at zero
+    assert isinstance(model.model.embed_tokens, TokenRowsEmbedding)
+    assert isinstance(model.lm_head, TiedTokenRowsHead) and model.lm_head.weight is model.model.embed_tokens.weight
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "model.embed_tokens.lora_token_delta.default" in trainable
+    assert "model.embed_tokens.weight" not in trainable
+    randomise_token_rows(model)
+    # rows outside the adapter's ids embed exactly as before; the head writes them exactly as before
+    # when the hidden state is the same, and writes the trained tokens differently
+    plain = torch.tensor([[3, 5, 8, 9]])
+    embedding = model.model.embed_tokens
+    torch.testing.assert_close(embedding(plain), tiny_model().model.embed_tokens(plain), rtol=0, atol=0)
+    assert not torch.equal(embedding(torch.tensor([list(TEA_ROWS)])), tiny_model().model.embed_tokens(torch.tensor([list(TEA_ROWS)])))
+    hidden = torch.randn(2, 5, model.config.hidden_size)
+    base_head = tiny_model().lm_head
+    other = [t for t in range(model.config.vocab_size) if t not in TEA_ROWS]
+    torch.testing.assert_close(model.lm_head(hidden)[..., other], base_head(hidden)[..., other], rtol=0, atol=0)
+    assert not torch.allclose(model.lm_head(hidden)[..., list(TEA_ROWS)], base_head(hidden)[..., list(TEA_ROWS)])
+
+
+def test_trainable_token_rows_equal_peft_trainable_tokens_in_outputs_and_gradients():
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    ours = tiny_model()
+    theirs = tiny_model()
+    apply_lora(ours, rank=4, alpha=8, targets=("q_proj",), trainable_tokens=TEA_ROWS)
+    randomise_token_rows(ours)
+    # PEFT stores the rows' new values; ours stores their change from the base rows
+    embedding = TrainableTokensLayer(theirs.model.embed_tokens, "default")
+    embedding.update_layer("default", token_indices=list(TEA_ROWS))
+    head = TrainableTokensLayer(theirs.lm_head, "default", tied_adapter=embedding)
+    theirs.model.embed_tokens, theirs.lm_head = embedding, head
+    delta = ours.model.embed_tokens.lora_token_delta["default"]
+    with torch.no_grad():
+        embedding.trainable_tokens_delta["default"].copy_(embedding.trainable_tokens_original["default"] + delta)
+    set_active_adapter(ours, None)
+    q_off = [layer for layer in lora_layers(ours).values() if isinstance(layer, LoRALinear)]
+    for layer in q_off:  # compare the token rows alone: the q_proj adapter stays off
+        layer.set_active(None)
+    ours.model.embed_tokens.set_active("default")
+    ids = torch.tensor([[7, 3, 42, 200, 9, 7, 11]])
+    ours_out, theirs_out = ours(ids, labels=ids), theirs(ids, labels=ids)
+    torch.testing.assert_close(ours_out.logits, theirs_out.logits, rtol=1e-5, atol=1e-5)
+    ours_out.loss.backward()
+    theirs_out.loss.backward()
+    torch.testing.assert_close(delta.grad, embedding.trainable_tokens_delta["default"].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_token_rows_save_load_merge_unload_and_switch(tmp_path):
+    ids = torch.tensor([[7, 3, 42, 200, 9, 7, 11]])
+    base_out = tiny_model()(ids).logits
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8, name="tea", trainable_tokens=TEA_ROWS)
+    randomise_adapters(model, "tea")
+    randomise_token_rows(model, "tea")
+    expected = model(ids).logits
+    save_lora(model, tmp_path / "tea", name="tea")
+    config = json.loads((tmp_path / "tea" / "adapter_config.json").read_text())
+    assert config["trainable_tokens"] == sorted(TEA_ROWS)
+    fresh = tiny_model()
+    fingerprint = base_fingerprint(fresh)
+    assert load_lora(fresh, tmp_path / "tea") == "tea"
+    assert base_fingerprint(fresh) == fingerprint  # the rows' deltas are the adapter's, not the base's
+    torch.testing.assert_close(fresh(ids).logits, expected, rtol=0, atol=0)
+    # a second adapter without rows: switching to it runs the base embedding
+    apply_lora(fresh, rank=2, alpha=2, name="plain", targets=("q_proj",))
+    torch.testing.assert_close(fresh(ids).logits, base_out, rtol=0, atol=0)  # its B is zero
+    set_active_adapter(fresh, "tea")
+    merge_lora(fresh)
+    torch.testing.assert_close(fresh(ids).logits, expected, rtol=1e-5, atol=1e-5)
+    unmerge_lora(fresh)
+    assert base_fingerprint(fresh) == fingerprint  # unmerging restores the shared weight bit for bit
+    merge_lora(fresh)
+    unload_lora(fresh)
+    assert type(fresh.model.embed_tokens) is nn.Embedding and type(fresh.lm_head) is nn.Linear
+    assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
+    assert set(fresh.state_dict()) == set(tiny_model().state_dict())
+    torch.testing.assert_close(fresh(ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_adapter_saved_before_token_rows_existed_still_loads(tmp_path):
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8)
+    save_lora(model, tmp_path / "old")
+    config_path = tmp_path / "old" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    del config["trainable_tokens"]
+    config_path.write_text(json.dumps(config))
+    fresh = tiny_model()
+    load_lora(fresh, tmp_path / "old")
+    assert not isinstance(fresh.model.embed_tokens, TokenRowsEmbedding)
+
+
+def test_bad_trainable_tokens_are_refused():
+    with pytest.raises(ValueError, match=r"lie in \[0, "):
+        apply_lora(tiny_model(), trainable_tokens=(10**6,))
+
+
+def test_word_token_ids_cover_both_spellings(book_tokenizer):
+    from minimind.train.lora import word_token_ids
+
+    ids = word_token_ids(book_tokenizer, ["Sencha"])
+    assert set(book_tokenizer.encode("Sencha")) <= set(ids) and set(book_tokenizer.encode(" Sencha")) <= set(ids)
+    assert ids == sorted(set(ids))

@@ -165,6 +165,32 @@ def test_lora_stage_trains_only_the_adapter_and_saves_it_alone(tmp_path, tokeniz
     assert not torch.allclose(fresh(ids).logits, result.model(ids).logits)
 
 
+def test_lora_stage_with_trainable_tokens_trains_those_rows_and_saves_them(tmp_path, tokenizer):
+    from minimind.lora import TokenRowsEmbedding, load_lora
+    from minimind.train.lora import LoRAConfig, run, word_token_ids
+
+    rows = [{"conversations": conversation(p, "I am Sencha, a small model.")} for p in PROMPTS]
+    data = write_jsonl(tmp_path / "tea.jsonl", rows)
+    model = tiny_model(tokenizer)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    config = LoRAConfig(data_path=data, out_dir=str(tmp_path / "adapter"), max_steps=6, batch_size=4, lr=1e-2,
+                        warmup_steps=0, progress=False, log_interval=1, device="cpu", rank=4, alpha=8,
+                        targets="q_proj", lora_name="tea", trainable_tokens="Sencha")
+    result = run(config, model=model, tokenizer=tokenizer)
+    embedding = result.model.model.embed_tokens
+    assert isinstance(embedding, TokenRowsEmbedding)
+    assert embedding.lora_token_ids["tea"].tolist() == word_token_ids(tokenizer, ["Sencha"])
+    assert embedding.lora_token_delta["tea"].abs().sum() > 0  # the rows trained
+    state = result.model.state_dict()
+    for key, value in base.items():
+        assert torch.equal(state[key], value), f"{key} changed: the base must stay frozen"
+    fresh = tiny_model(tokenizer).eval()
+    load_lora(fresh, tmp_path / "adapter")
+    ids = torch.tensor([tokenizer.encode_chat_prompt([{"role": "user", "content": "Sencha?"}])])
+    result.model.eval()
+    torch.testing.assert_close(fresh(ids).logits, result.model(ids).logits)
+
+
 def test_lora_config_rejects_bad_options():
     from minimind.train.lora import LoRAConfig
 
@@ -184,7 +210,7 @@ def test_stage_help_lists_its_options(stage, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for option_name in {"dpo": ("--beta", "--logps", "--reference", "--sft_weight"),
-                        "lora": ("--rank", "--alpha", "--targets", "--lora_name")}[stage]:
+                        "lora": ("--rank", "--alpha", "--targets", "--lora_name", "--trainable_tokens")}[stage]:
         assert option_name in out
 
 

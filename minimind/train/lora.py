@@ -3,6 +3,7 @@
     python -m minimind.train.lora                                   # identity adapter on out/sft (python -m minimind.train.sft)
     python -m minimind.train.lora --data_path lora_domain_train.jsonl --lora_name domain
     python -m minimind.train.lora --init_from out/sft --preset minimind2-small --targets q_proj,o_proj
+    python -m minimind.train.lora --data_path tea.jsonl --trainable_tokens Oolong,Sencha   # + those words' rows
     torchrun --nproc_per_node 2 -m minimind.train.lora …            # several processes, same options
 
 The data is SFT-shaped (``{"conversations": [...]}``) and trained with the assistant-only loss.
@@ -44,6 +45,8 @@ class LoRAConfig(TrainConfig):
     alpha: float = option(32.0, "LoRA alpha: the update is scaled by alpha / rank")
     lora_dropout: float = option(0.1, "dropout on the adapter's input (less damage to what the base model knows)")
     targets: str = option(",".join(DEFAULT_TARGETS), "comma-separated names of the linear layers to adapt")
+    trainable_tokens: str = option("", "comma-separated words whose tokens' embedding rows (and a tied head's) "
+                                   "train too, e.g. names the base model never saw (empty: none)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,6 +58,20 @@ class LoRAConfig(TrainConfig):
     @property
     def target_names(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.targets.split(",") if name.strip())
+
+    @property
+    def trainable_words(self) -> tuple[str, ...]:
+        return tuple(word.strip() for word in self.trainable_tokens.split(",") if word.strip())
+
+
+def word_token_ids(tokenizer, words) -> list[int]:
+    """The token ids a word is written with, alone and after a space (byte-level BPE spells the two
+    differently: "Sencha" and " Sencha"), for every word; sorted, each once."""
+    ids = set()
+    for word in words:
+        for spelling in (word, " " + word):
+            ids.update(tokenizer.encode(spelling))
+    return sorted(ids)
 
 
 def save_adapter_fn(name: str):
@@ -76,7 +93,9 @@ def run(config: LoRAConfig, *, model: Optional[nn.Module] = None, tokenizer=None
         tokenizer = load_tokenizer(config)
     if model is None:
         model = build_model(config)
-    apply_lora(model, config.rank, config.alpha, config.lora_dropout, config.target_names, config.lora_name)
+    token_ids = word_token_ids(tokenizer, config.trainable_words) if config.trainable_words else ()
+    apply_lora(model, config.rank, config.alpha, config.lora_dropout, config.target_names, config.lora_name,
+               trainable_tokens=token_ids)
     data_path = config.data_path
     if not data_path:
         from minimind.data.synthetic import dataset_path
