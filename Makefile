@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # make test runs one chapter per core: each computes on one thread (a learner's run uses every core)
 TEST_ENV := MINIMIND_THREADS=1
 
-.PHONY: help venv data notebooks sync check-sync layers unit nbval test test-portable bands rl-ablation book vendor bench ci clean
+.PHONY: help venv data notebooks sync check-sync layers unit nbval test zoo test-portable bands rl-ablation book vendor bench ci clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,14 +78,26 @@ BAND_RUNS ?= 0:native 1:native 2:native 0:default 1:mkl-avx2 2:threads2
 bands: $(STAMP)  ## re-measure the chapters' reproducibility bands (3 seeds, 3 kernel paths, 2 thread counts; ~2 hours)
 	$(PY) scripts/measure_bands.py --runs $(BAND_RUNS)
 
-# `make test` runs one pytest worker per core (each chapter on one thread: TEST_ENV), a file at a time: chapters first, in reading order,
-# since each builds the artefacts the next ones load (the zoo's file locks make a worker wait for
-# an artefact another is building); the unit tests fill the gaps. TEST_WORKERS=0: one process.
+# `make test` first builds the zoo (every artefact the chapters load, ZOO_JOBS builds at a time in
+# dependency order, one thread each) while the unit tests run beside it on one worker; then every
+# chapter, one pytest worker per core (each chapter on one thread: TEST_ENV), a file at a time. With
+# the artefacts built, no chapter cell waits on another worker's build (before, chapter 10 waited up
+# to 20 minutes for the reasoning models). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
+ZOO_JOBS ?= 2
+ZOO_LOG := .cache/zoo-build.log
 
-test: $(STAMP) check-sync book  ## every test: sync check, book build, unit tests, nbval over every chapter
+test: $(STAMP) check-sync book  ## every test: sync check, book build, zoo build beside the unit tests, then every chapter
+	@mkdir -p .cache; status=0; \
+	$(TEST_ENV) $(PY) -m minimind.zoo build --jobs $(ZOO_JOBS) > $(ZOO_LOG) 2>&1 & zoo=$$!; \
+	$(TEST_ENV) $(BIN)/pytest -q -p no:cacheprovider --durations=10 tests || status=$$?; \
+	wait $$zoo || { echo "zoo build failed:"; tail -n 40 $(ZOO_LOG); exit 1; }; cat $(ZOO_LOG); \
 	$(TEST_ENV) $(BIN)/pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(NBVAL) \
-	  $(CHAPTERS_NB) tests
+	  $(CHAPTERS_NB) || status=$$?; \
+	exit $$status
+
+zoo: $(STAMP)  ## build every artefact of the zoo ahead of the chapters (ZOO_JOBS at a time)
+	$(PY) -m minimind.zoo build --jobs $(ZOO_JOBS)
 
 rl-ablation: $(STAMP)  ## chapter 12's ablation: GRPO with and without KL, CISPO, PPO, 2 updates, weakest kind only; 3 seeds each (~55 min)
 	$(TEST_ENV) $(PY) scripts/rl_ablation.py

@@ -9,6 +9,7 @@
     minimind eval …               book suites, bits per byte, lm-evaluation-harness tasks
     minimind data …               prepare corpora: clean, dedup, convert, stats, pipeline
     minimind synthetic …          regenerate the book's synthetic datasets
+    minimind zoo build …          build the book's artefacts ahead of the chapters (--jobs N)
 """
 import importlib
 import sys
@@ -24,6 +25,7 @@ COMMANDS = {
     "eval": "minimind.eval.__main__",
     "data": "minimind.data.prepare",
     "synthetic": "minimind.data.synthetic",
+    "zoo": "minimind.zoo",
 }
 STAGES = ("tokenizer", "pretrain", "sft", "dpo", "lora", "reason", "distill", "rl")
 

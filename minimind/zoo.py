@@ -346,3 +346,87 @@ def pretrained():
 def sft():
     """The SFT chat model: `load("sft")`."""
     return load("sft")
+
+
+# ---------------------------------------------------------------------------------------------
+# Building many at once: `minimind zoo build --jobs 2` (what `make test` does before the chapters)
+
+
+def requirements(names: Iterable[str]) -> list[str]:
+    """`names` and every artefact they start from, parents before children (in RECIPES order)."""
+    wanted: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name not in wanted:
+            wanted.add(name)
+            for parent in recipe(name).inputs.values():
+                visit(parent)
+
+    for name in names:
+        visit(name)
+    return [name for name in RECIPES if name in wanted]
+
+
+def _descendants(name: str) -> int:
+    children = [child for child, spec in RECIPES.items() if name in spec.inputs.values()]
+    return len(children) + sum(_descendants(child) for child in children)
+
+
+def build_many(names: Iterable[str] = (), jobs: int = 1, log: Callable[[str], None] = print) -> None:
+    """Build `names` (default: every artefact) and what they start from, `jobs` builds at a time,
+    each in a process of its own on `runtime.cpu_threads()` threads; an artefact starts once its
+    parents are built, the one with most artefacts waiting on it first. A failed build stops the
+    rest and raises, naming it."""
+    import subprocess
+    import sys
+    import time
+
+    order = requirements(names or RECIPES)
+    done: set[str] = set()
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    while len(done) < len(order):
+        ready = [n for n in order if n not in done and n not in running
+                 and all(parent in done for parent in recipe(n).inputs.values())]
+        ready.sort(key=lambda n: -_descendants(n))  # stable: RECIPES order among equals
+        while ready and len(running) < max(jobs, 1):
+            name = ready.pop(0)
+            command = [sys.executable, "-c", f"from minimind import zoo; zoo.path({name!r})"]
+            running[name] = (subprocess.Popen(command), time.monotonic())
+        time.sleep(0.2)
+        for name, (process, started) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode != 0:
+                for other, _ in running.values():
+                    other.terminate()
+                raise RuntimeError(f"building zoo artefact {name!r} failed (exit code {process.returncode}); "
+                                   f"rerun `python -c \"from minimind import zoo; zoo.path({name!r})\"` to see why")
+            done.add(name)
+            log(f"zoo: {name} ready ({time.monotonic() - started:.0f} s; {len(done)}/{len(order)})")
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="minimind zoo", description="Build the book's artefacts ahead of the chapters.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build artefacts (default: all) and what they start from")
+    build.add_argument("names", nargs="*", metavar="NAME", help=f"artefacts to build: {', '.join(RECIPES)}")
+    build.add_argument("--jobs", type=int, default=1, help="builds at a time, one process each (default 1)")
+    commands.add_parser("list", help="every artefact and what it starts from")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, spec in RECIPES.items():
+            print(f"{name:<18} {spec.stage:<24} from {', '.join(spec.inputs.values()) or '-'}")
+        return 0
+    for name in args.names:
+        recipe(name)  # an unknown name fails before anything is built
+    build_many(args.names, jobs=args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    from minimind.commandline import run_main
+
+    raise SystemExit(run_main("python -m minimind.zoo", main))

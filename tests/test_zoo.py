@@ -110,3 +110,69 @@ def test_two_processes_asking_at_once_build_once(cache, tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert outputs[0] == outputs[1] and outputs[0].startswith(str(cache / "shared"))
     assert log.read_text() == "built\n"
+
+
+def test_requirements_list_parents_before_children():
+    order = zoo.requirements(["rl", "dpo"])
+    assert order == ["tokenizer", "pretrained", "sft", "dpo", "reasoning", "rl"]
+    everything = zoo.requirements(zoo.RECIPES)
+    assert sorted(everything) == sorted(zoo.RECIPES)
+    for name in everything:
+        for parent in zoo.recipe(name).inputs.values():
+            assert everything.index(parent) < everything.index(name)
+
+
+def test_build_many_starts_an_artefact_only_after_its_parents_and_runs_jobs_at_once(monkeypatch):
+    events, running = [], set()
+    peak = []
+
+    class FakeBuild:
+        def __init__(self, command):
+            self.name = command[-1].split("zoo.path(")[1].strip("')")
+            running.add(self.name)
+            peak.append(len(running))
+            events.append(("start", self.name))
+            self.polls = 0
+            self.returncode = None
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 2:
+                return None
+            if self.returncode is None:
+                running.discard(self.name)
+                events.append(("end", self.name))
+                self.returncode = 0
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeBuild)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    zoo.build_many(["rl", "dpo", "lora_identity"], jobs=2, log=lambda line: None)
+    ended = [name for kind, name in events if kind == "end"]
+    for kind, name in events:
+        if kind == "start":
+            for parent in zoo.recipe(name).inputs.values():
+                assert ("end", parent) in events[:events.index(("start", name))], f"{name} started before {parent}"
+    assert max(peak) == 2 and sorted(ended) == sorted(zoo.requirements(["rl", "dpo", "lora_identity"]))
+    # with most artefacts waiting on it, the reasoning model starts before the leaves beside it
+    starts = [name for kind, name in events if kind == "start"]
+    assert starts.index("reasoning") < starts.index("lora_identity")
+
+
+def test_build_many_names_the_artefact_whose_build_failed(monkeypatch):
+    class FailingBuild:
+        def __init__(self, command):
+            self.returncode = 3
+
+        def poll(self):
+            return 3
+
+    monkeypatch.setattr(subprocess, "Popen", FailingBuild)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    with pytest.raises(RuntimeError, match="building zoo artefact 'tokenizer' failed \\(exit code 3\\)"):
+        zoo.build_many(["sft"], jobs=2, log=lambda line: None)
+
+
+def test_zoo_command_refuses_an_unknown_artefact_before_building():
+    with pytest.raises(KeyError, match="no zoo artefact 'nope'"):
+        zoo.main(["build", "nope"])
