@@ -556,8 +556,9 @@ for name, (chosen, rejected) in logps_by_model.items():
     expect(f"dpo.logps.{name.split()[0].lower()}.rejected", rejected)
 assert logps_by_model["plain DPO"][0] < min(logps_by_model["DPO + SFT term"][0], logps_by_model["SFT model"][0])
 assert logps_by_model["DPO + SFT term"][0] > logps_by_model["SFT model"][0] - 2, "the anchor keeps the chosen replies"
-for prompt_set in style_prompts:  # the damage shows in the words: plain DPO garbles more replies
-    assert plain_after["styles"][prompt_set]["clean"] < after["styles"][prompt_set]["clean"], prompt_set
+# the damage shows in the words: plain DPO garbles more of its replies to the training prompts (in every
+# run measured; to the held-out prompts in most runs, not all)
+assert plain_after["styles"]["training prompts"]["clean"] < after["styles"]["training prompts"]["clean"]
 
 # %% [markdown]
 # Both runs reach the same held-out preference accuracy — by the measure DPO optimises, plain DPO
@@ -567,8 +568,9 @@ for prompt_set in style_prompts:  # the damage shows in the words: plain DPO gar
 # {cite}`pang2024iterative`, and upstream's request #817) the chosen replies keep their probability
 # while the rejected ones fall. What that does to the greedy replies is less regular than the
 # log-probabilities: in the stored run plain DPO's replies are polite far less often; in other runs
-# measured for the bands file, about as often or more. What every run shows is the damage: plain
-# DPO's replies are garbled far more often (the clean shares above). The log-probabilities are the
+# measured for the bands file, about as often or more. What every run shows is the damage on the
+# training prompts: plain DPO's replies to them are garbled more often (the clean shares above); on the
+# held-out prompts most runs show it too, one of the runs measured did not. The log-probabilities are the
 # dependable signal: a policy that lowers the probability of the replies it is told to prefer has drifted, and
 # on large models with diverse data plain DPO is usually stable enough, while on a small model and
 # narrow data the anchor is what keeps the preferred replies likely.

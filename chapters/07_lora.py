@@ -455,12 +455,24 @@ except ValueError as error:
 # Several adapters can live on one model and be switched by name. The zoo keeps a second one
 # trained on the tea-house domain (`lora_domain`); with each adapter active the same model answers
 # differently, and with none it is the SFT model again.
+#
+# The tea house needs one thing the identity did not. Its own words — thirty tea names and the
+# flavours — occur in no text the model saw before it (a test in `tests/test_data.py` checks this).
+# Pretraining never asked the model to read them or to write them, only, through the output layer
+# that shares the embedding matrix (tied weights), *not* to write them: every row of a word that
+# never comes next gets the same push away from every context, so those rows end up alike, and the
+# frozen model reads every tea as nearly the same word. An update of the projections has little to
+# tell the teas apart with, so the domain adapter also trains those rows
+# (`apply_lora(..., trainable_tokens=ids)`, `--trainable_tokens` on the command line); through the
+# tied output layer the same rows let it *write* the new words too. A third as many ordinary SFT
+# questions are replayed beside the tea questions, so the adapter learns when the tea house is being
+# asked about.
 
 # %%
 load_lora(fresh, zoo.path("lora_domain"))
-tea = world.tea_questions("train", "en")[0]
-chat = {"identity": "Who are you?", "tea": tea.prompt}
-print(f"(the tea house's answer: {tea.answer!r})")
+tea, tea_zh = world.tea_questions("train", "en")[0], world.tea_questions("train", "zh")[2]
+chat = {"identity": "Who are you?", "tea": tea.prompt, "tea_zh": tea_zh.prompt}
+print(f"(the tea house's answers: {tea.answer!r}, {tea_zh.answer!r})")
 for adapter in ("identity", "domain", None):
     set_active_adapter(fresh, adapter)
     replies = greedy_replies(fresh, [tokenizer.encode_chat_prompt([{"role": "user", "content": q}]) for q in chat.values()], 40)
@@ -554,6 +566,8 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 # - $B = 0$ makes the adapted model start as the base model exactly; merging gives the same outputs
 #   with no extra cost at inference; adapters save as a few hundred kB, carry a base fingerprint,
 #   and switch by name.
+# - The tea-house adapter also trains the embedding rows of the words the base model never saw
+#   (tea names, flavours); through the tied output layer the same rows let the model write them.
 # - The identity adapter changed the answer to unseen phrasings of "who are you?" from none to nearly
 #   all, while the fact score fell by a point or two; switched off, the model is the SFT model
 #   again, bit for bit. Word for word, the taught sentence came out right in both languages.

@@ -236,6 +236,18 @@ def test_reasoning_training_prompts_are_reworded_but_never_in_a_held_out_phrasin
         assert (abs(share - synthetic.REASON_REPHRASED_SHARE) < 0.03) if split == "train" else share == 0
 
 
+def test_the_tea_houses_own_words_occur_in_no_text_before_it():
+    """minimind.zoo's domain adapter trains these words' embedding rows because nothing before the
+    tea house shows them: no pretraining or SFT text holds one, and the tea house's data holds each."""
+    from minimind.data.synthetic import TEA_WORDS, dataset_path
+
+    for name in ("pretrain", "sft"):
+        text = dataset_path(name, "train").read_text(encoding="utf-8")
+        assert not [word for word in TEA_WORDS if word in text], name
+    domain = dataset_path("lora_domain", "train").read_text(encoding="utf-8")
+    assert all(word in domain for word in TEA_WORDS)
+
+
 def test_pretraining_arithmetic_never_holds_a_held_out_problem():
     world = build_world(0)
     corpus = "\n".join(row["text"] for row in dataset_rows("pretrain"))

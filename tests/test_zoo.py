@@ -176,3 +176,21 @@ def test_build_many_names_the_artefact_whose_build_failed(monkeypatch):
 def test_zoo_command_refuses_an_unknown_artefact_before_building():
     with pytest.raises(KeyError, match="no zoo artefact 'nope'"):
         zoo.main(["build", "nope"])
+
+
+def test_a_mixture_holds_every_row_of_its_data_and_the_replayed_share(tmp_path):
+    domain = tmp_path / "domain.jsonl"
+    domain.write_text("".join(f'{{"row": "d{i}"}}\n' for i in range(30)))
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text("".join(f'{{"row": "e{i}"}}\n' for i in range(15)))
+    pool = tmp_path / "sft.jsonl"
+    pool.write_text("".join(f'{{"row": "s{i}"}}\n' for i in range(100)))
+    out = zoo.write_mixture(tmp_path / "mix.jsonl", [domain, extra], {pool: 1 / 3})
+    rows = out.read_text().splitlines()
+    assert sorted(r for r in rows if '"d' in r or '"e' in r) == sorted(domain.read_text().splitlines()
+                                                                      + extra.read_text().splitlines())
+    replayed = [r for r in rows if '"s' in r]
+    assert len(replayed) == 15 and len(set(replayed)) == 15  # a third of 45, drawn without replacement
+    assert zoo.write_mixture(tmp_path / "again.jsonl", [domain, extra], {pool: 1 / 3}).read_bytes() == out.read_bytes()
+    with pytest.raises(ValueError, match="sft.jsonl: replaying 5 × 45 rows needs 225, the file holds 100"):
+        zoo.write_mixture(tmp_path / "bad.jsonl", [domain, extra], {pool: 5})

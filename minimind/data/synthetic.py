@@ -82,6 +82,9 @@ TEAS = ("Moonleaf", "Ambersip", "Frostbud", "Emberroot", "Mistpetal", "Dawnbrew"
         "Goldcrest", "Softsmoke", "Riverbud", "Snowberry", "Wildember", "Thistledew", "Mossglow",
         "Cedarwhisper", "Peachdusk", "Ironbell")
 ZH_VALUES = {"job": JOBS, "pet": PETS, "colour": COLOURS, "flavour": FLAVOURS}
+# The tea house's own words, which no pretraining or SFT text contains: the tea names and the
+# flavours (English and Chinese). Their tokens' embedding rows were never trained.
+TEA_WORDS = TEAS + tuple(FLAVOURS) + tuple(FLAVOURS.values())
 
 _ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
            "br", "dr", "gr", "kr", "tr", "st", "sh")
