@@ -70,7 +70,9 @@ PORTABLE_PATHS ?= ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX2
 
 test-portable: $(STAMP)  ## every chapter under other kernel paths (as on another CPU); about 40 min
 	@set -e; for path in $(PORTABLE_PATHS); do echo "== chapters under $$path"; \
-	  env $(TEST_ENV) $$path MINIMIND_CACHE=$(CURDIR)/.cache/minimind-$$(echo $$path | tr 'A-Z=' 'a-z-') \
+	  cache=$(CURDIR)/.cache/minimind-$$(echo $$path | tr 'A-Z=' 'a-z-'); \
+	  env $(TEST_ENV) $$path MINIMIND_CACHE=$$cache $(PY) -m minimind.zoo build --jobs $(ZOO_JOBS); \
+	  env $(TEST_ENV) $$path MINIMIND_CACHE=$$cache \
 	    $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(NBVAL) $(CHAPTERS_NB); done
 
 BAND_RUNS ?= 0:native 1:native 2:native 0:default 1:mkl-avx2 2:threads2
