@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from IPython.display import HTML, display
 
 from minimind import zoo
-from minimind.checks.bands import expect, recorded_values
+from minimind.checks.bands import expect, expect_outside, recorded_values
 from minimind.data.datasets import SFTDataset, collate_causal_lm
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
@@ -389,6 +389,8 @@ assert split["all tokens"]["prompt"] < split["SFT"]["prompt"]
 for name, losses in split.items():
     for part in ("prompt", "reply"):
         expect(f"sft.split_loss.{name.replace(' ', '_')}.{part}", losses[part])
+# the band catches the mask switched off: with the mask, the loss on prompt tokens stays far higher
+expect_outside("sft.split_loss.SFT.prompt", split["all tokens"]["prompt"], "the same SFT run without the loss mask")
 
 # %% [markdown]
 # The all-token model has become good at predicting the prompts — the template, the default
