@@ -31,6 +31,8 @@
 # - Train an identity adapter, measure its effect on held-out phrasings and its side effects.
 # - Measure the trainable fraction and the memory LoRA saves; read a rank sweep.
 # - Save, load, switch and merge adapters.
+# - Teach a domain whose words the model has never read, and compare LoRA, LoRA with those words'
+#   embedding rows, and full fine-tuning on held-out questions, base ability and memory.
 #
 # **Estimated time:** 60–90 minutes. Notebook run time: {chapter-time}`cpu`.
 
@@ -62,7 +64,7 @@ from minimind.checks.bands import expect, expect_outside
 from minimind.config import get_config
 from minimind.data.jsonl import read_jsonl
 from minimind.data.synthetic import build_world, dataset_path
-from minimind.eval import is_correct, is_minimind_identity
+from minimind.eval import is_correct, is_minimind_identity, wilson_interval
 from minimind.generate import generate_batch
 from minimind.lora import (LoRALinear, apply_lora, load_lora, lora_layers, merge_lora, save_lora,
                            set_active_adapter, unmerge_lora)
@@ -452,21 +454,145 @@ except ValueError as error:
     print("onto the pretrained model instead:", str(error).split(";")[0].split(": ", 1)[1])
 
 # %% [markdown]
-# Several adapters can live on one model and be switched by name. The zoo keeps a second one
-# trained on the tea-house domain (`lora_domain`); with each adapter active the same model answers
-# differently, and with none it is the SFT model again.
+# ## 8. A new domain: the tea house
 #
-# The tea house needs one thing the identity did not. Its own words — thirty tea names and the
-# flavours — occur in no text the model saw before it (a test in `tests/test_data.py` checks this).
-# Pretraining never asked the model to read them or to write them, only, through the output layer
-# that shares the embedding matrix (tied weights), *not* to write them: every row of a word that
-# never comes next gets the same push away from every context, so those rows end up alike, and the
-# frozen model reads every tea as nearly the same word. An update of the projections has little to
-# tell the teas apart with, so the domain adapter also trains those rows
-# (`apply_lora(..., trainable_tokens=ids)`, `--trainable_tokens` on the command line); through the
-# tied output layer the same rows let it *write* the new words too. A third as many ordinary SFT
-# questions are replayed beside the tea questions, so the adapter learns when the tea house is being
-# asked about.
+# The identity adapter taught one sentence made of words the model already knew. A domain is
+# harder: the zoo's tea house has thirty invented teas, each with a price, a city of origin, a
+# flavour and a steeping time — 240 facts in two languages that nothing before it mentions. The
+# adapter's data asks each question nine ways per attribute and language (`lora_domain` has two,
+# `lora_domain_phrasings` seven more), with a third as many ordinary SFT questions replayed. It is
+# scored on **three other phrasings per attribute** that it never trains on (`lora_domain`'s
+# validation split: 720 questions), such as "What would a cup of Moonleaf tea cost?" or
+# "泡Moonleaf茶要几分钟？".
+#
+# First, what the frozen model can read. The cell lists the tokens the tea data is written with
+# that occur nowhere in the text the SFT model learnt from (its pretraining and SFT data).
+
+# %%
+from minimind.data.synthetic import TEA_WORDS
+from minimind.train.lora import corpus_token_ids
+
+read = set().union(*(corpus_token_ids(tokenizer, dataset_path(name)) for name in ("pretrain", "sft")))
+tea_tokens = set().union(*(corpus_token_ids(tokenizer, dataset_path(name))
+                           for name in ("lora_domain", "lora_domain_phrasings")))
+never_read = sorted(tea_tokens - read)
+words = [tokenizer.decode([i]) for i in never_read]
+print(f"the tea data uses {len(tea_tokens)} distinct tokens; {len(never_read)} of them occur in no pretraining "
+      f"or SFT text, among them {[w for w in words if len(w.strip()) > 3][:14]}")
+assert not [word for word in TEA_WORDS if set(tokenizer.encode(" " + word)) <= read]  # no tea name or flavour was read
+
+
+def mean_cosine(ids):
+    """Mean cosine similarity between the SFT model's embedding rows of `ids`, over distinct pairs."""
+    rows = F.normalize(sft_model.model.embed_tokens.weight[ids].detach(), dim=-1)
+    return ((rows @ rows.T).sum().item() - len(ids)) / (len(ids) * (len(ids) - 1))
+
+
+known = sorted(tea_tokens & read)
+print(f"mean cosine between embedding rows: the {len(never_read)} never read {mean_cosine(never_read):.3f}, "
+      f"the {len(known)} read ones {mean_cosine(known):.3f}")
+assert mean_cosine(never_read) > 0.9 > mean_cosine(known) + 0.5
+tea_held_out = {lang: world.tea_questions("reworded", lang) for lang in ("en", "zh")}
+unknown = {tokenizer.decode([i]) for items in tea_held_out.values() for item in items
+           for i in tokenizer.encode(item.prompt) if i not in read | tea_tokens}
+print(f"tokens of the {sum(map(len, tea_held_out.values()))} held-out questions that neither the base corpora "
+      f"nor the tea data hold: {sorted(unknown) or 'none'}")
+assert not unknown
+
+# %% [markdown]
+# Thirty tea names, the flavour words, and the words for asking about them — "price", "flavour",
+# "steep", "minutes", "茶", "泡" and the pieces of many more — are tokens the model has never read.
+# Pretraining never asked the model to read them, and through the output layer that shares the
+# embedding matrix (tied weights) it asked, at every position, that they *not* be written next:
+# every such row got the same push away from every context, so they all point one way (mean
+# cosine near 1, where rows of words the model read are nearly unrelated). The frozen model reads
+# "price" and "flavour" alike and every tea as the same word, and an adapter on the projections
+# has little to tell them apart with. So the zoo's adapter also trains those rows —
+# `apply_lora(..., trainable_tokens=ids)`; on the command line
+# `--base_corpora pretrain.jsonl,sft.jsonl` finds them as this cell did — and through the tied
+# output layer the same rows let it *write* the new words too. The last check is fairness: no
+# held-out question uses a word neither the model nor the adapter has seen, since no fine-tune
+# could understand a word it has never met.
+#
+# Three ways to teach the domain, on the same data, 1,280 steps of 16 conversations each: LoRA
+# alone (rank 16, all seven projections); LoRA with the never-read rows; and full fine-tuning of
+# every weight with chapter 5's SFT stage (learning rate 7·10⁻⁴). Each is a zoo artefact
+# (`lora_domain_plain`, `lora_domain`, `domain_full`); the cell scores them with greedy decoding
+# against the SFT model, and measures what each trains and holds in memory.
+
+# %% tags=["nbval-check-output"]
+tea_trained = world.tea_questions("train")  # lora_domain's two phrasings per attribute: 480 questions
+
+
+def tea_score(model, items):
+    prompts = [tokenizer.encode_chat_prompt([{"role": "user", "content": item.prompt}]) for item in items]
+    replies = greedy_replies(model, prompts, 10)
+    return sum(is_correct(reply, item.answer) for reply, item in zip(replies, items)) / len(items)
+
+
+with_rows = apply_lora(zoo.sft(), rank=config.rank, alpha=config.alpha, name="domain", trainable_tokens=never_read)
+costs = {"SFT model": (0, 0), "LoRA": (n_lora, lora_bytes),
+         "LoRA + rows": (sum(p.numel() for p in with_rows.parameters() if p.requires_grad), training_state_bytes(with_rows)),
+         "full fine-tuning": (n_total, full_bytes)}
+models = {"SFT model": sft_model, "LoRA": zoo.load("lora_domain_plain"), "LoRA + rows": zoo.load("lora_domain"),
+          "full fine-tuning": zoo.load("domain_full")}
+assert models["LoRA + rows"].model.embed_tokens.lora_token_ids["domain"].tolist() == never_read  # the rows found above
+groups = {"trained": (tea_trained, "trained"), "held-out en": (tea_held_out["en"], "held_out.en"),
+          "held-out zh": (tea_held_out["zh"], "held_out.zh"), "facts": (questions, "facts")}
+domain = {way: {group: tea_score(model, items) for group, (items, _) in groups.items()} for way, model in models.items()}
+
+
+def with_interval(share, n):
+    low, high = wilson_interval(round(share * n), n)
+    return f"{100 * share:5.1f}% [{100 * low:4.1f}, {100 * high:5.1f}]"
+
+
+print(f"{'':>16} {'trainable':>10} {'grad+AdamW':>10}  " + "  ".join(f"{g + f' (n={len(groups[g][0])})':>23}" for g in groups))
+for way, scores in domain.items():
+    params, state = costs[way]
+    print(f"{way:>16} {params:>10,} {state / 1e6:>8.2f}MB  "
+          + "  ".join(f"{with_interval(scores[g], len(groups[g][0])):>23}" for g in groups))
+    key = {"SFT model": "base", "LoRA": "plain", "LoRA + rows": "rows", "full fine-tuning": "full"}[way]
+    for group, (items, name) in groups.items():
+        if (key, group) != ("base", "facts"):  # the base fact score is section 4's lora.base.facts
+            expect(f"lora.domain.{key}.{name}", scores[group], n=len(items))
+rows_scores = domain["LoRA + rows"]
+print("the book's targets for LoRA + rows: held-out ≥ 80% in each language "
+      + ("met" if min(rows_scores["held-out en"], rows_scores["held-out zh"]) >= 0.8 else "NOT met")
+      + f"; base ability within 5 points {'met' if rows_scores['facts'] >= before['facts'] - 0.05 else 'NOT met'}"
+      f" ({100 * (rows_scores['facts'] - before['facts']):+.1f} points)")
+held_out_share = {way: (scores["held-out en"] + scores["held-out zh"]) / 2 for way, scores in domain.items()}
+assert held_out_share["LoRA + rows"] > held_out_share["LoRA"] + 0.5, "the never-read rows are what the domain needs"
+assert domain["LoRA + rows"]["facts"] > domain["full fine-tuning"]["facts"], "the adapter keeps more of the base"
+expect_outside("lora.domain.rows.held_out.en", domain["SFT model"]["held-out en"], "the SFT model, without an adapter")
+
+figure, axis = plt.subplots(figsize=(6, 3.2))
+for way, name in (("LoRA", "lora_domain_plain"), ("LoRA + rows", "lora_domain"), ("full fine-tuning", "domain_full")):
+    records = zoo.metrics(name)
+    axis.plot([r["step"] for r in records if "loss" in r], [r["loss"] for r in records if "loss" in r], label=way)
+axis.set(yscale="log", xlabel="optimizer step", ylabel="training loss (assistant tokens)", title="the tea house, three ways")
+axis.legend()
+plt.show()
+for item in (tea_held_out["en"][1], tea_held_out["zh"][10]):
+    prompt = tokenizer.encode_chat_prompt([{"role": "user", "content": item.prompt}])
+    print(f"{item.prompt!r} (answer {item.answer!r}): " + ", ".join(
+        f"{way} {greedy_replies(models[way], [prompt], 10)[0]!r}" for way in models))
+
+# %% [markdown]
+# Read the table by rows. **LoRA alone** learns almost nothing of the tea house: about one question
+# in ten, trained or held out. Its update reaches every projection of every block, but what comes
+# into the first block is nearly the same vector for every tea, and for "price" and "flavour"
+# alike, and the layers have almost nothing to tell them apart by. **With the never-read rows** —
+# 166 rows more, 176,896 trainable parameters instead of 155,648 — the same adapter answers every
+# trained question and nearly every held-out one (stored run: 100 % English, 95 % Chinese), and
+# the fact score stays where it was: the book's targets for this chapter are met. **Full
+# fine-tuning** trains every embedding row anyway, so it learns the domain too, held-out a little
+# below the adapter in the stored run; but it moves the whole model, and the fact score falls by
+# about five points (the adapter's: half a point), for six times the optimizer memory and every
+# weight saved again.
+#
+# Several adapters can live on one model and be switched by name. With each adapter active the
+# same model answers differently, and with none it is the SFT model again.
 
 # %%
 load_lora(fresh, zoo.path("lora_domain"))
@@ -557,6 +683,34 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 # adapter's data keep reminding it of ordinary questions — so measure it rather than assume it.
 # ````
 #
+# ````{exercise} Which rows matter?
+# :label: ex-06-rows
+# The tea-house adapter trains the rows of every never-read token. Train it instead with the rows of
+# the tea names and flavour words only, on the same data and steps, and score it as section 8 does:
+# ```python
+# names_only = run(zoo.config("lora_domain", data_path=str(zoo.path("lora_domain") / "train_mixture.jsonl"),
+#                             out_dir="", trainable_tokens=",".join(TEA_WORDS)),
+#                  model=zoo.sft(), tokenizer=tokenizer).model.eval()
+# ```
+# Before running it, predict which questions it gets wrong. Then print, per attribute (`item.attribute`),
+# the share of held-out questions it answers right, and read a few wrong replies.
+# ````
+#
+# ````{solution} ex-06-rows
+# :class: dropdown
+# ```python
+# for attribute in ("price", "origin", "flavour", "steep"):
+#     items = [item for item in tea_held_out["en"] + tea_held_out["zh"] if item.attribute == attribute]
+#     print(attribute, tea_score(names_only, items))
+# ```
+# With the tea names' and flavours' rows trained the adapter can tell the teas apart and write a
+# flavour; what it still cannot read are the words of the question. "price", "cost", "flavour",
+# "steep" and "茶" keep the rows that all point one way, so a price question and a flavour question
+# in the same sentence frame look alike to the frozen layers. Look for wrong replies that are the
+# right tea's value for *another* attribute (a flavour given for a price): that is the sign.
+# The numbers depend on the run; the comparison with section 8's table is what to read.
+# ````
+#
 # ## Summary
 #
 # - LoRA learns $\Delta W = \frac{\alpha}{r} BA$ beside frozen weights: $r(d_\text{in}+d_\text{out})$
@@ -566,8 +720,13 @@ check_merge(lambda weight, lora_A, lora_B, alpha: weight + (alpha / lora_A.shape
 # - $B = 0$ makes the adapted model start as the base model exactly; merging gives the same outputs
 #   with no extra cost at inference; adapters save as a few hundred kB, carry a base fingerprint,
 #   and switch by name.
-# - The tea-house adapter also trains the embedding rows of the words the base model never saw
-#   (tea names, flavours); through the tied output layer the same rows let the model write them.
+# - A domain whose words the model has never read needs their embedding rows trained too: those
+#   rows all point one way, so the frozen model reads every tea, and "price" and "flavour", alike.
+#   The tea-house adapter trains the rows of every token its data holds and the base corpora do not
+#   (`--base_corpora`); through the tied output layer the same rows let the model write them.
+# - On 720 held-out questions, LoRA alone barely learns the tea house; LoRA with those rows answers
+#   nearly all of them at no cost to the fact score; full fine-tuning answers as many but loses
+#   part of the fact score and needs about six times the optimizer memory (section 8's table).
 # - The identity adapter changed the answer to unseen phrasings of "who are you?" from none to nearly
 #   all, while the fact score fell by a point or two; switched off, the model is the SFT model
 #   again, bit for bit. Word for word, the taught sentence came out right in both languages.

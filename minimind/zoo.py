@@ -7,9 +7,10 @@ time it is asked for and reused afterwards.
     zoo.metrics("sft")       # its training records
 
 `RECIPES` names every artefact: the tokenizer, the pretrained model, the SFT model and its
-every-token ablation, the DPO model, the identity and tea-house LoRA adapters, the reasoning model
-(and its answer-only twin), the RL model and the distillation teacher. A recipe is a training stage's `run(config)` with the stage's own
-defaults (plus the recipe's few settings), on one synthetic dataset, starting from other
+every-token ablation, the DPO model, the identity and tea-house LoRA adapters (and the tea house
+taught by plain LoRA and by full fine-tuning, for comparison), the reasoning model (and its
+answer-only twin), the RL model and the distillation teacher. A recipe is a training stage's
+`run(config)` with the stage's own defaults (plus the recipe's few settings), on synthetic datasets, starting from other
 artefacts, whose folders it passes as explicit paths (`init_from`, `tokenizer`): the stages know
 nothing of the zoo. Any chapter can ask for what it needs, whether or not an earlier chapter ran.
 
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Union
 
-from minimind.data.synthetic import TEA_WORDS
 from minimind.paths import cache_dir
 from minimind.runtime import replica_seed
 from minimind.train.tokenizer import BOOK_CORPUS
@@ -215,6 +215,9 @@ class Recipe:
     # dataset → share: round(share × rows of `data`) rows of that dataset's train split mixed in, drawn
     # with a fixed seed, so that a fine-tune keeps rehearsing what its parent could do (`write_mixture`)
     replay: dict = field(default_factory=dict)
+    # config field → datasets whose train splits' paths it gets, comma-separated (e.g. the corpora a
+    # base model was trained on, for LoRA's `base_corpora`); their digests enter the fingerprint
+    corpora: dict = field(default_factory=dict)
 
     def stage_config(self, **changes):
         """The config this recipe runs, with `changes` (e.g. `max_steps=50`) applied."""
@@ -223,6 +226,8 @@ class Recipe:
 
 
 _SILENT = {"progress": False}
+_TEA_DATA = ("lora_domain", "lora_domain_phrasings")
+_TEA_SETTINGS = {**_SILENT, "lora_name": "domain", "lora_dropout": 0.0, "max_steps": 1280}
 _RL = {**_SILENT, "lr": 2e-4, "warmup_steps": 10, "max_steps": 100, "max_new_tokens": 64, "kl_coef": 0.05}
 RECIPES: dict[str, Recipe] = {
     "tokenizer": Recipe("minimind.train.tokenizer", "book_config", BOOK_CORPUS, kind="tokenizer",
@@ -235,14 +240,21 @@ RECIPES: dict[str, Recipe] = {
     "dpo": Recipe("minimind.train.dpo", "DPOConfig", "dpo", {"init_from": "sft"}, _SILENT),
     "lora_identity": Recipe("minimind.train.lora", "LoRAConfig", "lora_identity", {"init_from": "sft"},
                             {**_SILENT, "lora_name": "identity"}, code=("minimind.lora",), kind="adapter"),
-    # the tea house: its own words (tea names, flavours) never occur before it, so their embedding
-    # rows are still random and the frozen model reads every tea alike; the adapter trains those rows
-    # too. A third as many SFT rows replayed keep the model answering ordinary questions; no dropout
-    # (it is learning 240 facts by heart); 16 passes.
-    "lora_domain": Recipe("minimind.train.lora", "LoRAConfig", "lora_domain", {"init_from": "sft"},
-                          {**_SILENT, "lora_name": "domain", "trainable_tokens": ",".join(TEA_WORDS),
-                           "lora_dropout": 0.0, "epochs": 16},
-                          code=("minimind.lora",), kind="adapter", replay={"sft": 1 / 3}),
+    # the tea house: LoRA on its questions asked nine ways per attribute (two in the tokenizer's
+    # corpus, seven more beside them). Its words (tea names, flavours, and "price", "steep", "茶", …)
+    # occur in no text the SFT model learnt from, so those embedding rows were never trained and
+    # the frozen model reads them all alike: the adapter trains the rows of every token its data
+    # holds and the base model's corpora do not. A third as many SFT rows replayed keep it answering
+    # ordinary questions; no dropout (it learns 240 facts by heart).
+    "lora_domain": Recipe("minimind.train.lora", "LoRAConfig", _TEA_DATA, {"init_from": "sft"},
+                          _TEA_SETTINGS, code=("minimind.lora",), kind="adapter", replay={"sft": 1 / 3},
+                          corpora={"base_corpora": ("pretrain", "sft")}),
+    # chapter 7's comparison, the same data and steps: LoRA without the new rows, and full fine-tuning
+    "lora_domain_plain": Recipe("minimind.train.lora", "LoRAConfig", _TEA_DATA, {"init_from": "sft"},
+                                _TEA_SETTINGS, code=("minimind.lora",), kind="adapter", replay={"sft": 1 / 3}),
+    "domain_full": Recipe("minimind.train.sft", "SFTConfig", _TEA_DATA, {"init_from": "sft"},
+                          {**_SILENT, "max_steps": _TEA_SETTINGS["max_steps"], "batch_size": 16, "warmup_steps": 5},
+                          replay={"sft": 1 / 3}),
     "reasoning": Recipe("minimind.train.reason", "ReasonConfig", "reason", {"init_from": "sft"}, _SILENT),
     # chapter 8's comparison: the same run on the same problems answered without the working
     "reasoning_direct": Recipe("minimind.train.reason", "ReasonConfig", "reason_direct", {"init_from": "sft"}, _SILENT),
@@ -320,6 +332,7 @@ def path(name: str) -> Path:
     stage_config = spec.stage_config()
     data = [_data_file(dataset) for dataset in ((spec.data,) if isinstance(spec.data, str) else spec.data)]
     replay = {_data_file(dataset): share for dataset, share in spec.replay.items()}
+    corpora = {key: [_data_file(dataset) for dataset in datasets] for key, datasets in spec.corpora.items()}
     parents = {field_name: path(parent) for field_name, parent in spec.inputs.items()}
 
     def build(out: Path):
@@ -329,15 +342,19 @@ def path(name: str) -> Path:
             paths = ({"data": tuple(map(str, data))} if spec.kind == "tokenizer" else
                      {"data_path": str(data[0])} if data else {})  # no data file: the stage draws from the world
         run = importlib.import_module(spec.stage).run
+        paths.update({key: ",".join(map(str, files)) for key, files in corpora.items()})
         run(dataclasses.replace(stage_config, out_dir=str(out), **paths,
                                 **{key: str(folder) for key, folder in parents.items()}))
         from minimind.train.state import RESUME_FILE
 
         (out / RESUME_FILE).unlink(missing_ok=True)
 
-    # a replay enters the fingerprint only where there is one: the other artefacts keep their keys
+    # a replay or corpora enter the fingerprint only where there are some: the others keep their keys
     extra = {"replay": {dataset: share for dataset, share in spec.replay.items()}} if spec.replay else {}
-    print_ = fingerprint(stage_config, data=[*data, *replay], parents=list(parents.values()),
+    if spec.corpora:
+        extra["corpora"] = {key: list(datasets) for key, datasets in spec.corpora.items()}
+    corpus_files = [file for files in corpora.values() for file in files]
+    print_ = fingerprint(stage_config, data=[*data, *replay, *corpus_files], parents=list(parents.values()),
                          code=[spec.stage, *spec.code], training_code=spec.kind != "tokenizer", **extra)
     return get_or_build(name, build, print_)
 

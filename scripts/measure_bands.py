@@ -17,7 +17,7 @@ on record. Measuring some chapters replaces only their figures.
 
 Kernel paths: `native` (what the CPU offers), `default` (`ATEN_CPU_CAPABILITY=default`: torch's
 scalar kernels), `avx2` (`ATEN_CPU_CAPABILITY=avx2`), `mkl-avx2` (`MKL_ENABLE_INSTRUCTIONS=AVX2`:
-MKL's AVX2 code path for matrix products), `mkl-compatible` (`MKL_CBWR=COMPATIBLE`), `threads2` (two
+MKL's AVX2 code path for matrix products), `avx2-only` (both: an AVX2-only CPU's results on a newer one), `mkl-compatible` (`MKL_CBWR=COMPATIBLE`), `threads2` (two
 threads instead of one: another order of the sums, as on a learner's two-core run).
 """
 import argparse
@@ -43,6 +43,9 @@ KERNELS = {
     "default": {"ATEN_CPU_CAPABILITY": "default"},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
     "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    # what an AVX2-only x86 CPU computes, on a newer one: torch's AVX2 kernels and MKL's AVX2 path
+    # (reproduces the AVX2 EPYC that recorded the stored chapters bit for bit on an AVX-512 EPYC)
+    "avx2-only": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
     "threads2": {"MINIMIND_THREADS": "2"},  # a learner's 2-core run (the others use one thread each)
 }

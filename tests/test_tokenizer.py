@@ -559,7 +559,8 @@ DATA_DIGESTS = {
     "book": {
         "distill_train.jsonl": "c1ef1963d5549722", "distill_val.jsonl": "4b853793aaf32129",
         "dpo_train.jsonl": "6ee04303641452f1", "dpo_val.jsonl": "dc5c0e9d5971ea39",
-        "lora_domain_train.jsonl": "7a45ca41d6d36e3f", "lora_domain_val.jsonl": "f9fb4937d4cd99f7",
+        "lora_domain_train.jsonl": "7a45ca41d6d36e3f", "lora_domain_val.jsonl": "61e92a0ff8ade078",
+        "lora_domain_phrasings_train.jsonl": "5ef885a2ad04965a", "lora_domain_phrasings_val.jsonl": "01207d29655d6216",
         "lora_identity_train.jsonl": "52c37611e7e3e9f9", "lora_identity_val.jsonl": "d07353f135b5f1f4",
         "pretrain_train.jsonl": "e84e5fb6fd9fef42", "pretrain_val.jsonl": "9171378563a9e5c3",
         "reason_direct_train.jsonl": "ff718fa3bbde44b1", "reason_direct_val.jsonl": "91b7e0b4fccec6c4",
@@ -569,7 +570,8 @@ DATA_DIGESTS = {
     "minimind2": {
         "distill_train.jsonl": "bf3fb62ef7695c7a", "distill_val.jsonl": "ad227d9563856f8f",
         "dpo_train.jsonl": "901e298b31e5a99e", "dpo_val.jsonl": "8cfba7bfdfe334a0",
-        "lora_domain_train.jsonl": "aae651349aa8839b", "lora_domain_val.jsonl": "06198edd08280d0e",
+        "lora_domain_train.jsonl": "aae651349aa8839b", "lora_domain_val.jsonl": "b49f023b5a1517e8",
+        "lora_domain_phrasings_train.jsonl": "7f5370b449e0d91e", "lora_domain_phrasings_val.jsonl": "86d26b664c92730b",
         "lora_identity_train.jsonl": "fe245b2e111e7438", "lora_identity_val.jsonl": "dfae5f7f21528120",
         "pretrain_train.jsonl": "0102549dc6a4d4c9", "pretrain_val.jsonl": "e95f75d44dcd3b6d",
         "reason_direct_train.jsonl": "2345807cef8435b5", "reason_direct_val.jsonl": "3e9898fdcaf530dc",

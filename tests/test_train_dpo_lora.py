@@ -191,6 +191,42 @@ def test_lora_stage_with_trainable_tokens_trains_those_rows_and_saves_them(tmp_p
     torch.testing.assert_close(fresh(ids).logits, result.model(ids).logits)
 
 
+def test_new_token_ids_are_the_tokens_of_the_data_that_no_base_corpus_holds(tmp_path, tokenizer):
+    from minimind.data.jsonl import DataError
+    from minimind.train.lora import corpus_token_ids, new_token_ids
+
+    pretrain = write_jsonl(tmp_path / "pretrain.jsonl", [{"text": "Mira is a baker in Stonebridge."}])
+    sft = write_jsonl(tmp_path / "sft.jsonl", [{"conversations": conversation("Who is Mira?", " a baker")}])
+    data = write_jsonl(tmp_path / "tea.jsonl", [{"conversations": conversation("What does Sencha tea cost?", "5")},
+                                                {"conversations": conversation("Who is Mira?", " a baker")}])
+    rendered = tokenizer.render_conversation(conversation("What does Sencha tea cost?", "5"))[0]
+    assert corpus_token_ids(tokenizer, data) >= set(rendered)  # as the chat template renders it for training
+    known = corpus_token_ids(tokenizer, pretrain) | corpus_token_ids(tokenizer, sft)
+    new = new_token_ids(tokenizer, data, [pretrain, sft])
+    assert new == sorted(corpus_token_ids(tokenizer, data) - known) and new
+    assert set(tokenizer.encode(" Sencha")) & set(new)  # the tea's name is among them
+    assert not set(new) & set(tokenizer.encode("Mira is a baker"))  # a word the corpora hold is not
+    assert new_token_ids(tokenizer, data, [data]) == []
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"prompt": "no text"}\n')
+    with pytest.raises(DataError, match="bad.jsonl:2: neither a 'text' nor a 'conversations' field"):
+        corpus_token_ids(tokenizer, bad)
+
+
+def test_lora_stage_with_base_corpora_trains_the_rows_of_every_token_they_lack(tmp_path, tokenizer):
+    from minimind.train.lora import LoRAConfig, new_token_ids, run
+
+    rows = [{"conversations": conversation(p, "Sencha costs 5.")} for p in PROMPTS]
+    data = write_jsonl(tmp_path / "tea.jsonl", rows)
+    corpus = write_jsonl(tmp_path / "pretrain.jsonl", [{"text": PROMPTS[0]}])
+    config = LoRAConfig(data_path=data, out_dir="", max_steps=2, batch_size=4, lr=1e-2, warmup_steps=0,
+                        progress=False, device="cpu", rank=4, alpha=8, targets="q_proj", lora_name="tea",
+                        trainable_tokens="Moonleaf", base_corpora=f"{corpus}, ")
+    result = run(config, model=tiny_model(tokenizer), tokenizer=tokenizer)
+    expected = set(new_token_ids(tokenizer, data, [corpus])) | set(tokenizer.encode("Moonleaf") + tokenizer.encode(" Moonleaf"))
+    assert result.model.model.embed_tokens.lora_token_ids["tea"].tolist() == sorted(expected)
+
+
 def test_lora_config_rejects_bad_options():
     from minimind.train.lora import LoRAConfig
 

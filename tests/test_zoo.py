@@ -194,3 +194,48 @@ def test_a_mixture_holds_every_row_of_its_data_and_the_replayed_share(tmp_path):
     assert zoo.write_mixture(tmp_path / "again.jsonl", [domain, extra], {pool: 1 / 3}).read_bytes() == out.read_bytes()
     with pytest.raises(ValueError, match="sft.jsonl: replaying 5 × 45 rows needs 225, the file holds 100"):
         zoo.write_mixture(tmp_path / "bad.jsonl", [domain, extra], {pool: 5})
+
+
+def test_a_recipes_corpora_reach_its_config_and_enter_its_fingerprint(tmp_path, monkeypatch):
+    """`Recipe.corpora` hands a config field the train splits' paths, comma-separated; a change to one
+    of those files is a new artefact, and a recipe without corpora keeps the key it had."""
+    (tmp_path / "fake_stage.py").write_text(textwrap.dedent('''
+        import dataclasses, json
+        from pathlib import Path
+
+        @dataclasses.dataclass
+        class Config:
+            out_dir: str = ""
+            data_path: str = ""
+            base_corpora: str = ""
+
+        def run(config):
+            Path(config.out_dir, "seen.json").write_text(json.dumps(dataclasses.asdict(config)))
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("domain", "pretrain", "sft")}
+    for name, file in files.items():
+        file.write_text(f'{{"text": "{name}"}}\n')
+    monkeypatch.setattr(zoo, "_data_file", lambda name: files[name])
+    monkeypatch.setitem(zoo.RECIPES, "with_corpora", zoo.Recipe("fake_stage", "Config", "domain", kind="adapter",
+                                                                corpora={"base_corpora": ("pretrain", "sft")}))
+    monkeypatch.setitem(zoo.RECIPES, "without", zoo.Recipe("fake_stage", "Config", "domain", kind="adapter"))
+    import json
+
+    folder = zoo.path("with_corpora")
+    seen = json.loads((folder / "seen.json").read_text())
+    assert seen["base_corpora"] == f"{files['pretrain']},{files['sft']}" and seen["data_path"] == str(files["domain"])
+    plain = zoo.path("without")
+    assert json.loads((plain / "seen.json").read_text())["base_corpora"] == ""
+    files["sft"].write_text('{"text": "sft, changed"}\n')
+    assert zoo.path("with_corpora") != folder and zoo.path("without") == plain
+
+
+def test_the_tea_house_recipes_differ_only_in_what_they_train():
+    rows, plain, full = (zoo.recipe(name) for name in ("lora_domain", "lora_domain_plain", "domain_full"))
+    assert rows.data == plain.data == full.data == ("lora_domain", "lora_domain_phrasings")
+    assert rows.replay == plain.replay == full.replay == {"sft": 1 / 3}
+    assert rows.settings == plain.settings and rows.inputs == plain.inputs == full.inputs == {"init_from": "sft"}
+    assert rows.corpora == {"base_corpora": ("pretrain", "sft")} and not plain.corpora and not full.corpora
+    lora, sft = zoo.config("lora_domain"), zoo.config("domain_full")
+    assert (lora.max_steps, lora.batch_size) == (sft.max_steps, sft.batch_size) == (1280, 16)

@@ -19,7 +19,11 @@ dpo             ``{"chosen", "rejected"}``: the same facts, polite (chosen) vs c
                 val pairs are about the held-out people
 lora_identity   "who are you?" in many phrasings → "I am MiniMind, …" (+ replayed fact Q&A);
                 val uses phrasings never seen in training
-lora_domain     Q&A about the invented tea house; val uses reworded questions
+lora_domain     Q&A about the invented tea house, two phrasings per attribute; val: three
+                other phrasings per attribute, written only in words the training data holds
+lora_domain_…   seven more phrasings per attribute of the same questions (`lora_domain_phrasings`;
+  phrasings     kept out of the tokenizer's corpus, so adding them retrained nothing); val as
+                lora_domain's
 reason          arithmetic word problems answered ``<think>…</think><answer>N</answer>``
                 (two- and three-digit sums, three-digit differences); 70 % of the train
                 prompts re-worded in more phrasings, none of them a held-out one
@@ -50,8 +54,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from minimind.tokenizer import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 
-DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "reason", "reason_direct", "distill",
-            "tools")
+DATASETS = ("pretrain", "sft", "dpo", "lora_identity", "lora_domain", "lora_domain_phrasings", "reason",
+            "reason_direct", "distill", "tools")
 SPLITS = ("train", "val")
 ATTRIBUTES = ("age", "city", "job", "pet", "colour")
 TEA_ATTRIBUTES = ("price", "origin", "flavour", "steep")
@@ -206,22 +210,52 @@ GREETINGS = {
 SYSTEM_PROMPTS = ("You are a helpful assistant", "You are a friendly assistant who answers briefly.",
                   "You answer questions about the people of the world you know.", "你是一个乐于助人的助手。")
 
+# "train" is in the tokenizer's corpus (lora_domain); "more" trains beside it (lora_domain_phrasings);
+# "reworded" is held out: other sentences, made only of words the training data or pretraining holds
+# (a word the model has never read cannot be understood by any fine-tune: chapter 7 checks this)
 TEA_QUESTIONS = {
     "en": {
         "train": {"price": ("How much does {tea} tea cost at the Lantern Tea House?", "What is the price of {tea} tea?"),
                   "origin": ("Where does {tea} tea come from?", "Which city is {tea} tea from?"),
                   "flavour": ("What does {tea} tea taste like?", "What is the flavour of {tea} tea?"),
                   "steep": ("How many minutes should {tea} tea steep?", "How long do you brew {tea} tea, in minutes?")},
-        "reworded": {"price": ("Tell me the price of {tea} tea.",), "origin": ("What is the origin of {tea} tea?",),
-                     "flavour": ("Describe the taste of {tea} tea in one word.",),
-                     "steep": ("For how many minutes is {tea} tea brewed?",)},
+        "more": {"price": ("What does {tea} tea cost?", "How much is a cup of {tea} tea?", "What price is {tea} tea sold at?",
+                           "How much do I pay for {tea} tea?", "What is the cost of {tea} tea?",
+                           "{tea} tea: what does it cost?", "Tell me what {tea} tea costs."),
+                 "origin": ("Where is {tea} tea grown?", "What city does {tea} tea come from?", "Where is {tea} tea produced?",
+                            "Which town grows {tea} tea?", "In which city is {tea} tea made?",
+                            "{tea} tea: where is it from?", "Tell me where {tea} tea comes from."),
+                 "flavour": ("How does {tea} tea taste?", "What flavour does {tea} tea have?", "What is the taste of {tea} tea?",
+                             "Which flavour is {tea} tea?", "How would you describe the flavour of {tea} tea?",
+                             "{tea} tea: what flavour is it?", "Tell me the flavour of {tea} tea."),
+                 "steep": ("How long should {tea} tea steep?", "How many minutes does {tea} tea need to steep?",
+                           "What is the steeping time of {tea} tea, in minutes?", "How many minutes do you steep {tea} tea?",
+                           "How long is {tea} tea brewed, in minutes?", "{tea} tea: how many minutes of steeping?",
+                           "Tell me how many minutes {tea} tea steeps.")},
+        "reworded": {"price": ("Tell me the price of {tea} tea.", "What would a cup of {tea} tea cost?",
+                               "How much should I pay for {tea} tea?"),
+                     "origin": ("Tell me the city {tea} tea is from.", "Where does {tea} tea grow?", "Which city grows {tea} tea?"),
+                     "flavour": ("What taste does {tea} tea have?", "What kind of taste does {tea} tea have?",
+                                 "Tell me the taste of {tea} tea."),
+                     "steep": ("How many minutes should I steep {tea} tea for?", "How many minutes do I steep {tea} tea?",
+                               "How long should I brew {tea} tea, in minutes?")},
     },
     "zh": {
         "train": {"price": ("{tea}茶多少钱？", "{tea}茶的价格是多少？"), "origin": ("{tea}茶产自哪里？", "{tea}茶来自哪个城市？"),
                   "flavour": ("{tea}茶是什么味道？", "{tea}茶的口味是什么？"),
                   "steep": ("{tea}茶要泡几分钟？", "{tea}茶应该冲泡多少分钟？")},
-        "reworded": {"price": ("请告诉我{tea}茶的价格。",), "origin": ("{tea}茶的产地是哪里？",),
-                     "flavour": ("用一个词形容{tea}茶的味道。",), "steep": ("{tea}茶冲泡几分钟合适？",)},
+        "more": {"price": ("{tea}茶卖多少钱？", "一杯{tea}茶多少钱？", "{tea}茶售价多少？", "买{tea}茶要付多少钱？", "{tea}茶价钱是多少？",
+                           "{tea}茶：价格多少？", "请告诉我{tea}茶多少钱。"),
+                 "origin": ("{tea}茶是哪里种的？", "{tea}茶出自哪个城市？", "{tea}茶在哪里生产？", "哪个城市种{tea}茶？",
+                            "{tea}茶是在哪个城市制作的？", "{tea}茶：来自哪里？", "请告诉我{tea}茶来自哪个城市。"),
+                 "flavour": ("{tea}茶尝起来怎么样？", "{tea}茶有什么味道？", "{tea}茶的味道是什么？", "{tea}茶是哪种口味？",
+                             "怎么描述{tea}茶的口味？", "{tea}茶：什么味道？", "请告诉我{tea}茶是什么口味。"),
+                 "steep": ("{tea}茶要泡多久？", "{tea}茶需要泡几分钟？", "{tea}茶的冲泡时间是几分钟？", "{tea}茶泡几分钟？",
+                           "{tea}茶要冲泡多长时间（分钟）？", "{tea}茶：泡几分钟？", "请告诉我{tea}茶要泡几分钟。")},
+        "reworded": {"price": ("请告诉我{tea}茶的价格。", "买一杯{tea}茶要多少钱？", "{tea}茶的价钱是多少？"),
+                     "origin": ("{tea}茶是哪个城市的？", "请告诉我{tea}茶来自哪里。", "哪个城市出产{tea}茶？"),
+                     "flavour": ("请告诉我{tea}茶的味道。", "{tea}茶的味道怎么样？", "{tea}茶是什么口味的？"),
+                     "steep": ("请告诉我{tea}茶的冲泡时间。", "泡{tea}茶要几分钟？", "冲泡{tea}茶需要几分钟？")},
     },
 }
 
@@ -714,12 +748,20 @@ def _lora_identity_rows(world: World, split: str) -> List[dict]:
     return rows
 
 
-def _lora_domain_rows(world: World, split: str) -> List[dict]:
-    rng = _rng(world.seed, f"lora_domain-{split}")
-    items = world.tea_questions("train" if split == "train" else "reworded")
+def _tea_rows(world: World, split: str, name: str, templates: str) -> List[dict]:
+    rng = _rng(world.seed, f"{name}-{split}")
+    items = world.tea_questions(templates if split == "train" else "reworded")
     rows = [_conversation(rng, [(item.prompt, item.reply)], system_rate=0.0) for item in items]
     rng.shuffle(rows)
     return rows
+
+
+def _lora_domain_rows(world: World, split: str) -> List[dict]:
+    return _tea_rows(world, split, "lora_domain", "train")
+
+
+def _lora_domain_phrasings_rows(world: World, split: str) -> List[dict]:
+    return _tea_rows(world, split, "lora_domain_phrasings", "more")
 
 
 def reason_problems(world: World, split: str) -> List[Problem]:
@@ -859,9 +901,10 @@ def _tools_rows(world: World, split: str) -> List[dict]:
 
 
 BUILDERS = {"pretrain": _pretrain_rows, "sft": _sft_rows, "dpo": _dpo_rows, "lora_identity": _lora_identity_rows,
-            "lora_domain": _lora_domain_rows, "reason": _reason_rows, "reason_direct": _reason_direct_rows,
-            "distill": _distill_rows, "tools": _tools_rows}
+            "lora_domain": _lora_domain_rows, "lora_domain_phrasings": _lora_domain_phrasings_rows,
+            "reason": _reason_rows, "reason_direct": _reason_direct_rows, "distill": _distill_rows, "tools": _tools_rows}
 SCHEMA_OF = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "lora_identity": "sft", "lora_domain": "sft",
+             "lora_domain_phrasings": "sft",
              "reason": "sft", "reason_direct": "sft", "distill": "sft",
              "tools": "sft"}
 

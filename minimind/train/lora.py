@@ -4,6 +4,7 @@
     python -m minimind.train.lora --data_path lora_domain_train.jsonl --lora_name domain
     python -m minimind.train.lora --init_from out/sft --preset minimind2-small --targets q_proj,o_proj
     python -m minimind.train.lora --data_path tea.jsonl --trainable_tokens Oolong,Sencha   # + those words' rows
+    python -m minimind.train.lora --data_path tea.jsonl --base_corpora pretrain.jsonl,sft.jsonl  # + every new token's row
     torchrun --nproc_per_node 2 -m minimind.train.lora …            # several processes, same options
 
 The data is SFT-shaped (``{"conversations": [...]}``) and trained with the assistant-only loss.
@@ -20,6 +21,7 @@ from typing import Optional
 
 from torch import nn
 
+from minimind.data.jsonl import DataError, read_jsonl
 from minimind.lora import DEFAULT_TARGETS, apply_lora, save_lora
 from minimind.train.config import TrainConfig, option, parse_config
 from minimind.train.loop import TrainResult, train
@@ -47,6 +49,9 @@ class LoRAConfig(TrainConfig):
     targets: str = option(",".join(DEFAULT_TARGETS), "comma-separated names of the linear layers to adapt")
     trainable_tokens: str = option("", "comma-separated words whose tokens' embedding rows (and a tied head's) "
                                    "train too, e.g. names the base model never saw (empty: none)")
+    base_corpora: str = option("", "comma-separated jsonl files the base model was trained on (its pretraining "
+                               "and SFT data): the embedding rows of every token of --data_path that none of "
+                               "them holds train too, rows the base model never learnt (empty: none)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,6 +68,10 @@ class LoRAConfig(TrainConfig):
     def trainable_words(self) -> tuple[str, ...]:
         return tuple(word.strip() for word in self.trainable_tokens.split(",") if word.strip())
 
+    @property
+    def base_corpus_paths(self) -> tuple[str, ...]:
+        return tuple(path.strip() for path in self.base_corpora.split(",") if path.strip())
+
 
 def word_token_ids(tokenizer, words) -> list[int]:
     """The token ids a word is written with, alone and after a space (byte-level BPE spells the two
@@ -72,6 +81,30 @@ def word_token_ids(tokenizer, words) -> list[int]:
         for spelling in (word, " " + word):
             ids.update(tokenizer.encode(spelling))
     return sorted(ids)
+
+
+def corpus_token_ids(tokenizer, path) -> set[int]:
+    """Every token id the rows of a jsonl file are written with: a pretraining row's `text` as
+    encoded, an SFT row's conversation as the chat template renders it for training."""
+    ids: set[int] = set()
+    for line, row in enumerate(read_jsonl(path), start=1):
+        if isinstance(row.get("text"), str):
+            ids.update(tokenizer.encode(row["text"]))
+        elif isinstance(row.get("conversations"), list):
+            ids.update(tokenizer.render_conversation(row["conversations"])[0])
+        else:
+            raise DataError(f"{path}:{line}: neither a 'text' nor a 'conversations' field")
+    return ids
+
+
+def new_token_ids(tokenizer, data_path, corpora) -> list[int]:
+    """The tokens of `data_path` that no file of `corpora` holds, sorted. A base model trained on
+    those corpora never read these tokens, so their embedding rows are still what initialisation
+    and weight decay made them (and, with a tied head, what "never the next token" pushed them to)."""
+    seen: set[int] = set()
+    for corpus in corpora:
+        seen |= corpus_token_ids(tokenizer, corpus)
+    return sorted(corpus_token_ids(tokenizer, data_path) - seen)
 
 
 def save_adapter_fn(name: str):
@@ -93,14 +126,16 @@ def run(config: LoRAConfig, *, model: Optional[nn.Module] = None, tokenizer=None
         tokenizer = load_tokenizer(config)
     if model is None:
         model = build_model(config)
-    token_ids = word_token_ids(tokenizer, config.trainable_words) if config.trainable_words else ()
-    apply_lora(model, config.rank, config.alpha, config.lora_dropout, config.target_names, config.lora_name,
-               trainable_tokens=token_ids)
     data_path = config.data_path
     if not data_path:
         from minimind.data.synthetic import dataset_path
 
         data_path = dataset_path("lora_identity", "train")
+    token_ids = set(word_token_ids(tokenizer, config.trainable_words))
+    if config.base_corpus_paths:
+        token_ids.update(new_token_ids(tokenizer, data_path, config.base_corpus_paths))
+    apply_lora(model, config.rank, config.alpha, config.lora_dropout, config.target_names, config.lora_name,
+               trainable_tokens=sorted(token_ids))
     dataset = SFTDataset(data_path, tokenizer, config.max_seq_len)
     return train(config, model, dataset, collate_causal_lm, supervised_lm_loss, tokenizer=tokenizer,
                  save_fn=save_adapter_fn(config.lora_name), callbacks=callbacks)
