@@ -520,7 +520,7 @@ assert not unknown
 # (`lora_domain_plain`, `lora_domain`, `domain_full`); the cell scores them with greedy decoding
 # against the SFT model, and measures what each trains and holds in memory.
 
-# %% tags=["nbval-check-output"]
+# %%
 tea_trained = world.tea_questions("train")  # lora_domain's two phrasings per attribute: 480 questions
 
 
